@@ -1,0 +1,36 @@
+# Erasure Workbench. `make app` opens the built-in study; `make test` runs the test suite.
+PYTHON      ?= python3
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+# Override for GPU machines, e.g. `make venv TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"`.
+TORCH_SPEC  ?= torch==2.13.0
+STUDY       ?= studies/demo
+PORT        ?= 8501
+
+.PHONY: venv app test lint bench clean-venv
+
+# Idempotent: the stamp file depends on pyproject.toml, so a second run is instant.
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e ".[dev,ray]"
+	touch $@
+
+app: venv
+	$(VENV)/bin/erasure app --study $(STUDY) --port $(PORT)
+
+test: venv
+	$(PY) -m pytest -q --timeout=900 tests
+
+lint: venv
+	$(VENV)/bin/ruff check analysis app tests benchmarks
+	$(VENV)/bin/ruff format --check analysis app tests benchmarks
+
+bench: venv
+	$(PY) -m benchmarks.run_all
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,11 @@
+"""Model loading: every HookedTransformer in the workbench is created here (see ARCHITECTURE.md).
+
+Keeping all TransformerLens model construction behind this package means a later move to
+TransformerBridge touches one place.
+"""
+
+from analysis.models.device import pick_device, pick_dtype
+from analysis.models.handle import ModelHandle, check_same_tokenizer
+from analysis.models.loader import detect_format, load_model
+
+__all__ = ["ModelHandle", "check_same_tokenizer", "detect_format", "load_model", "pick_device", "pick_dtype"]
