@@ -37,7 +37,6 @@ class OrganismConfig:
     lr: float = 5e-3
     weight_decay: float = 0.01
     warmup: int = 30
-    eval_every: int = 100
     device: str | None = None
     exclude_ids: list[str] = field(default_factory=list)  # facts left out of training (retrain control)
 

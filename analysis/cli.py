@@ -1,0 +1,193 @@
+"""The `erasure` command. Every verb takes --json; errors are one line on stderr with a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from analysis.errors import WorkbenchError
+
+DEFAULT_STUDY = "studies/demo"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, not the usage block
+        self.exit(2, f"erasure: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _emit(args: argparse.Namespace, obj: Any, text: str) -> None:
+    print(json.dumps(obj, indent=None if args.json else 2, default=str) if args.json else text)
+
+
+def _tqdm_progress(desc: str) -> Callable[[float, str], None]:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=1000, desc=desc, leave=False, disable=None)
+
+    def update(frac: float, msg: str) -> None:
+        bar.n = int(frac * 1000)
+        bar.set_postfix_str(msg[-60:], refresh=True)
+        if frac >= 1:
+            bar.close()
+
+    return update
+
+
+# ---- organism / model ------------------------------------------------------------------------------
+def cmd_organism_train(args: argparse.Namespace) -> None:
+    from analysis.organism import OrganismConfig, train_organism
+
+    cfg = OrganismConfig(seed=args.seed, n_people=args.people, steps=args.steps, device=args.device)
+    _, report = train_organism(cfg, out=args.out, progress=_tqdm_progress("organism"))
+    d = report.to_dict()
+    _emit(args, d, f"trained organism -> {report.path}\n  recall {report.recall:.4f}  utility {report.utility:.3f}"
+                   f"  {report.seconds:.1f}s  ({report.steps} steps, {report.n_params:,} params, {report.device})")
+
+
+def cmd_model_info(args: argparse.Namespace) -> None:
+    from analysis.models import load_model
+
+    info = load_model(args.path, device=args.device).info()
+    _emit(args, info, "\n".join(f"{k:>16}: {v}" for k, v in info.items()))
+
+
+# ---- study ------------------------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> None:
+    from analysis.demo import build_demo
+
+    study, timings = build_demo(args.out, seed=args.seed, progress=_tqdm_progress("demo"))
+    obj = {"study": str(study.root), "models": study.model_names, "seconds": timings}
+    _emit(args, obj, f"demo study at {study.root}: {', '.join(study.model_names)} "
+                     f"({timings.get('total', 0):.1f}s)")
+
+
+def _parse_named(values: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for v in values:
+        name, sep, path = v.partition("=")
+        if not sep or not name or not path:
+            raise WorkbenchError(f"--unlearned expects NAME=PATH, got {v!r}")
+        if name in out:
+            raise WorkbenchError(f"model name {name!r} given twice")
+        out[name] = path
+    return out
+
+
+def cmd_study_create(args: argparse.Namespace) -> None:
+    from analysis.study import Study
+
+    study = Study.create(args.out, original=args.original, unlearned=_parse_named(args.unlearned or []),
+                         forget=args.forget, retain=args.retain, utility=args.utility, retrain=args.retrain)
+    obj = {"study": str(study.root), "models": {n: e.to_dict() for n, e in study.manifest.models.items()},
+           "samples": {s: len(study.samples(s)) for s in study.manifest.samples}}
+    _emit(args, obj, f"created study at {study.root} with models {', '.join(study.model_names)}")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from analysis.evaluation import evaluate_study
+    from analysis.study import Study
+
+    study = Study.open(args.study)
+    names = args.model or None
+    if names:
+        for n in names:
+            study.entry(n)
+    res = evaluate_study(study, names, progress=_tqdm_progress("eval"))
+    obj = {"models": {n: r.to_dict() for n, r in res.items()}}
+    lines = [f"{'model':<22}{'forget':>8}{'f.prob':>8}{'para':>8}{'retain':>8}{'utility':>8}{'FQ':>10}"]
+    for n, r in res.items():
+        fq = "-" if r.forget_quality is None else f"{r.forget_quality:.2e}"
+        lines.append(f"{n:<22}{r.forget_acc:>8.3f}{r.forget_prob:>8.3f}{(r.paraphrase_acc or 0):>8.3f}"
+                     f"{r.retain_acc:>8.3f}{(r.utility or 0):>8.3f}{fq:>10}")
+    _emit(args, obj, "\n".join(lines))
+
+
+# ---- app --------------------------------------------------------------------------------------------
+def cmd_app(args: argparse.Namespace) -> None:
+    home = Path(__file__).resolve().parent.parent / "app" / "Home.py"
+    cmd = [sys.executable, "-m", "streamlit", "run", str(home), "--server.address", args.host,
+           "--server.port", str(args.port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+           "--", "--study", str(Path(args.study).expanduser().resolve())]
+    if args.json:
+        print(json.dumps({"url": f"http://{args.host}:{args.port}", "study": args.study}), flush=True)
+    else:
+        print(f"Erasure Workbench on http://{args.host}:{args.port} (study: {args.study})", flush=True)
+    raise SystemExit(subprocess.call(cmd, env={**os.environ}))
+
+
+# ---- parser -----------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="erasure", description="Erasure Workbench: interpretability for machine unlearning.")
+    sub = p.add_subparsers(dest="verb", required=True, parser_class=_Parser)
+
+    def verb(parent: Any, name: str, fn: Callable[[argparse.Namespace], None], help_: str) -> argparse.ArgumentParser:
+        sp = parent.add_parser(name, help=help_, description=help_)
+        sp.add_argument("--json", action="store_true", help="print one JSON object")
+        sp.set_defaults(fn=fn)
+        return sp
+
+    org = sub.add_parser("organism", help="the built-in model organism").add_subparsers(dest="sub", required=True,
+                                                                                      parser_class=_Parser)
+    sp = verb(org, "train", cmd_organism_train, "train the model organism and save it to a directory")
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--people", type=int, default=200)
+    sp.add_argument("--steps", type=int, default=450)
+    sp.add_argument("--device", default=None)
+
+    mod = sub.add_parser("model", help="inspect models").add_subparsers(dest="sub", required=True,
+                                                                        parser_class=_Parser)
+    sp = verb(mod, "info", cmd_model_info, "load a model directory and print what it is")
+    sp.add_argument("path")
+    sp.add_argument("--device", default=None)
+
+    sp = verb(sub, "demo", cmd_demo, "build the built-in demo study (idempotent)")
+    sp.add_argument("--out", default=DEFAULT_STUDY)
+    sp.add_argument("--seed", type=int, default=0)
+
+    st = sub.add_parser("study", help="create studies").add_subparsers(dest="sub", required=True,
+                                                                       parser_class=_Parser)
+    sp = verb(st, "create", cmd_study_create, "create a study from local checkpoints and sample files")
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--original", required=True, help="model directory before unlearning")
+    sp.add_argument("--unlearned", action="append", metavar="NAME=PATH", help="an unlearned model (repeatable)")
+    sp.add_argument("--forget", required=True, help="forget samples (JSONL)")
+    sp.add_argument("--retain", required=True, help="retain samples (JSONL)")
+    sp.add_argument("--utility", default=None, help="general-ability samples (JSONL)")
+    sp.add_argument("--retrain", default=None, help="NAME of the unlearned model that is a retrain control")
+
+    sp = verb(sub, "eval", cmd_eval, "output-level metrics of every model of a study")
+    sp.add_argument("study")
+    sp.add_argument("--model", action="append", help="only these models (repeatable)")
+
+    sp = verb(sub, "app", cmd_app, "start the Streamlit app (binds 127.0.0.1)")
+    sp.add_argument("--study", default=DEFAULT_STUDY)
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--port", type=int, default=8501)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except WorkbenchError as e:
+        print(f"erasure: error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as e:
+        print(f"erasure: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("erasure: interrupted (finished work is kept in the study store)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

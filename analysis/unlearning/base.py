@@ -1,0 +1,424 @@
+"""Unlearning methods behind one registry, and the observed per-sample difficulty of unlearning.
+
+Every method takes a model, a forget set and a retain set and returns a *new* model: the original is
+deep-copied first and never mutated. Callers use one entry point::
+
+    handle, result = run_unlearning(original, "npo", forget, retain, UnlearnConfig(seed=0))
+    handle, result = run_unlearning(original, "retrain", forget, retain, cfg, corpus=corpus)
+
+Gradient methods share one loop (:class:`GradientMethod`): at each of ``cfg.steps`` steps a forget batch
+and (for methods with a retain term) a retain batch of ``cfg.batch_size`` rows are drawn without
+replacement from seeded permutations (a ``torch.Generator`` seeded with ``cfg.seed``, reshuffled each
+epoch), the method's loss is minimised with Adam (constant ``cfg.lr``, no weight decay, gradient norm
+clipped to ``cfg.max_grad_norm``) over the method's trainable parameters only. Every random choice comes
+from ``cfg.seed``, so the same seed on the same device gives bit-identical weights.
+
+Trajectory
+----------
+``trajectory[t, i]`` is the joint probability ``p(answer_i | prompt_i) = exp(sum of answer-token
+log-probs)`` (the ``prob`` of :func:`analysis.scoring.score_answers`) of forget sample ``i`` after ``t``
+optimisation steps; row 0 is the original model. Gradient methods record a row after every step
+(shape ``[steps + 1, n_forget]``); the ``retrain`` control records only the original and the retrained
+model (shape ``[2, n_forget]``).
+
+Observed difficulty
+-------------------
+How hard a forget sample was to unlearn, read off its trajectory by :func:`observed_difficulty`:
+
+* ``final_loss`` = ``-log p(answer)`` after unlearning (the last trajectory row): the forget NLL that
+  unlearning pushes *up*. A sample whose final loss is still *low* is one the method failed to erase,
+  so for this score **lower = harder** (still remembered); rank by ``-final_loss`` for hardest first.
+  A probability that underflowed to 0 is clipped at the smallest positive float64, so the value stays
+  finite (at most ~708).
+* ``auc`` = the mean over recorded steps of ``p(answer)``: the area under the probability-vs-step curve
+  with the step axis normalised to [0, 1], so it lies in [0, 1]. **Higher = harder**: the answer stayed
+  likely for longer (or for good).
+
+Both are observed after the fact, per method: the same sample can be easy for one method and hard for
+another.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from analysis.data.corpus import Corpus
+from analysis.data.schema import Sample
+from analysis.errors import AnalysisInputError
+from analysis.models.handle import ModelHandle
+from analysis.scoring import PairBatch, answer_correct, answer_logprob, make_batch
+
+ProgressFn = Callable[[float, str], None]
+_TINY = float(np.finfo(np.float64).tiny)
+
+
+@dataclass
+class UnlearnConfig:
+    """Settings shared by every method, plus method-specific fields (ignored by the other methods).
+
+    Shared:
+      steps: optimisation steps (None = the method's default, ``UnlearnMethod.defaults``; the ``retrain``
+        control ignores it, see ``retrain_steps``).
+      lr: Adam learning rate, constant, no weight decay (None = the method's default).
+      batch_size: rows per forget batch and per retain batch.
+      seed: seeds every random choice (batch order, the RMU direction, the retrain control).
+      retain_weight: weight of the retain term (retain NLL, or RMU's activation term via ``rmu_alpha``)
+        against the forget term. ``grad_ascent`` has no retain term.
+      max_grad_norm: gradient-norm clip per step.
+
+    NPO (Zhang et al. 2024): ``npo_beta`` is the inverse temperature beta of
+      ``-(2/beta) logsigmoid(-beta (log p_theta - log p_ref))``; small beta approaches gradient ascent,
+      large beta saturates sooner (the loss stops pushing once p_theta << p_ref).
+    SimNPO (Fan et al. 2024): ``simnpo_beta`` (beta) and ``simnpo_gamma`` (reward margin gamma) of the
+      reference-free ``-(2/beta) logsigmoid(-(beta/|y|) log p_theta - gamma)``.
+    RMU (Li et al. 2024): ``rmu_layer`` is the layer whose ``hook_resid_post`` is steered (None = the
+      middle layer, ``n_layers // 2``); ``rmu_coeff`` is the norm c of the random target ``c * u`` (in
+      residual-stream units: the built-in organism's residual norm at its middle layer is ~55);
+      ``rmu_alpha`` weights the retain activation-matching term (multiplied by ``retain_weight``).
+    Readout suppression (control): ``readout_ln_final`` also trains ``ln_final``'s weight and bias.
+      ``readout_beta`` is the NPO beta of its forget term.
+    Retrain (control): ``retrain_steps`` overrides the organism recipe's training steps (None = the
+      original organism's own recipe, read from its saved metadata, else ``OrganismConfig`` defaults).
+    """
+
+    steps: int | None = None
+    lr: float | None = None
+    batch_size: int = 32
+    seed: int = 0
+    retain_weight: float = 1.0
+    max_grad_norm: float = 1.0
+    npo_beta: float = 0.1
+    simnpo_beta: float = 2.5
+    simnpo_gamma: float = 0.0
+    rmu_layer: int | None = None
+    rmu_coeff: float = 100.0
+    rmu_alpha: float = 10.0
+    readout_ln_final: bool = False
+    readout_beta: float = 0.1
+    retrain_steps: int | None = None
+
+    def resolved(self, defaults: dict[str, Any]) -> UnlearnConfig:
+        """A copy with every None field that ``defaults`` names filled in (a method's defaults)."""
+        fill = {k: v for k, v in defaults.items() if getattr(self, k) is None}
+        return dataclasses.replace(self, **fill)
+
+    def validate(self) -> None:
+        if self.steps is not None and self.steps < 1:
+            raise AnalysisInputError(f"steps must be at least 1, got {self.steps}")
+        if self.lr is not None and not self.lr > 0:
+            raise AnalysisInputError(f"lr must be positive, got {self.lr}")
+        if self.batch_size < 1:
+            raise AnalysisInputError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.retain_weight < 0:
+            raise AnalysisInputError(f"retain_weight must be non-negative, got {self.retain_weight}")
+        for name in ("npo_beta", "simnpo_beta", "readout_beta"):
+            if not getattr(self, name) > 0:
+                raise AnalysisInputError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.retrain_steps is not None and self.retrain_steps < 1:
+            raise AnalysisInputError(f"retrain_steps must be at least 1, got {self.retrain_steps}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class UnlearnResult:
+    """What one unlearning run did, aligned with ``forget_ids``.
+
+    ``trajectory`` [n_recorded, n_forget] float64 answer probabilities (row 0 = original; see the module
+    docstring); ``correct`` the matching top-1 correctness; ``losses`` the training loss per step;
+    ``difficulty`` is :func:`observed_difficulty` of the trajectory; ``extra`` holds method-specific
+    records (e.g. the retrain control's ``training_pairs``).
+    """
+
+    method: str
+    config: UnlearnConfig
+    trajectory: np.ndarray
+    forget_ids: list[str]
+    seconds: float
+    difficulty: dict[str, np.ndarray]
+    correct: np.ndarray | None = None
+    losses: list[float] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def forget_accuracy(self) -> float:
+        """Top-1 accuracy of the forget set's canonical prompts after unlearning."""
+        return float(self.correct[-1].mean()) if self.correct is not None else float("nan")
+
+    def difficulty_by_id(self) -> dict[str, dict[str, float]]:
+        return {sid: {k: float(v[i]) for k, v in self.difficulty.items()} for i, sid in enumerate(self.forget_ids)}
+
+
+def observed_difficulty(trajectory: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-sample difficulty from a ``[n_recorded, n_forget]`` probability trajectory (module docstring)."""
+    traj = np.asarray(trajectory, dtype=np.float64)
+    if traj.ndim != 2 or traj.shape[0] < 1:
+        raise AnalysisInputError(f"trajectory must be [steps + 1, n_forget], got shape {traj.shape}")
+    if np.any(traj < 0) or np.any(traj > 1) or not np.all(np.isfinite(traj)):
+        raise AnalysisInputError("trajectory values must be probabilities in [0, 1]")
+    return {"final_loss": -np.log(np.maximum(traj[-1], _TINY)), "auc": traj.mean(axis=0)}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Registry
+
+
+class UnlearnMethod:
+    """One unlearning method. Subclasses register with :func:`register` and implement :meth:`unlearn`."""
+
+    name: ClassVar[str] = ""
+    role: ClassVar[str] = "unlearned"  # role of the returned handle ("control" for the controls)
+    needs_retain: ClassVar[bool] = True
+    # Values for the config fields left None (steps, lr), tuned on the built-in organism (200 people,
+    # forget = the 80 facts of 20 people); measured results are in the package docstring.
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def unlearn(self, ctx: UnlearnContext) -> None:
+        raise NotImplementedError
+
+
+_REGISTRY: dict[str, type[UnlearnMethod]] = {}
+METHODS: list[str] = []  # registered names, in registration order
+
+
+def register(name: str) -> Callable[[type[UnlearnMethod]], type[UnlearnMethod]]:
+    """Class decorator: ``@register("npo") class NPO(GradientMethod): ...``."""
+
+    def deco(cls: type[UnlearnMethod]) -> type[UnlearnMethod]:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"unlearning method {name!r} is already registered")
+        cls.name = name
+        _REGISTRY[name] = cls
+        if name not in METHODS:
+            METHODS.append(name)
+        return cls
+
+    return deco
+
+
+def get_method(name: str) -> UnlearnMethod:
+    try:
+        return _REGISTRY[name]()
+    except KeyError:
+        raise AnalysisInputError(
+            f"unknown unlearning method {name!r} (known methods: {', '.join(METHODS)})"
+        ) from None
+
+
+# ----------------------------------------------------------------------------------------------------
+# Shared machinery
+
+
+def take_rows(batch: PairBatch, idx: torch.Tensor) -> PairBatch:
+    """Rows ``idx`` of a right-padded batch, with the padding trimmed to the longest selected row."""
+    lengths = batch.lengths[idx]
+    t = int(lengths.max())
+    return PairBatch(
+        tokens=batch.tokens[idx, :t],
+        target_mask=batch.target_mask[idx, : max(t - 1, 1)],
+        prompt_lens=batch.prompt_lens[idx],
+        answer_lens=batch.answer_lens[idx],
+        lengths=lengths,
+    )
+
+
+def real_positions(batch: PairBatch) -> torch.Tensor:
+    """[B, T] bool: True at every non-pad token."""
+    pos = torch.arange(batch.tokens.shape[1], device=batch.tokens.device)
+    return pos[None, :] < batch.lengths[:, None]
+
+
+def nll(logits: torch.Tensor, batch: PairBatch) -> torch.Tensor:
+    """Mean over rows of the per-token (length-normalised) answer NLL."""
+    return -answer_logprob(logits, batch, "mean").mean()
+
+
+class RowSampler:
+    """Batches of row indices without replacement from seeded permutations, reshuffled every epoch."""
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator) -> None:
+        self.n, self.size, self.gen = n, min(batch_size, n), generator
+        self.order = torch.randperm(n, generator=generator)
+        self.cursor = 0
+
+    def next(self) -> torch.Tensor:
+        if self.cursor + self.size > self.n:
+            self.order, self.cursor = torch.randperm(self.n, generator=self.gen), 0
+        idx = self.order[self.cursor : self.cursor + self.size]
+        self.cursor += self.size
+        return idx
+
+
+@dataclass
+class UnlearnContext:
+    """Everything a method needs. ``model`` is the copy being trained (methods may replace it)."""
+
+    original: ModelHandle
+    model: torch.nn.Module
+    forget: list[Sample]
+    retain: list[Sample]
+    cfg: UnlearnConfig
+    corpus: Corpus | None
+    progress: ProgressFn | None
+    generator: torch.Generator
+    forget_batch: PairBatch
+    retain_batch: PairBatch | None
+    trajectory: list[np.ndarray] = field(default_factory=list)
+    correct: list[np.ndarray] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return self.original.device
+
+    @torch.no_grad()
+    def record(self, model: torch.nn.Module | None = None) -> None:
+        """Append one trajectory row: every forget sample's answer probability, in one forward."""
+        m = model if model is not None else self.model
+        logits = m(self.forget_batch.tokens, return_type="logits")
+        lp = answer_logprob(logits, self.forget_batch, "sum").double().cpu().numpy()
+        self.trajectory.append(np.clip(np.exp(lp), 0.0, 1.0))
+        self.correct.append(answer_correct(logits, self.forget_batch).cpu().numpy())
+
+    def report(self, frac: float, message: str) -> None:
+        if self.progress is not None:
+            self.progress(frac, message)
+
+
+class GradientMethod(UnlearnMethod):
+    """The shared optimisation loop; subclasses define :meth:`loss` (and optionally what is trained)."""
+
+    def prepare(self, ctx: UnlearnContext) -> None:
+        """Precompute anything fixed (reference log-probs, target vectors) before the first step."""
+
+    def trainable(self, ctx: UnlearnContext) -> list[torch.nn.Parameter]:
+        return list(ctx.model.parameters())
+
+    def loss(self, ctx: UnlearnContext, forget: PairBatch, forget_idx: torch.Tensor, retain: PairBatch | None,
+             retain_idx: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def unlearn(self, ctx: UnlearnContext) -> None:
+        cfg, model = ctx.cfg, ctx.model
+        if cfg.steps is None or cfg.lr is None:
+            raise AnalysisInputError(f"method {self.name!r} needs steps and lr (it has no default for them)")
+        self.prepare(ctx)
+        params = self.trainable(ctx)
+        trainable_ids = {id(p) for p in params}
+        for p in model.parameters():
+            p.requires_grad_(id(p) in trainable_ids)
+        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=0.0)
+        f_sampler = RowSampler(len(ctx.forget), cfg.batch_size, ctx.generator)
+        r_sampler = (RowSampler(len(ctx.retain), cfg.batch_size, ctx.generator)
+                     if self.needs_retain and ctx.retain_batch is not None else None)
+        model.eval()  # HookedTransformer has no dropout; eval keeps any other model deterministic
+        ctx.record()
+        for step in range(cfg.steps):
+            fi = f_sampler.next()
+            ri = r_sampler.next() if r_sampler is not None else None
+            fb = take_rows(ctx.forget_batch, fi.to(ctx.forget_batch.tokens.device))
+            rb = (take_rows(ctx.retain_batch, ri.to(ctx.retain_batch.tokens.device))
+                  if ri is not None and ctx.retain_batch is not None else None)
+            loss = self.loss(ctx, fb, fi, rb, ri)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            opt.step()
+            ctx.losses.append(float(loss.detach()))
+            ctx.record()
+            if step % 10 == 0 or step == cfg.steps - 1:
+                ctx.report((step + 1) / cfg.steps, f"{self.name}: step {step + 1}/{cfg.steps}, "
+                                                   f"loss {ctx.losses[-1]:.3f}")
+        for p in model.parameters():
+            p.requires_grad_(False)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Entry point
+
+
+def as_handle(handle_or_model: ModelHandle | torch.nn.Module) -> ModelHandle:
+    if isinstance(handle_or_model, ModelHandle):
+        return handle_or_model
+    tokenizer = getattr(handle_or_model, "tokenizer", None)
+    if tokenizer is None:
+        raise AnalysisInputError("a bare model needs a tokenizer attached (model.tokenizer); pass a ModelHandle")
+    from analysis.organism.train import in_memory_handle
+
+    return in_memory_handle(handle_or_model, tokenizer)
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """SHA-256 over parameter and buffer names and bytes, 16 hex chars: equal iff the weights are."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _check_samples(forget: list[Sample], retain: list[Sample], method: UnlearnMethod) -> None:
+    if not forget:
+        raise AnalysisInputError("the forget set is empty: nothing to unlearn")
+    if method.needs_retain and not retain:
+        raise AnalysisInputError(f"method {method.name!r} needs a non-empty retain set")
+    ids = [s.id for s in forget]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise AnalysisInputError(f"forget set lists sample {dup!r} more than once")
+    both = set(ids) & {s.id for s in retain}
+    if both:
+        raise AnalysisInputError(f"samples in both the forget and retain sets: {sorted(both)[:3]}")
+
+
+def run_unlearning(handle_or_model: ModelHandle | torch.nn.Module, method: str, forget: list[Sample],
+                   retain: list[Sample], cfg: UnlearnConfig | None = None, corpus: Corpus | None = None,
+                   progress: ProgressFn | None = None) -> tuple[ModelHandle, UnlearnResult]:
+    """Unlearn ``forget`` from a copy of the model with ``method``; the original is never modified.
+
+    ``corpus`` is needed only by the ``retrain`` control (it retrains the organism on the corpus minus
+    the forget facts). Returns the new in-memory model and the run's :class:`UnlearnResult`.
+    """
+    m = get_method(method)
+    cfg = (cfg if cfg is not None else UnlearnConfig()).resolved(m.defaults)
+    cfg.validate()
+    forget, retain = list(forget), list(retain)
+    _check_samples(forget, retain, m)
+    original = as_handle(handle_or_model)
+    t0 = time.perf_counter()
+    forget_batch = make_batch(original, [s.prompt for s in forget], [s.answer for s in forget])
+    retain_batch = (make_batch(original, [s.prompt for s in retain], [s.answer for s in retain])
+                    if retain and m.needs_retain else None)
+    model = copy.deepcopy(original.model)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    ctx = UnlearnContext(original=original, model=model, forget=forget, retain=retain, cfg=cfg, corpus=corpus,
+                         progress=progress, generator=torch.Generator().manual_seed(cfg.seed),
+                         forget_batch=forget_batch, retain_batch=retain_batch)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)  # for any op that draws from the global RNG
+        m.unlearn(ctx)
+    ctx.model.eval()
+    trajectory = np.stack(ctx.trajectory)
+    seconds = time.perf_counter() - t0
+    result = UnlearnResult(method=m.name, config=cfg, trajectory=trajectory, forget_ids=[s.id for s in forget],
+                           seconds=seconds, difficulty=observed_difficulty(trajectory),
+                           correct=np.stack(ctx.correct), losses=ctx.losses, extra=ctx.extra)
+    handle = ModelHandle(model=ctx.model, tokenizer=original.tokenizer, name=f"{original.name}-{m.name}",
+                         role=m.role, path=None, fingerprint=f"mem-{weights_fingerprint(ctx.model)}",
+                         fmt=original.fmt, meta={"unlearning": {"method": m.name, "config": cfg.to_dict(),
+                                                                "source": original.name,
+                                                                "source_fingerprint": original.fingerprint,
+                                                                "n_forget": len(forget)}})
+    return handle, result

@@ -1,0 +1,21 @@
+"""Gradient ascent: maximise the forget answers' NLL. No retain term, so it also damages retained facts
+(the expected, realistic failure mode of plain ascent)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from analysis.scoring import PairBatch
+from analysis.unlearning.base import GradientMethod, UnlearnContext, nll, register
+
+
+@register("grad_ascent")
+class GradAscent(GradientMethod):
+    defaults: ClassVar[dict[str, Any]] = {"steps": 60, "lr": 1e-4}
+    needs_retain = False
+
+    def loss(self, ctx: UnlearnContext, forget: PairBatch, forget_idx: torch.Tensor, retain: PairBatch | None,
+             retain_idx: torch.Tensor | None) -> torch.Tensor:
+        return -nll(ctx.model(forget.tokens, return_type="logits"), forget)

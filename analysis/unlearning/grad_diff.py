@@ -1,0 +1,21 @@
+"""Gradient difference: ascent on the forget answers' NLL plus ``retain_weight`` x descent on the retain
+answers' NLL (Liu et al. 2022; the TOFU baseline)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from analysis.scoring import PairBatch
+from analysis.unlearning.base import GradientMethod, UnlearnContext, nll, register
+
+
+@register("grad_diff")
+class GradDiff(GradientMethod):
+    defaults: ClassVar[dict[str, Any]] = {"steps": 60, "lr": 1e-4}
+    def loss(self, ctx: UnlearnContext, forget: PairBatch, forget_idx: torch.Tensor, retain: PairBatch | None,
+             retain_idx: torch.Tensor | None) -> torch.Tensor:
+        assert retain is not None
+        forget_term = -nll(ctx.model(forget.tokens, return_type="logits"), forget)
+        return forget_term + ctx.cfg.retain_weight * nll(ctx.model(retain.tokens, return_type="logits"), retain)

@@ -1,0 +1,48 @@
+"""Negative Preference Optimization (Zhang et al. 2024, "Negative Preference Optimization: From
+Catastrophic Collapse to Effective Unlearning").
+
+Forget term, per sample, with ``log p`` the *summed* answer-token log-prob and the reference the frozen
+original model::
+
+    L_NPO = -(2 / beta) * logsigmoid(-beta * (log p_theta(y|x) - log p_ref(y|x)))
+
+plus ``retain_weight`` x the retain answers' NLL. Unlike gradient ascent the forget term is bounded: its
+gradient fades once ``p_theta << p_ref``. The reference log-probs are computed once, before training
+(the reference is frozen), so no second model is kept in memory.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from analysis.scoring import PairBatch, answer_logprob
+from analysis.unlearning.base import GradientMethod, UnlearnContext, nll, register
+
+
+def npo_loss(logp: torch.Tensor, logp_ref: torch.Tensor, beta: float) -> torch.Tensor:
+    """Mean over rows of ``-(2/beta) logsigmoid(-beta (logp - logp_ref))``."""
+    return (-(2.0 / beta) * F.logsigmoid(-beta * (logp - logp_ref))).mean()
+
+
+@torch.no_grad()
+def reference_logprobs(ctx: UnlearnContext) -> torch.Tensor:
+    """[n_forget] summed answer log-prob of every forget sample under the original (frozen) model."""
+    logits = ctx.original.model(ctx.forget_batch.tokens, return_type="logits")
+    return answer_logprob(logits, ctx.forget_batch, "sum").detach()
+
+
+@register("npo")
+class NPO(GradientMethod):
+    defaults: ClassVar[dict[str, Any]] = {"steps": 60, "lr": 1e-4}
+    def prepare(self, ctx: UnlearnContext) -> None:
+        self.ref = reference_logprobs(ctx)
+
+    def loss(self, ctx: UnlearnContext, forget: PairBatch, forget_idx: torch.Tensor, retain: PairBatch | None,
+             retain_idx: torch.Tensor | None) -> torch.Tensor:
+        assert retain is not None
+        logp = answer_logprob(ctx.model(forget.tokens, return_type="logits"), forget, "sum")
+        forget_term = npo_loss(logp, self.ref[forget_idx.to(self.ref.device)], ctx.cfg.npo_beta)
+        return forget_term + ctx.cfg.retain_weight * nll(ctx.model(retain.tokens, return_type="logits"), retain)

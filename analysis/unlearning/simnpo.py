@@ -1,0 +1,35 @@
+"""SimNPO (Fan et al. 2024, "Simplicity Prevails: Rethinking Negative Preference Optimization for LLM
+Unlearning"): NPO without the reference model, on the length-normalised log-prob::
+
+    L_SimNPO = -(2 / beta) * logsigmoid(-(beta / |y|) * log p_theta(y|x) - gamma)
+
+with ``|y|`` the answer's token count and ``log p`` summed over its tokens, plus ``retain_weight`` x the
+retain answers' NLL.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from analysis.scoring import PairBatch, answer_logprob
+from analysis.unlearning.base import GradientMethod, UnlearnContext, nll, register
+
+
+def simnpo_loss(logp_sum: torch.Tensor, answer_lens: torch.Tensor, beta: float, gamma: float) -> torch.Tensor:
+    """Mean over rows of ``-(2/beta) logsigmoid(-(beta/|y|) logp_sum - gamma)``."""
+    norm = logp_sum / answer_lens.clamp(min=1).to(logp_sum.dtype)
+    return (-(2.0 / beta) * F.logsigmoid(-beta * norm - gamma)).mean()
+
+
+@register("simnpo")
+class SimNPO(GradientMethod):
+    defaults: ClassVar[dict[str, Any]] = {"steps": 60, "lr": 1e-4}
+    def loss(self, ctx: UnlearnContext, forget: PairBatch, forget_idx: torch.Tensor, retain: PairBatch | None,
+             retain_idx: torch.Tensor | None) -> torch.Tensor:
+        assert retain is not None
+        logp = answer_logprob(ctx.model(forget.tokens, return_type="logits"), forget, "sum")
+        forget_term = simnpo_loss(logp, forget.answer_lens, ctx.cfg.simnpo_beta, ctx.cfg.simnpo_gamma)
+        return forget_term + ctx.cfg.retain_weight * nll(ctx.model(retain.tokens, return_type="logits"), retain)

@@ -1,0 +1,20 @@
+"""Entry point: `erasure app` / `make app` run `streamlit run app/Home.py -- --study DIR`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT.parent) not in sys.path:  # running from a source checkout without installing
+    sys.path.insert(0, str(ROOT.parent))
+
+st.set_page_config(page_title="Erasure Workbench", page_icon="🧽", layout="wide")
+
+PAGES = [
+    st.Page(str(ROOT / "pages" / "home.py"), title="Home", icon="🏠", default=True, url_path="home"),
+    st.Page(str(ROOT / "pages" / "study.py"), title="Study", icon="📊", url_path="study"),
+]
+st.navigation(PAGES).run()

@@ -1,0 +1,1 @@
+"""Streamlit app: presentation only (widgets, layout, caching of handles); the science is in `analysis`."""

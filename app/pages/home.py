@@ -1,0 +1,55 @@
+"""Home: the models of the open study, and their next-token predictions for a prompt, side by side."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from analysis.errors import AnalysisInputError
+from analysis.figures import topk_bars
+from analysis.scoring import top_next_tokens
+from app.state import get_study, guarded, load_model
+
+
+def page() -> None:
+    st.title("Erasure Workbench")
+    st.caption("Did unlearning erase the knowledge, or only suppress it? Compare a model before unlearning "
+               "with models after it.")
+    study = get_study()
+    st.subheader(f"Study: {study.manifest.name}")
+    rows = [{"model": n, "role": e.role, "method": e.method or "", "fingerprint": study.fingerprint(n),
+             "path": e.path} for n, e in study.manifest.models.items()]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    counts = {s: len(study.samples(s)) for s in study.manifest.samples}
+    st.caption(" · ".join(f"{n} {s} samples" for s, n in counts.items()))
+
+    st.subheader("Next-token predictions")
+    forget = study.forget
+    default_prompt = forget[0].prompt if forget else ""
+    col1, col2 = st.columns([3, 1])
+    prompt = col1.text_input("Prompt", value=default_prompt, key="prompt",
+                             help="A forget-set prompt is pre-filled: compare what each model predicts.")
+    k = col2.slider("top-k", 3, 20, 8, key="topk")
+    defaults = [n for n in ("original", "retrain", "readout_suppression", "npo") if n in study.model_names]
+    chosen = st.multiselect("Models", study.model_names, default=defaults or study.model_names[:3], key="models")
+    if not prompt.strip():
+        st.error("Enter a prompt to see the models' next-token predictions.")
+        return
+    if not chosen:
+        st.warning("Pick at least one model.")
+        return
+    results = {}
+    for name in chosen:
+        handle = load_model(name)
+        try:
+            results[name] = top_next_tokens(handle, prompt, k=k)
+        except AnalysisInputError as e:
+            st.error(f"{name}: {e}")
+            return
+    st.plotly_chart(topk_bars(results), width="stretch", key="topk_chart")
+    match = next((s for s in study.samples() if s.prompt == prompt.strip()), None)
+    if match is not None:
+        st.caption(f"Sample `{match.id}` ({match.split}, {match.relation}): expected answer **{match.answer}**.")
+
+
+guarded(page)

@@ -1,0 +1,90 @@
+"""Shared app state: which study is open, cached study and model handles, error display."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+from streamlit.runtime.scriptrunner_utils.exceptions import ScriptControlException
+
+from analysis.errors import WorkbenchError
+
+DEFAULT_STUDY = "studies/demo"
+
+
+def study_path() -> Path:
+    """--study on the command line (`erasure app`), else $ERASURE_STUDY, else studies/demo."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--study", default=None)
+    args, _ = parser.parse_known_args(sys.argv[1:])
+    return Path(args.study or os.environ.get("ERASURE_STUDY") or DEFAULT_STUDY).expanduser().resolve()
+
+
+@st.cache_resource(show_spinner=False)
+def _open_study(path: str) -> Any:
+    from analysis.study import Study
+
+    return Study.open(path)
+
+
+def get_study() -> Any:
+    """The open Study; builds the built-in demo study on first run (with a progress bar)."""
+    from analysis.study import MANIFEST
+
+    path = study_path()
+    if not (path / MANIFEST).exists():
+        is_default = path == Path(DEFAULT_STUDY).resolve() or os.environ.get("ERASURE_BUILD_DEMO") == "1"
+        if not is_default:
+            st.error(f"No study at `{path}`. Create one with `erasure study create` or `erasure demo --out {path}`.")
+            st.stop()
+        st.info("First run: building the built-in demo study (organism + unlearned models). This takes a few "
+                "minutes on a laptop CPU and happens once.")
+        bar = st.progress(0.0, text="starting")
+        from analysis.demo import build_demo
+
+        try:
+            build_demo(path, progress=lambda f, m: bar.progress(min(1.0, max(0.0, f)), text=m))
+        except WorkbenchError as e:
+            st.error(f"Building the demo study failed: {e}")
+            st.stop()
+        bar.empty()
+    try:
+        return _open_study(str(path))
+    except WorkbenchError as e:
+        st.error(str(e))
+        st.stop()
+
+
+@st.cache_resource(show_spinner="Loading model…", max_entries=16)
+def _load(path: str, name: str) -> Any:
+    return _open_study(path).load(name)
+
+
+def load_model(name: str) -> Any:
+    """A cached ModelHandle of the open study; shows st.error and stops the page if it fails to load."""
+    try:
+        return _load(str(study_path()), name)
+    except WorkbenchError as e:
+        st.error(f"Model {name!r} could not be loaded: {e}")
+        st.stop()
+
+
+def guarded(fn: Callable[[], Any]) -> Any:
+    """Run a page body: user-facing errors become st.error, anything else a short message (never a raw
+    traceback in the page; the traceback goes to the server log)."""
+    try:
+        return fn()
+    except WorkbenchError as e:
+        st.error(str(e))
+    except ScriptControlException:  # st.stop / st.rerun must propagate
+        raise
+    except Exception as e:  # noqa: BLE001 - last line of defence for the UI
+        traceback.print_exc()
+        st.error(f"Unexpected error ({type(e).__name__}): {e}")
+    return None

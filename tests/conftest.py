@@ -1,0 +1,42 @@
+"""Session-scoped fixtures: a small organism and a small study, built once and shared by all tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+SMALL_PEOPLE = 40
+SMALL_STEPS = 300  # organism steps for the small study (reaches ~full recall on 40 people)
+SMALL_UNLEARN_STEPS = 30
+
+
+@pytest.fixture(scope="session")
+def small_corpus():
+    from analysis.data.corpus import build_corpus
+
+    return build_corpus(seed=0, n_people=SMALL_PEOPLE)
+
+
+@pytest.fixture(scope="session")
+def small_study(tmp_path_factory: pytest.TempPathFactory, small_corpus):
+    """The demo study at test size: every demo model, trained and unlearned for real."""
+    from analysis.demo import build_demo
+
+    root = tmp_path_factory.mktemp("study") / "demo"
+    study, _ = build_demo(root, seed=0, n_people=SMALL_PEOPLE, organism_steps=SMALL_STEPS,
+                          unlearn_steps=SMALL_UNLEARN_STEPS)
+    return study
+
+
+@pytest.fixture(scope="session")
+def organism_dir(small_study) -> Path:
+    return small_study.model_path("original")
+
+
+@pytest.fixture(scope="session")
+def organism(small_study):
+    return small_study.load("original")

@@ -1,0 +1,77 @@
+import multiprocessing as mp
+import os
+import signal
+import sqlite3
+import time
+
+import pytest
+
+from analysis.store import ResultStore, options_hash, run_batch
+
+
+def test_put_get_roundtrip_and_keys(tmp_path):
+    st = ResultStore(tmp_path / "r.sqlite")
+    st.put("trace", ["fpA"], {"k": 1}, {"x": [1, 2]}, sample_id="s1")
+    assert st.get("trace", ["fpA"], {"k": 1}, "s1") == {"x": [1, 2]}
+    assert st.get("trace", ["fpA"], {"k": 2}, "s1") is None  # other options
+    assert st.get("trace", ["fpB"], {"k": 1}, "s1") is None  # other model
+    assert st.get("trace", ["fpA", "fpB"], {"k": 1}, "s1") is None
+    assert options_hash({"a": 1, "b": 2}) == options_hash({"b": 2, "a": 1})
+    with sqlite3.connect(tmp_path / "r.sqlite") as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_resume_after_exception_mid_job(tmp_path):
+    st = ResultStore(tmp_path / "r.sqlite")
+    ids = [f"s{i}" for i in range(10)]
+    calls: list[list[str]] = []
+
+    def failing(chunk):
+        calls.append(chunk)
+        if "s6" in chunk:
+            raise RuntimeError("boom")
+        return {s: int(s[1:]) ** 2 for s in chunk}
+
+    with pytest.raises(RuntimeError):
+        run_batch(st, "sq", ["m"], {}, ids, failing, chunk_size=3)
+    assert sorted(st.get_many("sq", ["m"], {})) == ["s0", "s1", "s2", "s3", "s4", "s5"]  # the failed chunk left nothing
+    calls.clear()
+    out = run_batch(st, "sq", ["m"], {}, ids, lambda c: (calls.append(c), {s: int(s[1:]) ** 2 for s in c})[1],
+                    chunk_size=3)
+    assert out == {s: int(s[1:]) ** 2 for s in ids}
+    assert [s for c in calls for s in c] == ["s6", "s7", "s8", "s9"]  # nothing finished is recomputed
+
+
+def _slow_job(path: str) -> None:
+    st = ResultStore(path)
+
+    def compute(chunk):
+        time.sleep(0.3)
+        return {s: s for s in chunk}
+
+    run_batch(st, "slow", ["m"], {}, [f"s{i}" for i in range(40)], compute, chunk_size=2)
+
+
+def test_killed_job_resumes_and_reads_during_write(tmp_path):
+    path = str(tmp_path / "r.sqlite")
+    ResultStore(path)
+    proc = mp.get_context("spawn").Process(target=_slow_job, args=(path,))
+    proc.start()
+    reader = ResultStore(path)
+    seen = []
+    deadline = time.time() + 60
+    while time.time() < deadline and len(seen) < 3:  # concurrent reads while the job writes
+        n = len(reader.get_many("slow", ["m"], {}))
+        if not seen or n > seen[-1]:
+            seen.append(n)
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join()
+    stored = reader.get_many("slow", ["m"], {})
+    assert 0 < len(stored) < 40 and len(stored) % 2 == 0  # whole chunks only
+    assert seen == sorted(seen) and len(seen) >= 3
+    recomputed = []
+    run_batch(reader, "slow", ["m"], {}, [f"s{i}" for i in range(40)],
+              lambda c: (recomputed.extend(c), {s: s for s in c})[1], chunk_size=2)
+    assert len(recomputed) == 40 - len(stored)
+    assert len(reader.get_many("slow", ["m"], {})) == 40
