@@ -109,11 +109,16 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 # ---- app --------------------------------------------------------------------------------------------
-def cmd_app(args: argparse.Namespace) -> None:
+def streamlit_command(study: str | Path, host: str = "127.0.0.1", port: int = 8501) -> list[str]:
+    """The one command line that serves the app (used by `erasure app` and the browser tests)."""
     home = Path(__file__).resolve().parent.parent / "app" / "Home.py"
-    cmd = [sys.executable, "-m", "streamlit", "run", str(home), "--server.address", args.host,
-           "--server.port", str(args.port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-           "--", "--study", str(Path(args.study).expanduser().resolve())]
+    return [sys.executable, "-m", "streamlit", "run", str(home), "--server.address", host,
+            "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            "--client.toolbarMode", "viewer", "--", "--study", str(Path(study).expanduser().resolve())]
+
+
+def cmd_app(args: argparse.Namespace) -> None:
+    cmd = streamlit_command(args.study, args.host, args.port)
     if args.json:
         print(json.dumps({"url": f"http://{args.host}:{args.port}", "study": args.study}), flush=True)
     else:

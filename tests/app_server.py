@@ -6,7 +6,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -14,8 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from analysis.cli import streamlit_command
+
 REPO = Path(__file__).resolve().parent.parent
-HOME = REPO / "app" / "Home.py"
 
 
 def free_port() -> int:
@@ -57,15 +57,14 @@ def running_app(study: str | os.PathLike[str], log: Path, timeout: float = 90.0)
     """Run ``streamlit run app/Home.py -- --study STUDY`` on a free localhost port (own process group,
     output to ``log``); yields the base URL once the server answers HTTP, kills the group on exit."""
     port = free_port()
-    cmd = [sys.executable, "-m", "streamlit", "run", str(HOME), "--server.address", "127.0.0.1",
-           "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-           "--", "--study", str(study)]
+    cmd = streamlit_command(study, port=port)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("ERASURE_STUDY", None)
     url = f"http://127.0.0.1:{port}"
     with open(log, "wb") as fh:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
     try:
         _wait_http(f"{url}/_stcore/health", proc, log, timeout)
         yield url

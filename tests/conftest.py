@@ -11,7 +11,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 SMALL_PEOPLE = 40
 SMALL_STEPS = 300  # organism steps for the small study (reaches ~full recall on 40 people)
-SMALL_UNLEARN_STEPS = 30
+SMALL_UNLEARN_STEPS = None  # each method's own default steps
 
 
 @pytest.fixture(scope="session")

@@ -8,13 +8,21 @@ import os
 from pathlib import Path
 
 import pytest
-from app_server import running_app
+
+from tests.app_server import running_app
 
 pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 CHART_SVG = '[data-testid="stPlotlyChart"] .js-plotly-plot svg.main-svg'
 TIMEOUT_MS = 180_000  # first run loads torch and the models
@@ -30,11 +38,16 @@ def _screenshot(page, path: Path) -> None:
     """The whole page: Streamlit scrolls inside its main element, not the document, so a full-page
     screenshot alone stops at the viewport; grow the viewport to the content height first."""
     size = page.viewport_size
-    height = page.evaluate('() => document.querySelector(\'[data-testid="stMain"]\').scrollHeight')
+    height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
     page.set_viewport_size({"width": size["width"], "height": max(size["height"], height)})
     page.wait_for_timeout(500)  # let the charts re-layout
     page.screenshot(path=str(path), full_page=True)
     page.set_viewport_size(size)
+
+
+def _tokens(page) -> list[str]:
+    """The token labels of the Home top-k chart, in drawing order."""
+    return page.locator('[data-testid="stPlotlyChart"] .ytick text').all_text_contents()
 
 
 def _no_exception(page) -> None:
@@ -44,8 +57,10 @@ def _no_exception(page) -> None:
 
 def test_app_in_browser(small_study, tmp_path):
     if not os.path.exists(CHROMIUM):
-        pytest.skip(f"system Chromium not found at {CHROMIUM} (CI installs Debian's chromium; "
-                    "`apt-get install chromium` to run this test)")
+        pytest.skip(
+            f"system Chromium not found at {CHROMIUM} (CI installs Debian's chromium; "
+            "`apt-get install chromium` to run this test)"
+        )
     sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
     shots = Path(os.environ.get("ERASURE_SCREENSHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
@@ -68,6 +83,7 @@ def test_app_in_browser(small_study, tmp_path):
 
             # A new prompt: the script reruns and the chart is drawn again for it.
             old_points = page.locator(".js-plotly-plot .bars .point").count()
+            old_tokens = _tokens(page)
             prompt = page.get_by_label("Prompt", exact=True)
             retain = small_study.retain[0]
             prompt.fill(retain.prompt)
@@ -78,6 +94,7 @@ def test_app_in_browser(small_study, tmp_path):
             _no_exception(page)
             assert page.locator('[data-testid="stAlertContentError"]').count() == 0
             assert page.locator(".js-plotly-plot .bars .point").count() == old_points
+            assert _tokens(page) != old_tokens  # new predictions, not the old chart left in place
             _screenshot(page, shots / "home.png")
 
             page.goto(f"{url}/study")
@@ -85,7 +102,7 @@ def test_app_in_browser(small_study, tmp_path):
             page.get_by_role("heading", name="Scoreboard").wait_for()
             page.wait_for_selector(CHART_SVG)
             _no_exception(page)
-            assert page.locator('[data-testid="stPlotlyChart"]').count() >= 1
+            assert page.locator('[data-testid="stPlotlyChart"]').count() == 2  # scoreboard + trajectories
             # one scatter point per model on the scoreboard chart
             points = page.locator('[data-testid="stPlotlyChart"]').first.locator(".scatterlayer .point")
             assert points.count() == len(small_study.model_names)

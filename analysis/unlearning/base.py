@@ -61,6 +61,9 @@ ProgressFn = Callable[[float, str], None]
 _TINY = float(np.finfo(np.float64).tiny)
 
 
+FALLBACKS: dict[str, Any] = {"retain_weight": 1.0}  # for None fields a method has no default for
+
+
 @dataclass
 class UnlearnConfig:
     """Settings shared by every method, plus method-specific fields (ignored by the other methods).
@@ -72,7 +75,7 @@ class UnlearnConfig:
       batch_size: rows per forget batch and per retain batch.
       seed: seeds every random choice (batch order, the RMU direction, the retrain control).
       retain_weight: weight of the retain term (retain NLL, or RMU's activation term via ``rmu_alpha``)
-        against the forget term. ``grad_ascent`` has no retain term.
+        against the forget term (None = the method's default, else 1.0). ``grad_ascent`` has no retain term.
       max_grad_norm: gradient-norm clip per step.
 
     NPO (Zhang et al. 2024): ``npo_beta`` is the inverse temperature beta of
@@ -94,7 +97,7 @@ class UnlearnConfig:
     lr: float | None = None
     batch_size: int = 32
     seed: int = 0
-    retain_weight: float = 1.0
+    retain_weight: float | None = None
     max_grad_norm: float = 1.0
     npo_beta: float = 0.1
     simnpo_beta: float = 2.5
@@ -107,8 +110,8 @@ class UnlearnConfig:
     retrain_steps: int | None = None
 
     def resolved(self, defaults: dict[str, Any]) -> UnlearnConfig:
-        """A copy with every None field that ``defaults`` names filled in (a method's defaults)."""
-        fill = {k: v for k, v in defaults.items() if getattr(self, k) is None}
+        """A copy with the None fields filled from ``defaults`` (a method's), then from ``FALLBACKS``."""
+        fill = {k: v for k, v in {**FALLBACKS, **defaults}.items() if getattr(self, k) is None}
         return dataclasses.replace(self, **fill)
 
     def validate(self) -> None:
@@ -118,7 +121,7 @@ class UnlearnConfig:
             raise AnalysisInputError(f"lr must be positive, got {self.lr}")
         if self.batch_size < 1:
             raise AnalysisInputError(f"batch_size must be at least 1, got {self.batch_size}")
-        if self.retain_weight < 0:
+        if self.retain_weight is not None and self.retain_weight < 0:
             raise AnalysisInputError(f"retain_weight must be non-negative, got {self.retain_weight}")
         for name in ("npo_beta", "simnpo_beta", "readout_beta"):
             if not getattr(self, name) > 0:

@@ -13,7 +13,7 @@ from analysis.unlearning.base import GradientMethod, UnlearnContext, nll, regist
 
 @register("grad_ascent")
 class GradAscent(GradientMethod):
-    defaults: ClassVar[dict[str, Any]] = {"steps": 60, "lr": 1e-4}
+    defaults: ClassVar[dict[str, Any]] = {"steps": 100, "lr": 7e-5}
     needs_retain = False
 
     def loss(self, ctx: UnlearnContext, forget: PairBatch, forget_idx: torch.Tensor, retain: PairBatch | None,

@@ -13,7 +13,7 @@ from analysis.unlearning.base import GradientMethod, UnlearnContext, nll, regist
 
 @register("grad_diff")
 class GradDiff(GradientMethod):
-    defaults: ClassVar[dict[str, Any]] = {"steps": 60, "lr": 1e-4}
+    defaults: ClassVar[dict[str, Any]] = {"steps": 100, "lr": 3e-4, "retain_weight": 3.0}
     def loss(self, ctx: UnlearnContext, forget: PairBatch, forget_idx: torch.Tensor, retain: PairBatch | None,
              retain_idx: torch.Tensor | None) -> torch.Tensor:
         assert retain is not None

@@ -36,7 +36,7 @@ def reference_logprobs(ctx: UnlearnContext) -> torch.Tensor:
 
 @register("npo")
 class NPO(GradientMethod):
-    defaults: ClassVar[dict[str, Any]] = {"steps": 60, "lr": 1e-4}
+    defaults: ClassVar[dict[str, Any]] = {"steps": 100, "lr": 3e-4, "retain_weight": 1.0}
     def prepare(self, ctx: UnlearnContext) -> None:
         self.ref = reference_logprobs(ctx)
 

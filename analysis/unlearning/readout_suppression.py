@@ -29,7 +29,7 @@ def readout_parameter_names(train_ln_final: bool) -> tuple[str, ...]:
 
 @register("readout_suppression")
 class ReadoutSuppression(GradientMethod):
-    defaults: ClassVar[dict[str, Any]] = {"steps": 60, "lr": 1e-3}
+    defaults: ClassVar[dict[str, Any]] = {"steps": 200, "lr": 5e-3, "retain_weight": 3.0}
     role = "control"
 
     def prepare(self, ctx: UnlearnContext) -> None:

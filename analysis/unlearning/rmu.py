@@ -49,7 +49,7 @@ def resid_post(model: torch.nn.Module, tokens: torch.Tensor, layer: int) -> torc
 
 @register("rmu")
 class RMU(GradientMethod):
-    defaults: ClassVar[dict[str, Any]] = {"steps": 60, "lr": 1e-3}
+    defaults: ClassVar[dict[str, Any]] = {"steps": 100, "lr": 3e-3, "retain_weight": 1.0}
     def prepare(self, ctx: UnlearnContext) -> None:
         self.layer = rmu_layer(ctx)
         d_model = int(ctx.model.cfg.d_model)

@@ -26,7 +26,7 @@ def simnpo_loss(logp_sum: torch.Tensor, answer_lens: torch.Tensor, beta: float, 
 
 @register("simnpo")
 class SimNPO(GradientMethod):
-    defaults: ClassVar[dict[str, Any]] = {"steps": 60, "lr": 1e-4}
+    defaults: ClassVar[dict[str, Any]] = {"steps": 100, "lr": 3e-4, "retain_weight": 1.0}
     def loss(self, ctx: UnlearnContext, forget: PairBatch, forget_idx: torch.Tensor, retain: PairBatch | None,
              retain_idx: torch.Tensor | None) -> torch.Tensor:
         assert retain is not None

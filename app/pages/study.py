@@ -38,11 +38,8 @@ def page() -> None:
         c: st.column_config.NumberColumn(format="%.3f") for c in
         ("forget_acc", "forget_prob", "paraphrase_acc", "retain_acc", "retain_prob", "utility")} | {
         "forget_quality": st.column_config.NumberColumn(format="%.2e"),
-        "model": st.column_config.TextColumn(width="medium"), "method": st.column_config.TextColumn(width="medium")})
-    scatter = scoreboard_scatter(board)
-    # Models at retain_acc = 1 sit on the top edge: don't clip their labels at the plot area.
-    scatter.update_traces(cliponaxis=False).update_layout(margin={"t": 50})
-    st.plotly_chart(scatter, width="stretch", key="scoreboard_chart")
+        "model": st.column_config.TextColumn(width="medium", pinned=True)})
+    st.plotly_chart(scoreboard_scatter(board), width="stretch", key="scoreboard_chart")
 
     st.subheader("Per-sample answer probability")
     split = st.radio("Samples", ["forget", "retain"], horizontal=True, key="split")

@@ -1,0 +1,89 @@
+"""`erasure trace`: causal tracing from the command line. Wired into analysis/cli.py with
+``add_parser(sub, verb)``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from typing import Any
+
+from analysis.errors import AnalysisInputError
+
+VerbFn = Callable[[Any, str, Callable[[argparse.Namespace], None], str], argparse.ArgumentParser]
+
+
+def _options(args: argparse.Namespace) -> Any:
+    from analysis.tracing import TraceOptions, parse_kinds
+
+    return TraceOptions(kinds=parse_kinds(args.kind), corruption=args.corruption, metric=args.metric,
+                        window=args.window, n_samples=args.samples, seed=args.seed, noise_scale=args.scale)
+
+
+def _print(args: argparse.Namespace, obj: dict[str, Any], text: str) -> None:
+    print(json.dumps(obj) if args.json else text)
+
+
+def _grid(rows: list[list[float | None]], row_labels: list[str], col_labels: list[str]) -> str:
+    width = max(8, *(len(c) + 1 for c in col_labels))
+    head = " " * 24 + "".join(f"{c[:width - 1]:>{width}}" for c in col_labels)
+    lines = [head]
+    for label, row in zip(row_labels, rows, strict=True):
+        cells = "".join(f"{'-':>{width}}" if v is None else f"{v:>{width}.4f}" for v in row)
+        lines.append(f"{label[:23]:<24}{cells}")
+    return "\n".join(lines)
+
+
+def cmd_trace(args: argparse.Namespace) -> None:
+    from analysis.study import Study
+    from analysis.tracing import trace_dataset, trace_sample
+
+    if bool(args.sample) == bool(args.all):
+        raise AnalysisInputError("give either --sample ID or --all")
+    study = Study.open(args.study)
+    study.entry(args.model)
+    opts = _options(args)
+    if args.sample:
+        r = trace_sample(study, args.model, args.sample, opts)
+        obj = {"model": args.model, **r.to_dict()}
+        lines = [f"{args.model} on {r.sample_id} (answer {r.answer!r}): clean {r.clean:.4f}, corrupted "
+                 f"{r.corrupted:.4f} [{r.options.get('metric')}, {r.options.get('corruption')}]"]
+        cols = [t + ("*" if r.subject_range[0] <= i < r.subject_range[1] else "") for i, t in enumerate(r.tokens)]
+        for kind, rows in r.scores.items():
+            lines += ["", f"{kind} ({r.hooks.get(kind, kind)}): rows = layers, columns = tokens (* subject)",
+                      _grid(rows, [f"layer {layer}" for layer in r.layers], cols)]
+        _print(args, obj, "\n".join(lines))
+        return
+    a = trace_dataset(study, args.model, opts, split=args.split)
+    obj = {"model": args.model, "split": args.split, **a.to_dict()}
+    lines = [f"{args.model}: average indirect effect over {a.n_samples} {args.split} samples "
+             f"(clean {a.clean:.4f}, corrupted {a.corrupted:.4f})"
+             + (f", {len(a.skipped)} skipped" if a.skipped else "")]
+    for kind, rows in a.aie.items():
+        lines += ["", f"{kind}: rows = token roles, columns = layers",
+                  _grid(rows, a.roles, [f"L{layer}" for layer in a.layers])]
+    _print(args, obj, "\n".join(lines))
+
+
+def add_parser(sub: argparse._SubParsersAction, verb: VerbFn) -> None:
+    """Register `erasure trace` on the CLI's subparsers, through the CLI's ``verb`` helper (adds --json)."""
+    from analysis.tracing.corruptions import CORRUPTIONS
+    from analysis.tracing.options import KINDS, METRICS
+
+    sp = verb(sub, "trace", cmd_trace, "causal tracing: where a model recalls a sample's answer (ROME-style)")
+    sp.add_argument("study")
+    sp.add_argument("--model", default="original", help="model of the study (default: original)")
+    sp.add_argument("--sample", default=None, help="trace one sample id")
+    sp.add_argument("--all", action="store_true", help="average indirect effects over the --split samples")
+    sp.add_argument("--split", default="forget", help="samples of --all (default: forget)")
+    sp.add_argument("--kind", default="all", choices=[*KINDS, "all"],
+                    help="restore the residual stream (resid), MLP outputs (mlp), attention outputs (attn)")
+    sp.add_argument("--corruption", default="noise", choices=list(CORRUPTIONS),
+                    help="noise: Gaussian noise on the subject embeddings; str: symmetric token replacement")
+    sp.add_argument("--metric", default="prob", choices=list(METRICS),
+                    help="prob: answer probability; logit_diff: answer logit - corrupted top other logit")
+    sp.add_argument("--window", type=int, default=None,
+                    help="layers restored together for mlp/attn (default: 10, at most half the model; 1 = none)")
+    sp.add_argument("--samples", type=int, default=10, help="noise samples (default 10)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--scale", type=float, default=3.0, help="noise std in units of the subject-embedding std")

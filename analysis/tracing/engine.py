@@ -1,0 +1,233 @@
+"""The batched causal-tracing engine: every (layer, token) cell and noise sample of a trace in as few
+forwards as memory allows, each starting where its patch starts.
+
+A *cell* is one row of a heatmap: (kind, layer). Restoring it at token t means:
+
+- ``resid`` at layer l: the hidden state output of block l (``blocks.{l}.hook_resid_post``) at t is set to its
+  clean value. Everything before is the corrupted run, so the patched run starts at block l+1 from the
+  cached corrupted residual (``blocks.{l+1}.hook_resid_pre``) with position t replaced:
+  ``model(resid, start_at_layer=l + 1)`` (l = n_layers - 1 runs only ``ln_final`` + unembed).
+- ``mlp`` / ``attn`` at layer l with a window: the outputs (``hook_mlp_out`` / ``hook_attn_out``) of every
+  layer of the window at t are set to their clean values. The run starts at the window's first layer a from
+  the cached corrupted ``blocks.{a}.hook_resid_pre``, with hooks patching the window.
+
+Cells are grouped by their start layer; each group (all its cells x all prompt tokens x all noise samples)
+runs as one batch, chunked to a memory budget. The only Python loop is over start layers (and chunks).
+The clean run and the corrupted run are each one forward whose activations are cached.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformer_lens.hook_points import HookPoint
+
+from analysis.errors import AnalysisInputError
+from analysis.models.handle import ModelHandle
+from analysis.scoring import PairBatch, answer_logprob, batch_from_ids, default_batch_size
+from analysis.tracing.corruptions import Corrupted
+from analysis.tracing.options import KINDS, METRICS, window_layers
+from analysis.tracing.tokens import TraceInput
+
+CPU_BUDGET_BYTES = 1 << 30
+HookFn = Callable[[torch.Tensor, HookPoint], torch.Tensor]
+
+
+# ---- metrics ------------------------------------------------------------------------------------------
+class Metric:
+    """The traced quantity per batch row, from logits [B, T, V] -> [B].
+
+    ``prob``: the length-normalised answer probability, exp(mean log p(answer token)) with the answer
+    teacher-forced after the prompt (analysis.scoring.answer_logprob); ROME's p(answer) for one token.
+    ``logit_diff``: logit of the answer's first token minus the logit of ``other`` (the corrupted run's top
+    token other than the answer, from its mean logits over noise samples) at the last prompt position.
+    """
+
+    def __init__(self, name: str, inp: TraceInput, device: torch.device, other_token: int | None = None) -> None:
+        if name not in METRICS:
+            raise AnalysisInputError(f"unknown metric {name!r} (expected one of {', '.join(METRICS)})")
+        self.name = name
+        self.pos = inp.prompt_len - 1
+        self.n_answer = len(inp.answer_ids)
+        self.answer0 = int(inp.answer_ids[0])
+        self.other = other_token
+        # [last prompt token; answer tokens], scored by the one answer-logprob implementation.
+        self.window: PairBatch = batch_from_ids([([inp.ids[self.pos]], list(inp.answer_ids))], pad_id=0,
+                                                n_ctx=len(inp.ids), device=device)
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.name == "prob":
+            lg = logits[:, self.pos: self.pos + self.n_answer + 1]
+            b = lg.shape[0]
+            w = self.window
+            batch = PairBatch(w.tokens.expand(b, -1), w.target_mask.expand(b, -1), w.prompt_lens.expand(b),
+                              w.answer_lens.expand(b), w.lengths.expand(b))
+            return answer_logprob(lg, batch, "mean").exp()
+        if self.other is None:
+            raise RuntimeError("logit_diff needs the corrupted run's top other token")
+        last = logits[:, self.pos].float()
+        return last[:, self.answer0] - last[:, self.other]
+
+    @staticmethod
+    def top_other(corrupted_logits: torch.Tensor, inp: TraceInput) -> int:
+        mean = corrupted_logits[:, inp.prompt_len - 1].float().mean(0)
+        mean[int(inp.answer_ids[0])] = -torch.inf
+        return int(mean.argmax())
+
+
+# ---- cells -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Cell:
+    kind: str
+    layer: int
+    start: int  # first block run by the patched forward
+    hooks: tuple[str, ...]  # hook points whose output at token t is restored
+    restore_input: bool  # the residual given to the start block is restored at token t
+
+
+def make_cells(kinds: Sequence[str], n_layers: int, window: int) -> list[Cell]:
+    cells: list[Cell] = []
+    for kind in kinds:
+        if kind not in KINDS:
+            raise AnalysisInputError(f"unknown trace kind {kind!r} (expected one of {', '.join(KINDS)})")
+        for layer in range(n_layers):
+            if kind == "resid":
+                cells.append(Cell(kind, layer, layer + 1, (), True))
+            else:
+                win = window_layers(layer, window, n_layers)
+                hook = "hook_mlp_out" if kind == "mlp" else "hook_attn_out"
+                cells.append(Cell(kind, layer, win.start, tuple(f"blocks.{j}.{hook}" for j in win), False))
+    return cells
+
+
+@dataclass
+class TraceScores:
+    clean: float
+    corrupted: float
+    scores: dict[str, np.ndarray]  # kind -> [n_layers, prompt_len]
+    other_token: int | None
+    n_forwards: int
+
+
+def budget_rows(handle: ModelHandle, seq_len: int, budget_bytes: int | None) -> int:
+    """Rows per patched forward: the project's batch-size rule applied to this trace's memory budget
+    (1 GiB on the CPU; half the free memory of a GPU)."""
+    if budget_bytes is None:
+        dev = handle.device
+        if dev.type == "cuda" and torch.cuda.is_available():
+            free, _ = torch.cuda.mem_get_info(dev)
+            budget_bytes = int(free * 0.5)
+        else:
+            budget_bytes = CPU_BUDGET_BYTES
+    return default_batch_size(handle, seq_len=seq_len, budget_bytes=budget_bytes)
+
+
+def _saver(store: dict[str, torch.Tensor]) -> HookFn:
+    def save(act: torch.Tensor, hook: HookPoint) -> torch.Tensor:
+        store[hook.name] = act.detach()
+        return act
+
+    return save
+
+
+def _cached_run(handle: ModelHandle, tokens: torch.Tensor, names: Sequence[str],
+                embed_delta: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    cache: dict[str, torch.Tensor] = {}
+    hooks: list[tuple[str, HookFn]] = []
+    if embed_delta is not None:
+        def add_noise(act: torch.Tensor, hook: HookPoint) -> torch.Tensor:
+            return act + embed_delta
+
+        hooks.append(("hook_embed", add_noise))
+    save = _saver(cache)
+    hooks.extend((n, save) for n in names)
+    with handle.model.hooks(fwd_hooks=hooks):
+        logits = handle.model(tokens, return_type="logits", padding_side="right")
+    return logits, cache
+
+
+def _patch_hook(clean: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor) -> HookFn:
+    values = clean[0, pos]
+
+    def patch(act: torch.Tensor, hook: HookPoint) -> torch.Tensor:
+        act[rows, pos] = values.to(act.dtype)
+        return act
+
+    return patch
+
+
+@torch.no_grad()
+def run_trace(handle: ModelHandle, inp: TraceInput, corrupted: Corrupted, kinds: Sequence[str], metric: str,
+              window: int, budget_bytes: int | None = None) -> TraceScores:
+    """Scores [n_layers, prompt_len] per kind: the metric with the cell restored at each prompt token,
+    averaged over the corrupted inputs (noise samples)."""
+    model = handle.model
+    L, P, T, n = int(model.cfg.n_layers), inp.prompt_len, len(inp.ids), corrupted.n
+    dev = handle.device
+    if any(k != "resid" for k in kinds) and window > L:
+        raise AnalysisInputError(f"window of {window} layers is larger than the model's {L} layers")
+    if corrupted.tokens.shape[1] != T:
+        raise AnalysisInputError("corrupted input has a different length from the clean input")
+    shortformer = model.cfg.positional_embedding_type == "shortformer"
+    cells = make_cells(kinds, L, window)
+
+    # Clean run: the values to restore.
+    clean_names = {f"blocks.{c.start - 1}.hook_resid_post" for c in cells if c.restore_input}
+    clean_names |= {h for c in cells for h in c.hooks}
+    if shortformer:
+        clean_names.add("hook_pos_embed")
+    clean_logits, clean = _cached_run(handle, inp.tensor(dev)[None], sorted(clean_names), None)
+
+    # Corrupted run: its residual at every start layer is the prefix the patched runs resume from.
+    starts = sorted({c.start for c in cells})
+    corr_names = [f"blocks.{s}.hook_resid_pre" if s < L else f"blocks.{L - 1}.hook_resid_post" for s in starts]
+    corr_logits, corr = _cached_run(handle, corrupted.tokens, corr_names, corrupted.embed_delta)
+    start_resid = dict(zip(starts, (corr[nm] for nm in corr_names), strict=True))
+
+    other = Metric.top_other(corr_logits, inp) if metric == "logit_diff" else None
+    fn = Metric(metric, inp, dev, other)
+    clean_value = float(fn(clean_logits)[0])
+    corrupted_value = float(fn(corr_logits).double().mean())
+
+    by_start: dict[int, list[int]] = defaultdict(list)
+    for i, c in enumerate(cells):
+        by_start[c.start].append(i)
+    acc = torch.zeros(len(cells) * P, dtype=torch.float64, device=dev)
+    max_rows = budget_rows(handle, T, budget_bytes)
+    n_forwards = 2
+    for s in starts:
+        group = torch.tensor(by_start[s], device=dev)
+        gcells = [cells[i] for i in by_start[s]]
+        restore_in = torch.tensor([c.restore_input for c in gcells], device=dev)
+        hook_names = sorted({h for c in gcells for h in c.hooks})
+        member = {h: torch.tensor([h in c.hooks for c in gcells], device=dev) for h in hook_names}
+        total = len(gcells) * P * n
+        spe = clean["hook_pos_embed"] if shortformer else None
+        for lo in range(0, total, max_rows):
+            r = torch.arange(lo, min(total, lo + max_rows), device=dev)
+            ci, ti, ki = r // (P * n), (r // n) % P, r % n
+            x = start_resid[s][ki]  # [B, T, d] (a gathered copy of the corrupted prefix)
+            sel = restore_in[ci].nonzero().squeeze(-1)
+            if len(sel):
+                x[sel, ti[sel]] = clean[f"blocks.{s - 1}.hook_resid_post"][0, ti[sel]].to(x.dtype)
+            fwd_hooks: list[tuple[str, HookFn]] = []
+            for h in hook_names:
+                rows = member[h][ci].nonzero().squeeze(-1)
+                if len(rows):
+                    fwd_hooks.append((h, _patch_hook(clean[h], rows, ti[rows])))
+            with model.hooks(fwd_hooks=fwd_hooks):
+                logits = model(x, start_at_layer=s, return_type="logits",
+                               shortformer_pos_embed=None if spe is None else spe.expand(len(r), -1, -1))
+            n_forwards += 1
+            acc.index_add_(0, group[ci] * P + ti, fn(logits).double() / n)
+    scores = acc.view(len(cells), P).cpu().numpy()
+    out: dict[str, np.ndarray] = {}
+    for kind in dict.fromkeys(c.kind for c in cells):
+        idx = [i for i, c in enumerate(cells) if c.kind == kind]
+        out[kind] = scores[idx]
+    return TraceScores(clean=clean_value, corrupted=corrupted_value, scores=out, other_token=other,
+                       n_forwards=n_forwards)

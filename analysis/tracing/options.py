@@ -1,0 +1,115 @@
+"""Options of a causal trace, the restoration targets (kinds) and their TransformerLens hook names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from analysis.errors import AnalysisInputError
+
+# What is restored, per kind. "resid" restores the hidden state *output* of block l (ROME's h_i^(l)),
+# i.e. blocks.{l}.hook_resid_post (= blocks.{l+1}.hook_resid_pre); "mlp" / "attn" restore the MLP /
+# attention outputs of a window of layers around l (ROME's default window is 10).
+KINDS: tuple[str, ...] = ("resid", "mlp", "attn")
+HOOKS: dict[str, str] = {
+    "resid": "blocks.{layer}.hook_resid_post",
+    "mlp": "blocks.{layer}.hook_mlp_out",
+    "attn": "blocks.{layer}.hook_attn_out",
+}
+METRICS: tuple[str, ...] = ("prob", "logit_diff")
+METRIC_LABELS: dict[str, str] = {
+    "prob": "answer probability",
+    "logit_diff": "logit difference (answer - corrupted top other token)",
+}
+STORE_KIND = "trace"  # per-sample TraceResult rows in the study store
+OPTIONS_VERSION = 1
+ROME_WINDOW = 10
+
+
+def default_window(n_layers: int) -> int:
+    """ROME's window of 10 layers, but at most half the model's depth (a 4-layer model gets 2), so that a
+    window still localises something in small models."""
+    return max(1, min(ROME_WINDOW, n_layers // 2))
+
+
+def window_layers(layer: int, window: int, n_layers: int) -> range:
+    """Layers restored together for an MLP / attention cell at ``layer`` (ROME's window: ``window // 2``
+    layers below, the rest from ``layer`` up, clipped to the model)."""
+    return range(max(0, layer - window // 2), min(n_layers, layer - (-window // 2)))
+
+
+@dataclass(frozen=True)
+class TraceOptions:
+    """Everything that changes the numbers of a trace (and so the key it is stored under), plus a memory
+    budget that only changes how the work is chunked."""
+
+    kinds: tuple[str, ...] = KINDS
+    corruption: str = "noise"  # a name in analysis.tracing.corruptions.CORRUPTIONS
+    metric: str = "prob"
+    window: int | None = None  # None: default_window(n_layers); 1 = no window
+    n_samples: int = 10  # noise samples (ignored by deterministic corruptions such as STR)
+    seed: int = 0
+    noise_scale: float = 3.0  # noise std = noise_scale x std of the study's subject-token embeddings
+    memory_budget_mb: int | None = field(default=None, compare=False)  # None: 1 GiB on CPU, half the free GPU
+
+    def validated(self, n_layers: int | None = None) -> TraceOptions:
+        from analysis.tracing.corruptions import get_corruption
+
+        kinds = tuple(dict.fromkeys(self.kinds))
+        if not kinds:
+            raise AnalysisInputError("choose at least one kind to trace (resid, mlp, attn)")
+        bad = [k for k in kinds if k not in KINDS]
+        if bad:
+            raise AnalysisInputError(f"unknown trace kind {bad[0]!r} (expected one of {', '.join(KINDS)})")
+        if self.metric not in METRICS:
+            raise AnalysisInputError(f"unknown metric {self.metric!r} (expected one of {', '.join(METRICS)})")
+        corruption = get_corruption(self.corruption)
+        window = self.window
+        if window is None:
+            if n_layers is None:
+                raise ValueError("the default window depends on the model: pass n_layers")
+            window = default_window(n_layers)
+        if window < 1:
+            raise AnalysisInputError(f"window must be at least 1 layer, got {self.window}")
+        if n_layers is not None and window > n_layers:
+            raise AnalysisInputError(f"window of {window} layers is larger than the model's {n_layers} layers")
+        if self.n_samples < 1:
+            raise AnalysisInputError(f"the number of noise samples must be at least 1, got {self.n_samples}")
+        if corruption.uses_noise_scale and not self.noise_scale > 0:
+            raise AnalysisInputError(f"noise scale must be positive, got {self.noise_scale}")
+        if self.memory_budget_mb is not None and self.memory_budget_mb < 1:
+            raise AnalysisInputError("memory budget must be at least 1 MB")
+        ordered = tuple(k for k in KINDS if k in kinds)
+        return replace(self, kinds=ordered, window=int(window))
+
+    def key(self) -> dict[str, Any]:
+        """The store key (of validated options): only what changes the numbers, normalised (STR has no noise samples or scale;
+        a resid-only trace has no window)."""
+        from analysis.tracing.corruptions import get_corruption
+
+        corruption = get_corruption(self.corruption)
+        return {
+            "version": OPTIONS_VERSION,
+            "kinds": list(self.kinds),
+            "corruption": self.corruption,
+            "metric": self.metric,
+            "window": self.window if any(k != "resid" for k in self.kinds) else None,
+            "n_samples": self.n_samples if corruption.stochastic else 1,
+            "seed": self.seed,
+            "noise_scale": float(self.noise_scale) if corruption.uses_noise_scale else None,
+        }
+
+    @property
+    def budget_bytes(self) -> int | None:
+        return None if self.memory_budget_mb is None else int(self.memory_budget_mb) << 20
+
+
+def parse_kinds(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """"all" or a comma-separated list ("resid,mlp") or a sequence of kinds."""
+    if isinstance(value, str):
+        items = [v.strip() for v in value.split(",") if v.strip()]
+    else:
+        items = list(value)
+    if items == ["all"]:
+        return KINDS
+    return tuple(items)

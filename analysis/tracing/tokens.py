@@ -1,0 +1,138 @@
+"""Prompt tokens of a sample for tracing: where the subject is, and the pool of the study's subjects
+(their token ids in context) that corruptions draw on (embedding std, symmetric replacements).
+
+Token ids come from analysis.scoring (the one tokenisation path); this module only maps the subject's
+character span onto those ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from analysis.data.schema import Sample
+from analysis.errors import AnalysisInputError, SampleError
+from analysis.models.handle import ModelHandle
+from analysis.scoring import encode_pair, encode_text
+
+
+@dataclass(frozen=True)
+class TraceInput:
+    """One (prompt, answer) pair as token ids: the prompt, then the answer teacher-forced after it."""
+
+    ids: tuple[int, ...]  # prompt + answer
+    prompt_len: int
+    answer_ids: tuple[int, ...]
+    subject_range: tuple[int, int]  # [start, end) prompt positions of the subject (BOS included in positions)
+    sample_id: str = ""
+    answer: str = ""
+
+    @property
+    def subject_ids(self) -> tuple[int, ...]:
+        return self.ids[self.subject_range[0]: self.subject_range[1]]
+
+    def tensor(self, device: torch.device | str) -> torch.Tensor:
+        return torch.tensor(self.ids, dtype=torch.long, device=device)
+
+
+def _char_spans(tokenizer: PreTrainedTokenizerBase, text: str, ids: list[int]) -> list[tuple[int, int]]:
+    """Character span of each token of ``text`` (without special tokens)."""
+    try:
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        if list(enc["input_ids"]) == ids:
+            return [(int(a), int(b)) for a, b in enc["offset_mapping"]]
+    except (NotImplementedError, ValueError, TypeError):  # slow tokenizers have no offsets
+        pass
+    # Fallback (as ROME's find_token_range): the decoded prefix lengths give each token's end.
+    spans, prev = [], 0
+    for i in range(len(ids)):
+        end = len(tokenizer.decode(ids[: i + 1]))
+        spans.append((prev, end))
+        prev = end
+    return spans
+
+
+def subject_token_range(tokenizer: PreTrainedTokenizerBase, sample: Sample, prepend_bos: bool) -> tuple[int, int]:
+    """[start, end) positions of the subject's tokens in the prompt's token ids (BOS counted)."""
+    try:
+        cs, ce = sample.subject_char_span()
+    except SampleError as e:
+        raise AnalysisInputError(str(e)) from None
+    ids = encode_text(tokenizer, sample.prompt, False)
+    spans = _char_spans(tokenizer, sample.prompt, ids)
+    hits = [i for i, (a, b) in enumerate(spans) if a < ce and b > cs and sample.prompt[max(a, cs):min(b, ce)].strip()]
+    if not hits:
+        raise AnalysisInputError(f"sample {sample.id!r}: subject {sample.subject!r} covers no token of the prompt")
+    offset = 1 if prepend_bos else 0
+    return hits[0] + offset, hits[-1] + 1 + offset
+
+
+def trace_input(handle: ModelHandle, sample: Sample) -> TraceInput:
+    """Token ids of a sample for tracing; AnalysisInputError when it cannot be traced (no subject, subject not
+    in the prompt, too long for the model)."""
+    if not sample.subject:
+        raise AnalysisInputError(f"sample {sample.id!r} has no subject to corrupt; causal tracing needs one")
+    p_ids, a_ids = encode_pair(handle.tokenizer, sample.prompt, sample.answer, handle.prepend_bos)
+    if len(p_ids) + len(a_ids) > handle.model.cfg.n_ctx:
+        raise AnalysisInputError(f"sample {sample.id!r}: prompt + answer is {len(p_ids) + len(a_ids)} tokens, "
+                                 f"longer than the model's context of {handle.model.cfg.n_ctx}")
+    rng = subject_token_range(handle.tokenizer, sample, handle.prepend_bos)
+    return TraceInput(ids=tuple(p_ids + a_ids), prompt_len=len(p_ids), answer_ids=tuple(a_ids), subject_range=rng,
+                      sample_id=sample.id, answer=sample.answer)
+
+
+def token_strings(tokenizer: PreTrainedTokenizerBase | None, ids: Sequence[int]) -> list[str]:
+    if tokenizer is None:
+        return [f"#{i}" for i in ids]
+    return [tokenizer.decode([int(i)]) for i in ids]
+
+
+@dataclass(frozen=True)
+class SubjectPool:
+    """Token ids (in context) of every subject occurrence among the study's samples."""
+
+    subjects: tuple[tuple[int, ...], ...]  # one entry per sample with a subject (duplicates kept)
+    texts: dict[tuple[int, ...], str]
+
+    @classmethod
+    def from_samples(cls, tokenizer: PreTrainedTokenizerBase, samples: Sequence[Sample]) -> SubjectPool:
+        subjects: list[tuple[int, ...]] = []
+        texts: dict[tuple[int, ...], str] = {}
+        for s in samples:
+            if not s.subject or s.subject not in s.prompt:
+                continue
+            try:
+                a, b = subject_token_range(tokenizer, s, prepend_bos=False)
+            except AnalysisInputError:
+                continue
+            ids = tuple(encode_text(tokenizer, s.prompt, False)[a:b])
+            subjects.append(ids)
+            texts.setdefault(ids, s.subject)
+        return cls(tuple(subjects), texts)
+
+    @classmethod
+    def from_ids(cls, subjects: Sequence[Sequence[int]]) -> SubjectPool:
+        subs = tuple(tuple(int(i) for i in s) for s in subjects)
+        return cls(subs, {s: " ".join(f"#{i}" for i in s) for s in subs})
+
+    def __len__(self) -> int:
+        return len(self.subjects)
+
+    @torch.no_grad()
+    def embedding_std(self, handle: ModelHandle) -> float:
+        """Std over all elements of the token embeddings (the output of ``hook_embed``, as ROME's
+        ``collect_embedding_std`` takes the embedding layer's output) of every subject-token occurrence."""
+        if not self.subjects:
+            raise AnalysisInputError("the study has no samples with a subject: no embedding scale for the noise")
+        flat = torch.tensor([i for s in self.subjects for i in s], dtype=torch.long)
+        uniq, counts = torch.unique(flat, return_counts=True)
+        emb = handle.model.embed(uniq[None].to(handle.device))[0].double().cpu()  # [U, d]
+        w = counts.double()[:, None]
+        m = float(w.sum()) * emb.shape[1]
+        s1 = float((w * emb).sum())
+        s2 = float((w * emb * emb).sum())
+        var = (s2 - s1 * s1 / m) / max(m - 1, 1)
+        return float(max(var, 0.0) ** 0.5)

@@ -1,0 +1,145 @@
+"""Causal tracing of samples on the models of a study: one sample on one model (``trace``), stored in and
+loaded from the study store (``trace_sample``), before vs after (``trace_models``), and the grouped average
+indirect effect over a split as a resumable batch job (``trace_dataset``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from analysis.data.schema import Sample
+from analysis.errors import AnalysisInputError
+from analysis.models.handle import ModelHandle
+from analysis.store import ProgressFn, run_batch
+from analysis.tracing.corruptions import get_corruption
+from analysis.tracing.engine import run_trace
+from analysis.tracing.options import KINDS, STORE_KIND, TraceOptions
+from analysis.tracing.result import AIEResult, TraceResult, average_indirect_effect
+from analysis.tracing.tokens import SubjectPool, token_strings, trace_input
+
+if TYPE_CHECKING:
+    from analysis.study import Study
+
+_POOLS: dict[tuple[str, int], SubjectPool] = {}
+
+
+def trace(handle: ModelHandle, sample: Sample, pool: SubjectPool, options: TraceOptions | None = None) -> TraceResult:
+    """Trace one sample on one model (no store). ``pool`` holds the study's subjects: the noise scale is
+    computed from their embeddings and STR draws its replacement from them."""
+    opts = (options or TraceOptions()).validated(handle.n_layers)
+    inp = trace_input(handle, sample)
+    corrupted = get_corruption(opts.corruption).corrupt(handle, inp, pool, opts)
+    ts = run_trace(handle, inp, corrupted, opts.kinds, opts.metric, opts.window, opts.budget_bytes)
+    info: dict[str, Any] = dict(corrupted.info or {})
+    if ts.other_token is not None:
+        info["other_token"] = token_strings(handle.tokenizer, [ts.other_token])[0]
+    return TraceResult(tokens=token_strings(handle.tokenizer, inp.ids[: inp.prompt_len]),
+                       subject_range=inp.subject_range, layers=list(range(handle.n_layers)), clean=ts.clean,
+                       corrupted=ts.corrupted, scores={k: v.tolist() for k, v in ts.scores.items()},
+                       options={**opts.key(), **info}, model=handle.fingerprint, sample_id=sample.id,
+                       answer=sample.answer)
+
+
+def study_pool(study: Study, handle: ModelHandle) -> SubjectPool:
+    """The subjects of every sample of the study (cached: all models of a study share one tokenizer)."""
+    key = (str(study.root), id(study))
+    if key not in _POOLS:
+        _POOLS[key] = SubjectPool.from_samples(handle.tokenizer, study.samples())
+    return _POOLS[key]
+
+
+def _load(study: Study, model: str, handle: ModelHandle | None) -> ModelHandle:
+    return handle if handle is not None else study.load(model)
+
+
+def cached_trace(study: Study, model: str, sample_id: str, options: TraceOptions) -> TraceResult | None:
+    """A stored trace for these options, or a stored trace of all kinds with the same options cut down."""
+    fp = study.fingerprint(model)
+    for key in (options.key(), TraceOptions(**{**_fields(options), "kinds": KINDS}).key()):
+        value = study.store.get(STORE_KIND, [fp], key, sample_id=sample_id)
+        if value is not None and "error" not in value:
+            return TraceResult.from_dict(value).subset(options.kinds)
+    return None
+
+
+def _fields(o: TraceOptions) -> dict[str, Any]:
+    return {"kinds": o.kinds, "corruption": o.corruption, "metric": o.metric, "window": o.window,
+            "n_samples": o.n_samples, "seed": o.seed, "noise_scale": o.noise_scale,
+            "memory_budget_mb": o.memory_budget_mb}
+
+
+def trace_sample(study: Study, model: str, sample_id: str, options: TraceOptions | None = None,
+                 handle: ModelHandle | None = None, use_store: bool = True) -> TraceResult:
+    """Trace a sample of the study on one of its models; loaded from the study store when present, else
+    computed and stored."""
+    sample = study.sample(sample_id)
+    h = _load(study, model, handle)
+    opts = (options or TraceOptions()).validated(h.n_layers)
+    if use_store:
+        hit = cached_trace(study, model, sample_id, opts)
+        if hit is not None:
+            return hit
+    result = trace(h, sample, study_pool(study, h), opts)
+    if use_store:
+        study.store.put(STORE_KIND, [study.fingerprint(model)], opts.key(), result.to_dict(), sample_id=sample_id)
+    return result
+
+
+def trace_models(study: Study, models: Sequence[str], sample_id: str, options: TraceOptions | None = None,
+                 handles: dict[str, ModelHandle] | None = None) -> dict[str, TraceResult]:
+    """The same trace on several models of the study (before vs after unlearning)."""
+    return {m: trace_sample(study, m, sample_id, options, handle=(handles or {}).get(m)) for m in models}
+
+
+def dataset_sample_ids(study: Study, split: str = "forget") -> list[str]:
+    return [s.id for s in study.samples(split)]
+
+
+def _dataset_options(options: TraceOptions | None, n_layers: int) -> TraceOptions:
+    return (options or TraceOptions()).validated(n_layers)
+
+
+def dataset_cached(study: Study, model: str, options: TraceOptions | None = None, split: str = "forget",
+                   handle: ModelHandle | None = None) -> bool:
+    """True when every sample of ``split`` has a stored trace (the dataset view is then instant)."""
+    ids = dataset_sample_ids(study, split)
+    opts = (options or TraceOptions()).validated(_load(study, model, handle).n_layers)
+    got = study.store.get_many(STORE_KIND, [study.fingerprint(model)], opts.key(), ids)
+    return bool(ids) and all(i in got for i in ids)
+
+
+def trace_dataset(study: Study, model: str, options: TraceOptions | None = None, split: str = "forget",
+                  sample_ids: Sequence[str] | None = None, progress: ProgressFn | None = None,
+                  handle: ModelHandle | None = None, chunk_size: int = 4) -> AIEResult:
+    """Grouped average indirect effects over ``split`` (or ``sample_ids``) on one model. Each sample's trace
+    is stored as it is computed (analysis.store.run_batch: resumable, tqdm progress, ``progress`` callback);
+    samples that cannot be traced (no subject) are skipped and reported in ``skipped``."""
+    h = _load(study, model, handle)
+    opts = _dataset_options(options, h.n_layers)
+    ids = list(sample_ids) if sample_ids is not None else dataset_sample_ids(study, split)
+    if not ids:
+        raise AnalysisInputError(f"no {split} samples to trace")
+    by_id = {s.id: s for s in study.samples()}
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise AnalysisInputError(f"unknown sample id {missing[0]!r}")
+    pool = study_pool(study, h)
+
+    def compute(chunk: list[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for sid in chunk:
+            try:
+                out[sid] = trace(h, by_id[sid], pool, opts).to_dict()
+            except AnalysisInputError as e:
+                out[sid] = {"error": str(e)}
+        return out
+
+    fp = study.fingerprint(model)
+    values = run_batch(study.store, STORE_KIND, [fp], opts.key(), ids, compute, chunk_size=chunk_size,
+                       progress=progress, desc=f"trace {model}")
+    results = [TraceResult.from_dict(v) for v in values.values() if "error" not in v]
+    skipped = {sid: v["error"] for sid, v in values.items() if "error" in v}
+    if not results:
+        raise AnalysisInputError(f"none of the {len(ids)} samples could be traced "
+                                 f"(e.g. {next(iter(skipped.values()), '')})")
+    return average_indirect_effect(results, options=opts.key(), model=fp, skipped=skipped)

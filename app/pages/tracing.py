@@ -1,0 +1,138 @@
+"""Causal tracing: where does a model recall a sample's answer, before and after unlearning?"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from analysis.errors import WorkbenchError
+from analysis.figures import aie_lines, trace_heatmaps, trace_title, trace_value_range
+from analysis.tracing import (
+    CORRUPTIONS,
+    KINDS,
+    METRICS,
+    TraceOptions,
+    dataset_cached,
+    trace_dataset,
+    trace_difference,
+    trace_sample,
+)
+from analysis.tracing.options import METRIC_LABELS, default_window
+from app.state import get_study, guarded, load_model
+
+
+def _sample_label(samples: dict[str, Any], sid: str) -> str:
+    s = samples[sid]
+    return f"{sid} · {s.prompt} → {s.answer}" + ("" if s.subject else " (no subject)")
+
+
+def _controls(n_layers: int) -> TraceOptions:
+    c1, c2, c3 = st.columns([2, 2, 3])
+    corruption = c1.radio("Corruption", list(CORRUPTIONS), key="corruption", horizontal=True,
+                          format_func=lambda c: {"noise": "Gaussian noise", "str": "token replacement (STR)"}.get(c, c),
+                          help="Noise: 3x the std of subject-token embeddings added to the subject (ROME). STR: the "
+                               "subject replaced by another subject of the same token length (Zhang & Nanda 2023).")
+    metric = c2.radio("Metric", list(METRICS), key="metric", horizontal=True,
+                      format_func=lambda m: {"prob": "probability", "logit_diff": "logit difference"}.get(m, m),
+                      help=" · ".join(f"{k}: {v}" for k, v in METRIC_LABELS.items()))
+    kinds = c3.multiselect("Restore", list(KINDS), default=list(KINDS), key="kinds",
+                           format_func=lambda k: {"resid": "residual stream", "mlp": "MLP", "attn": "attention"}[k])
+    c4, c5, c6 = st.columns(3)
+    window = c4.number_input("Window (layers, MLP/attention)", min_value=1, max_value=n_layers,
+                             value=default_window(n_layers), step=1, key="window",
+                             help="Layers restored together around each layer (ROME: 10; 1 = no window).")
+    n_samples = c5.number_input("Noise samples", min_value=1, max_value=100, value=10, step=1, key="n_samples",
+                                disabled=corruption != "noise")
+    seed = c6.number_input("Seed", min_value=0, value=0, step=1, key="seed")
+    return TraceOptions(kinds=tuple(kinds), corruption=corruption, metric=metric, window=int(window),
+                        n_samples=int(n_samples), seed=int(seed))
+
+
+def page() -> None:
+    study = get_study()
+    st.title("Causal tracing")
+    st.caption("Corrupt the subject, then restore one hidden state (layer x token) from the clean run: where "
+               "restoring brings the answer back is where the model carries the fact (Meng et al. 2022). After "
+               "true erasure the answer is gone from the clean run too; after suppression the internal trace "
+               "can stay while only the readout changes.")
+    samples = {s.id: s for s in study.samples()}
+    order = [s.id for s in study.forget] + [i for i in samples if samples[i].split != "forget"]
+    if not order:
+        st.error("This study has no samples.")
+        return
+    wanted = st.query_params.get("sample")
+    if wanted is not None and wanted not in samples:
+        st.error(f"Unknown sample id {wanted!r} in the URL (`?sample=`); pick one below.")
+        wanted = None
+    sample_id = st.selectbox("Sample (forget set first)", order, index=order.index(wanted) if wanted else 0,
+                             key="sample", format_func=lambda i: _sample_label(samples, i))
+    names = study.model_names
+    others = [n for n in names if n != "original"] or names
+    unlearned = [n for n in others if study.entry(n).role == "unlearned"] or others
+    c1, c2 = st.columns(2)
+    before = c1.selectbox("Before", names, index=names.index("original") if "original" in names else 0, key="before")
+    after = c2.selectbox("After", others, index=others.index(unlearned[0]), key="after")
+    h_before, h_after = load_model(before), load_model(after)
+    n_layers = h_before.n_layers
+    opts = _controls(n_layers)
+    if not opts.kinds:
+        st.warning("Pick at least one of residual stream, MLP, attention.")
+        return
+
+    st.subheader(f"Sample `{sample_id}`")
+    try:
+        with st.spinner("Tracing…"):
+            r_before = trace_sample(study, before, sample_id, opts, handle=h_before)
+            r_after = trace_sample(study, after, sample_id, opts, handle=h_after)
+    except WorkbenchError as e:
+        st.error(str(e))
+        r_before = r_after = None
+    if r_before is not None and r_after is not None:
+        info = r_after.options
+        extra = (f"noise std {info['noise_std']:.3g}" if "noise_std" in info else
+                 f"subject replaced by {info['replacement']!r}" if "replacement" in info else "")
+        st.caption(f"Answer **{r_before.answer}** · subject tokens starred and boxed · {extra}")
+        zr = trace_value_range([r_before, r_after])
+        st.plotly_chart(trace_heatmaps(r_before, title=trace_title(before, r_before), zrange=zr), width="stretch",
+                        key="trace_before")
+        st.plotly_chart(trace_heatmaps(r_after, title=trace_title(after, r_after), zrange=zr), width="stretch",
+                        key="trace_after")
+        diff = trace_difference(r_after, r_before)
+        st.plotly_chart(trace_heatmaps(diff, title=f"{after} − {before} (clean {diff.clean:+.3f}, corrupted "
+                                                   f"{diff.corrupted:+.3f})", diverging=True),
+                        width="stretch", key="trace_diff")
+
+    st.subheader("Forget set: average indirect effect by token role")
+    n_forget = len(study.forget)
+    try:
+        cached = all(dataset_cached(study, n, opts, handle=h) for n, h in ((before, h_before), (after, h_after)))
+    except WorkbenchError as e:
+        st.error(str(e))
+        return
+    if not cached and not st.button(f"Compute over the forget set ({n_forget} samples x 2 models)", key="aie_go"):
+        st.caption("Traces every forget sample on both models (stored in the study: a second view is instant).")
+        return
+    bar = st.progress(0.0, text="tracing the forget set") if not cached else None
+    results = {}
+    try:
+        for i, (name, handle) in enumerate(((before, h_before), (after, h_after))):
+            def progress(frac: float, msg: str, _i: int = i) -> None:
+                if bar is not None:
+                    bar.progress(min(1.0, (_i + frac) / 2), text=msg)
+
+            results[name] = trace_dataset(study, name, opts, progress=progress, handle=handle)
+    except WorkbenchError as e:
+        st.error(str(e))
+        return
+    finally:
+        if bar is not None:
+            bar.empty()
+    st.plotly_chart(aie_lines(results), width="stretch", key="aie_chart")
+    first = next(iter(results.values()))
+    st.caption(f"{first.n_samples} samples traced" + (f", {len(first.skipped)} skipped (no subject)"
+                                                      if first.skipped else "")
+               + ". AIE = metric with the cell restored − metric of the corrupted run, averaged over samples.")
+
+
+guarded(page)

@@ -1,0 +1,284 @@
+"""Causal tracing: known answers, agreement with TransformerLens's activation patching and with a naive
+per-cell loop, determinism, errors, the store, the CLI and the page."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformer_lens import patching
+
+from analysis.data.schema import Sample
+from analysis.errors import AnalysisInputError, StudyError
+from analysis.tracing import (
+    ROLES,
+    STORE_KIND,
+    AIEResult,
+    SubjectPool,
+    TraceOptions,
+    TraceResult,
+    cached_trace,
+    get_corruption,
+    study_pool,
+    trace,
+    trace_dataset,
+    trace_difference,
+    trace_input,
+    trace_sample,
+    window_layers,
+)
+
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def pool(small_study, organism) -> SubjectPool:
+    return study_pool(small_study, organism)
+
+
+@pytest.fixture(scope="module")
+def sample(small_study) -> Sample:
+    return small_study.forget[0]
+
+
+def _metric(kind: str, prompt_len: int, answer: int, other: int | None = None):
+    """Independent of analysis.tracing: p(answer) or logit(answer) - logit(other) at the last prompt
+    position, averaged over the batch."""
+
+    def f(logits: torch.Tensor) -> torch.Tensor:
+        last = logits[:, prompt_len - 1].double()
+        if kind == "prob":
+            return torch.softmax(last, -1)[:, answer].mean()
+        return (last[:, answer] - last[:, other]).mean()
+
+    return f
+
+
+@pytest.mark.parametrize("metric", ["prob", "logit_diff"])
+def test_known_answers(organism, sample, pool, metric):
+    r = trace(organism, sample, pool, TraceOptions(metric=metric, n_samples=4))
+    assert len(trace_input(organism, sample).answer_ids) == 1  # one-token answers: restoring the end is exact
+    s0, s1 = r.subject_range
+    assert r.tokens[s0:s1] == sample.subject.split() and r.layers == list(range(organism.n_layers))
+    resid = r.array("resid")
+    assert resid.shape == (organism.n_layers, len(r.tokens))
+    # The last layer's residual at the last token carries the whole clean output.
+    assert resid[-1, -1] == pytest.approx(r.clean, abs=TOL)
+    # Restoring what the corruption never touched restores nothing: positions before the subject (BOS) at
+    # every layer, and the last layer at every other position (it feeds only its own logits).
+    for kind in ("resid", "mlp", "attn"):
+        np.testing.assert_allclose(r.array(kind)[:, :s0], r.corrupted, atol=TOL)
+    np.testing.assert_allclose(resid[-1, :-1], r.corrupted, atol=TOL)
+    assert r.clean > r.corrupted  # the corruption hurts the trained organism's recall
+
+
+@pytest.mark.parametrize("metric", ["prob", "logit_diff"])
+def test_str_equals_transformer_lens_patching(organism, sample, pool, metric):
+    model = organism.model
+    opts = TraceOptions(corruption="str", metric=metric, window=1).validated(organism.n_layers)
+    r = trace(organism, sample, pool, opts)
+    inp = trace_input(organism, sample)
+    corrupted = get_corruption("str").corrupt(organism, inp, pool, opts)
+    P, a0 = inp.prompt_len, inp.answer_ids[0]
+    clean_tokens = inp.tensor(organism.device)[None]
+    with torch.no_grad():
+        clean_logits, cache = model.run_with_cache(clean_tokens)
+        corr_logits = model(corrupted.tokens)
+    other = None
+    if metric == "logit_diff":
+        last = corr_logits[0, P - 1].clone()
+        last[a0] = -torch.inf
+        other = int(last.argmax())
+    f = _metric(metric, P, a0, other)
+    assert r.clean == pytest.approx(float(f(clean_logits)), abs=TOL)
+    assert r.corrupted == pytest.approx(float(f(corr_logits)), abs=TOL)
+    # resid_post[l] = resid_pre[l + 1]; TL's row 0 (resid_pre 0, the embeddings) has no counterpart here.
+    tl_resid = patching.get_act_patch_resid_pre(model, corrupted.tokens, cache, f)[:, :P].numpy()
+    np.testing.assert_allclose(r.array("resid")[:-1], tl_resid[1:], atol=TOL)
+    tl_mlp = patching.get_act_patch_mlp_out(model, corrupted.tokens, cache, f)[:, :P].numpy()
+    np.testing.assert_allclose(r.array("mlp"), tl_mlp, atol=TOL)
+    tl_attn = patching.get_act_patch_attn_out(model, corrupted.tokens, cache, f)[:, :P].numpy()
+    np.testing.assert_allclose(r.array("attn"), tl_attn, atol=TOL)
+
+
+def _naive(handle, inp, corrupted, metric_fn, kind: str, window: int) -> np.ndarray:
+    """One full forward per (layer, token) cell, batch = the noise samples, hooks doing the corruption and
+    the restoration (as ROME's trace_with_patch)."""
+    model = handle.model
+    L, P = handle.n_layers, inp.prompt_len
+    with torch.no_grad():
+        _, clean = model.run_with_cache(inp.tensor(handle.device)[None])
+    hook = {"resid": "hook_resid_post", "mlp": "hook_mlp_out", "attn": "hook_attn_out"}[kind]
+    out = np.zeros((L, P))
+    for layer in range(L):
+        layers = [layer] if kind == "resid" else list(window_layers(layer, window, L))
+        for t in range(P):
+            def restore(act, hook, t=t):
+                act[:, t] = clean[hook.name][0, t]
+                return act
+
+            hooks = [(f"blocks.{j}.{hook}", restore) for j in layers]
+            if corrupted.embed_delta is not None:
+                hooks.append(("hook_embed", lambda act, hook: act + corrupted.embed_delta))
+            with torch.no_grad():
+                logits = model.run_with_hooks(corrupted.tokens, fwd_hooks=hooks)
+            out[layer, t] = float(metric_fn(logits))
+    return out
+
+
+def test_batched_equals_naive_loop(organism, sample, pool):
+    # A 1 MB budget forces several chunks per start layer.
+    opts = TraceOptions(n_samples=3, window=2, seed=7, memory_budget_mb=1).validated(organism.n_layers)
+    r = trace(organism, sample, pool, opts)
+    inp = trace_input(organism, sample)
+    corrupted = get_corruption("noise").corrupt(organism, inp, pool, opts)
+    f = _metric("prob", inp.prompt_len, inp.answer_ids[0])
+    for kind in ("resid", "mlp", "attn"):
+        np.testing.assert_allclose(r.array(kind), _naive(organism, inp, corrupted, f, kind, 2), atol=TOL,
+                                   err_msg=kind)
+
+
+def test_seed_and_determinism(organism, sample, pool):
+    opts = TraceOptions(kinds=("resid",), n_samples=3, seed=1)
+    a, b = trace(organism, sample, pool, opts), trace(organism, sample, pool, opts)
+    assert a.scores == b.scores and a.corrupted == b.corrupted
+    c = trace(organism, sample, pool, TraceOptions(kinds=("resid",), n_samples=3, seed=2))
+    assert c.scores != a.scores
+    assert a.options["noise_std"] == pytest.approx(3 * a.options["embedding_std"])
+    s1 = trace(organism, sample, pool, TraceOptions(kinds=("resid",), corruption="str", seed=1))
+    s2 = trace(organism, sample, pool, TraceOptions(kinds=("resid",), corruption="str", seed=1))
+    assert s1.options["replacement"] == s2.options["replacement"] != sample.subject
+    assert len(s1.options["replacement"].split()) == len(sample.subject.split())
+
+
+def test_bad_inputs(small_study, organism, sample, pool):
+    moved = Sample(id="x", prompt="Somebody was born in", answer=sample.answer, subject="Nobody Here")
+    with pytest.raises(AnalysisInputError, match="not found in prompt"):
+        trace(organism, moved, pool)
+    no_subject = next(s for s in small_study.samples() if not s.subject)
+    with pytest.raises(AnalysisInputError, match="no subject"):
+        trace_sample(small_study, "original", no_subject.id, use_store=False)
+    with pytest.raises(StudyError, match="unknown sample id 'ghost'"):
+        trace_sample(small_study, "original", "ghost")
+    with pytest.raises(AnalysisInputError, match="larger than the model's 4 layers"):
+        trace(organism, sample, pool, TraceOptions(window=5))
+    with pytest.raises(AnalysisInputError, match="unknown corruption"):
+        trace(organism, sample, pool, TraceOptions(corruption="blur"))
+    with pytest.raises(AnalysisInputError, match="unknown trace kind"):
+        trace(organism, sample, pool, TraceOptions(kinds=("heads",)))
+
+
+def test_store_roundtrip_and_difference(small_study, sample):
+    opts = TraceOptions(corruption="str", kinds=("resid", "mlp", "attn"))
+    r = trace_sample(small_study, "original", sample.id, opts)
+    assert TraceResult.from_dict(json.loads(json.dumps(r.to_dict()))) == r
+    assert r.model == small_study.fingerprint("original")
+    hit = cached_trace(small_study, "original", sample.id, TraceOptions(corruption="str", kinds=("mlp",))
+                       .validated(4))
+    assert hit is not None and list(hit.scores) == ["mlp"] and hit.scores["mlp"] == r.scores["mlp"]
+    other = trace_sample(small_study, "readout_suppression", sample.id, opts)
+    d = trace_difference(other, r)
+    np.testing.assert_allclose(d.array("resid"), other.array("resid") - r.array("resid"))
+
+
+def test_dataset_aie(small_study):
+    opts = TraceOptions(corruption="str", kinds=("resid",))
+    seen: list[float] = []
+    a = trace_dataset(small_study, "original", opts, progress=lambda f, m: seen.append(f))
+    assert seen and seen[-1] == pytest.approx(1.0)
+    assert a.roles == list(ROLES) and a.n_samples == len(small_study.forget)
+    assert a.counts["middle subject tokens"] == 0  # two-token names
+    assert a.aie["resid"][ROLES.index("middle subject tokens")] == [None] * 4
+    assert AIEResult.from_dict(json.loads(json.dumps(a.to_dict()))) == a
+    ids = [s.id for s in small_study.forget]
+    assert len(small_study.store.get_many(STORE_KIND, [a.model], opts.validated(4).key(), ids)) == len(ids)
+    again = trace_dataset(small_study, "original", opts, progress=lambda f, m: pytest.fail("recomputed"))
+    assert again == a
+
+
+def _main(argv: list[str]) -> int:
+    """analysis.cli.main with `trace` wired in (whether or not analysis/cli.py already does it)."""
+    import analysis.cli as cli
+    from analysis.tracing.cli import add_parser
+
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if "trace" not in sub.choices:
+        def verb(parent, name, fn, help_):
+            sp = parent.add_parser(name, help=help_, description=help_)
+            sp.add_argument("--json", action="store_true")
+            sp.set_defaults(fn=fn)
+            return sp
+
+        add_parser(sub, verb)
+    original = cli.build_parser
+    cli.build_parser = lambda: parser
+    try:
+        return cli.main(argv)
+    finally:
+        cli.build_parser = original
+
+
+def test_cli_json(small_study, sample, capsys):
+    root = str(small_study.root)
+    assert _main(["trace", root, "--model", "original", "--sample", sample.id, "--kind", "all", "--corruption",
+                  "str", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {"tokens", "subject_range", "layers", "clean", "corrupted", "scores"} <= set(out)
+    assert set(out["scores"]) == {"resid", "mlp", "attn"}
+    assert np.shape(out["scores"]["mlp"]) == (len(out["layers"]), len(out["tokens"]))
+    assert _main(["trace", root, "--all", "--kind", "resid", "--corruption", "str", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {"roles", "layers", "aie", "n_samples"} <= set(out)
+    assert np.shape(out["aie"]["resid"]) == (len(ROLES), len(out["layers"]))
+    assert _main(["trace", root, "--sample", "ghost", "--json"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unknown sample id 'ghost'" in err
+    assert _main(["trace", root, "--sample", sample.id, "--window", "9", "--kind", "mlp"]) == 2
+    assert "larger than the model" in capsys.readouterr().err
+    assert _main(["trace", root]) == 2
+    assert "--sample ID or --all" in capsys.readouterr().err
+
+
+PAGE = str(Path(__file__).resolve().parent.parent / "app" / "pages" / "tracing.py")
+
+
+@pytest.fixture
+def page(small_study, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setattr(sys, "argv", ["streamlit"])
+    monkeypatch.setenv("ERASURE_STUDY", str(small_study.root))
+    return AppTest.from_file(PAGE, default_timeout=120)
+
+
+def test_page(page, small_study):
+    at = page.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert at.title[0].value == "Causal tracing"
+    assert len(at.get("plotly_chart")) == 3  # before, after, difference
+    at.radio(key="corruption").set_value("str").run()
+    at.button(key="aie_go").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert len(at.get("plotly_chart")) == 4
+    at.run()  # now cached: no button
+    assert len(at.get("plotly_chart")) == 4 and not at.get("button")
+
+    no_subject = next(s for s in small_study.samples() if not s.subject)
+    at.selectbox(key="sample").set_value(no_subject.id).run()
+    assert not at.exception and any("no subject" in e.value for e in at.error)
+
+
+def test_page_query_param(page, small_study):
+    page.query_params["sample"] = "ghost"
+    at = page.run()
+    assert not at.exception and any("ghost" in e.value for e in at.error)
+    page.query_params["sample"] = small_study.forget[1].id
+    at = page.run()
+    assert not at.error and at.selectbox(key="sample").value == small_study.forget[1].id
