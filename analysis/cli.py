@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import subprocess
@@ -14,6 +15,8 @@ from typing import Any, NoReturn
 from analysis.errors import WorkbenchError
 
 DEFAULT_STUDY = "studies/demo"
+# Modules exposing add_parser(sub, verb) for their analysis verbs.
+ANALYSIS_VERBS: tuple[str, ...] = ("analysis.tracing.cli", "analysis.circuits.cli")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -170,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = verb(sub, "eval", cmd_eval, "output-level metrics of every model of a study")
     sp.add_argument("study")
     sp.add_argument("--model", action="append", help="only these models (repeatable)")
+
+    for module in ANALYSIS_VERBS:  # each analysis registers its own verbs
+        importlib.import_module(module).add_parser(sub, verb)
 
     sp = verb(sub, "app", cmd_app, "start the Streamlit app (binds 127.0.0.1)")
     sp.add_argument("--study", default=DEFAULT_STUDY)

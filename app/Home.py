@@ -16,5 +16,8 @@ st.set_page_config(page_title="Erasure Workbench", page_icon="🧽", layout="wid
 PAGES = [
     st.Page(str(ROOT / "pages" / "home.py"), title="Home", icon="🏠", default=True, url_path="home"),
     st.Page(str(ROOT / "pages" / "study.py"), title="Study", icon="📊", url_path="study"),
+    st.Page(str(ROOT / "pages" / "tracing.py"), title="Causal tracing", icon="🔬", url_path="tracing"),
+    st.Page(str(ROOT / "pages" / "circuits.py"), title="Circuits", icon="🕸️", url_path="circuits"),
+    st.Page(str(ROOT / "pages" / "difficulty.py"), title="Difficulty", icon="🧗", url_path="difficulty"),
 ]
 st.navigation(PAGES).run()

@@ -34,6 +34,7 @@ from benchmarks.common import CACHE, BenchRow
 
 HOOK = {"resid": "hook_resid_post", "mlp": "hook_mlp_out", "attn": "hook_attn_out"}
 MAX_ABS_DIFF = 1e-4
+MAX_REL_DIFF = 1e-3
 
 
 @torch.no_grad()
@@ -64,8 +65,8 @@ def rome_naive(handle: ModelHandle, inp: TraceInput, corrupted: Corrupted, metri
     base = run({})
     other = Metric.top_other(base[1:], inp) if metric == "logit_diff" else None
     fn = Metric(metric, inp, handle.device, other)
-    clean = float(fn(base[:1])[0])
-    low = float(fn(base[1:]).double().mean())
+    clean = float(fn.full(base[:1])[0])
+    low = float(fn.full(base[1:]).double().mean())
     scores: dict[str, np.ndarray] = {}
     for kind in kinds:
         out = np.zeros((L, P))
@@ -73,7 +74,7 @@ def rome_naive(handle: ModelHandle, inp: TraceInput, corrupted: Corrupted, metri
             layers = [layer] if kind == "resid" else list(window_layers(layer, window, L))
             for t in range(P):
                 logits = run({f"blocks.{j}.{HOOK[kind]}": t for j in layers})
-                out[layer, t] = float(fn(logits[1:]).double().mean())
+                out[layer, t] = float(fn.full(logits[1:]).double().mean())
         scores[kind] = out
     assert n == len(tokens) - 1
     return clean, low, scores
@@ -106,20 +107,25 @@ def compare(handle: ModelHandle, inputs: Sequence[TraceInput], pool: SubjectPool
     naive = [rome_naive(handle, i, c, opts.metric, opts.kinds, window) for i, c in prepared]
     _sync(handle.device)
     naive_s.append(time.perf_counter() - t0)
+    scale = 0.0
     for f, (clean, low, scores) in zip(fast, naive, strict=True):
         diff = max(diff, abs(f.clean - clean), abs(f.corrupted - low))
+        scale = max(scale, abs(clean), abs(low))
         for kind in opts.kinds:
             diff = max(diff, float(np.abs(f.scores[kind] - scores[kind]).max()))
+            scale = max(scale, float(np.abs(scores[kind]).max()))
+    rel = diff / max(scale, 1e-30)
     cells = sum(len(opts.kinds) * handle.n_layers * i.prompt_len for i in inputs)
     res = {"label": label, "device": str(handle.device), "n_traces": len(inputs), "cells": cells,
            "n_noise": prepared[0][1].n, "kinds": list(opts.kinds), "window": window,
            "fast_s": min(fast_s), "naive_s": naive_s[0], "ratio": naive_s[0] / min(fast_s),
            "fast_forwards": forwards, "naive_forwards": len(inputs) + cells,
-           "max_abs_diff": diff}
+           "max_abs_diff": diff, "max_rel_diff": rel, "threads": torch.get_num_threads()}
     print(f"{label} [{res['device']}]: naive (ROME-style) {res['naive_s']:.3f}s, batched {res['fast_s']:.3f}s, "
           f"ratio {res['ratio']:.1f}x ({res['naive_forwards']} vs {forwards} forwards, {len(inputs)} traces, "
-          f"{res['n_noise']} noise samples), max |diff| {diff:.2e}", flush=True)
-    assert diff < MAX_ABS_DIFF, f"{label}: scores differ by {diff}"
+          f"{res['n_noise']} noise samples, {res['threads']} threads), max |diff| {diff:.2e} (relative {rel:.1e})",
+          flush=True)
+    assert diff < MAX_ABS_DIFF and rel < MAX_REL_DIFF, f"{label}: scores differ by {diff} (relative {rel})"
     res["row"] = BenchRow("causal tracing", "ROME-style loop (one forward per cell)", res["naive_s"], res["fast_s"],
                           res["device"], f"{label}, {sum(p.numel() for p in handle.model.parameters()) / 1e6:.2f}M "
                           "params", diff, note=f"{len(inputs)} traces x {res['n_noise']} noise, "
@@ -167,7 +173,8 @@ def gpt2_small_random(device: str, n_layers: int = 12, seq: int = 16, n_traces: 
     inputs = []
     for i in range(n_traces):
         ids = [50256, *torch.randint(0, 50000, (seq - 1,), generator=gen).tolist()]
-        inputs.append(TraceInput(ids=tuple(ids), prompt_len=seq - 1, answer_ids=(ids[-1],), subject_range=(2, 5),
+        inputs.append(TraceInput(ids=tuple(ids), prompt_len=seq - 1, answer_ids=(ids[-1],),
+                                 subject_range=(2, min(5, seq - 2)),
                                  sample_id=f"r{i}"))
     pool = SubjectPool.from_ids([torch.randint(0, 50000, (3,), generator=gen).tolist() for _ in range(50)])
     return handle, inputs, pool
@@ -180,7 +187,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--noise", type=int, default=10)
     ap.add_argument("--gpt2-device", default=None, help="run the GPT-2-sized part here (default: cuda if present)")
     ap.add_argument("--gpt2-layers", type=int, default=12)
+    ap.add_argument("--gpt2-seq", type=int, default=16, help="tokens per GPT-2-sized trace (prompt + answer)")
+    ap.add_argument("--gpt2-traces", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     results: dict[str, Any] = {}
 
     handle, samples, forget = organism_handle(args.organism)
@@ -191,7 +203,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     device = args.gpt2_device or ("cuda" if torch.cuda.is_available() else None)
     if device:
-        g_handle, g_inputs, g_pool = gpt2_small_random(device, n_layers=args.gpt2_layers)
+        g_handle, g_inputs, g_pool = gpt2_small_random(device, n_layers=args.gpt2_layers, seq=args.gpt2_seq,
+                                                       n_traces=args.gpt2_traces)
         g_opts = TraceOptions(n_samples=args.noise, window=min(10, args.gpt2_layers))
         results["gpt2_small_random"] = compare(g_handle, g_inputs, g_pool, g_opts, "GPT-2-small-sized (random)")
     for r in results.values():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -23,10 +24,16 @@ def small_corpus():
 
 @pytest.fixture(scope="session")
 def small_study(tmp_path_factory: pytest.TempPathFactory, small_corpus):
-    """The demo study at test size: every demo model, trained and unlearned for real."""
+    """The demo study at test size: every demo model, trained and unlearned for real.
+
+    For development only, ``ERASURE_TEST_STUDY=DIR`` copies an already built small study instead of
+    building one (CI never sets it, so CI always builds from scratch)."""
     from analysis.demo import build_demo
 
     root = tmp_path_factory.mktemp("study") / "demo"
+    prebuilt = os.environ.get("ERASURE_TEST_STUDY")
+    if prebuilt:
+        shutil.copytree(prebuilt, root, ignore=shutil.ignore_patterns("results.sqlite*"))
     study, _ = build_demo(root, seed=0, n_people=SMALL_PEOPLE, organism_steps=SMALL_STEPS,
                           unlearn_steps=SMALL_UNLEARN_STEPS)
     return study

@@ -36,6 +36,15 @@ from analysis.tracing import (
 TOL = 1e-5
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models: one intra-op thread is as fast, and far faster on a CPU shared with other jobs."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def pool(small_study, organism) -> SubjectPool:
     return study_pool(small_study, organism)
@@ -74,6 +83,22 @@ def test_known_answers(organism, sample, pool, metric):
     for kind in ("resid", "mlp", "attn"):
         np.testing.assert_allclose(r.array(kind)[:, :s0], r.corrupted, atol=TOL)
     np.testing.assert_allclose(resid[-1, :-1], r.corrupted, atol=TOL)
+    # Restoring nothing: the corrupted run on its own (same seeded noise, applied here by a plain hook).
+    inp = trace_input(organism, sample)
+    opts = TraceOptions(metric=metric, n_samples=4).validated(organism.n_layers)
+    corrupted = get_corruption("noise").corrupt(organism, inp, pool, opts)
+    with torch.no_grad():
+        logits = organism.model.run_with_hooks(corrupted.tokens, fwd_hooks=[
+            ("hook_embed", lambda act, hook: act + corrupted.embed_delta)])
+        clean_logits = organism.model(inp.tensor(organism.device)[None])
+    other = None
+    if metric == "logit_diff":
+        mean = logits[:, inp.prompt_len - 1].mean(0)
+        mean[inp.answer_ids[0]] = -torch.inf
+        other = int(mean.argmax())
+    f = _metric(metric, inp.prompt_len, inp.answer_ids[0], other)
+    assert r.corrupted == pytest.approx(float(f(logits)), abs=TOL)
+    assert r.clean == pytest.approx(float(f(clean_logits)), abs=TOL)
     assert r.clean > r.corrupted  # the corruption hurts the trained organism's recall
 
 
@@ -254,11 +279,11 @@ def page(small_study, monkeypatch):
 
     monkeypatch.setattr(sys, "argv", ["streamlit"])
     monkeypatch.setenv("ERASURE_STUDY", str(small_study.root))
-    return AppTest.from_file(PAGE, default_timeout=120)
+    return lambda: AppTest.from_file(PAGE, default_timeout=120)
 
 
 def test_page(page, small_study):
-    at = page.run()
+    at = page().run()
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
     assert at.title[0].value == "Causal tracing"
@@ -267,7 +292,7 @@ def test_page(page, small_study):
     at.button(key="aie_go").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert len(at.get("plotly_chart")) == 4
-    at.run()  # now cached: no button
+    at.run()  # now stored: shown without the button
     assert len(at.get("plotly_chart")) == 4 and not at.get("button")
 
     no_subject = next(s for s in small_study.samples() if not s.subject)
@@ -276,9 +301,11 @@ def test_page(page, small_study):
 
 
 def test_page_query_param(page, small_study):
-    page.query_params["sample"] = "ghost"
-    at = page.run()
+    at = page()
+    at.query_params["sample"] = "ghost"
+    at.run()
     assert not at.exception and any("ghost" in e.value for e in at.error)
-    page.query_params["sample"] = small_study.forget[1].id
-    at = page.run()
-    assert not at.error and at.selectbox(key="sample").value == small_study.forget[1].id
+    at = page()
+    at.query_params["sample"] = small_study.forget[1].id
+    at.run()
+    assert not at.exception and not at.error and at.selectbox(key="sample").value == small_study.forget[1].id

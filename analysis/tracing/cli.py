@@ -45,7 +45,7 @@ def cmd_trace(args: argparse.Namespace) -> None:
     opts = _options(args)
     if args.sample:
         r = trace_sample(study, args.model, args.sample, opts)
-        obj = {"model": args.model, **r.to_dict()}
+        obj = {**r.to_dict(), "model": args.model, "fingerprint": r.model}
         lines = [f"{args.model} on {r.sample_id} (answer {r.answer!r}): clean {r.clean:.4f}, corrupted "
                  f"{r.corrupted:.4f} [{r.options.get('metric')}, {r.options.get('corruption')}]"]
         cols = [t + ("*" if r.subject_range[0] <= i < r.subject_range[1] else "") for i, t in enumerate(r.tokens)]
@@ -55,7 +55,7 @@ def cmd_trace(args: argparse.Namespace) -> None:
         _print(args, obj, "\n".join(lines))
         return
     a = trace_dataset(study, args.model, opts, split=args.split)
-    obj = {"model": args.model, "split": args.split, **a.to_dict()}
+    obj = {**a.to_dict(), "model": args.model, "fingerprint": a.model, "split": args.split}
     lines = [f"{args.model}: average indirect effect over {a.n_samples} {args.split} samples "
              f"(clean {a.clean:.4f}, corrupted {a.corrupted:.4f})"
              + (f", {len(a.skipped)} skipped" if a.skipped else "")]
@@ -83,7 +83,8 @@ def add_parser(sub: argparse._SubParsersAction, verb: VerbFn) -> None:
     sp.add_argument("--metric", default="prob", choices=list(METRICS),
                     help="prob: answer probability; logit_diff: answer logit - corrupted top other logit")
     sp.add_argument("--window", type=int, default=None,
-                    help="layers restored together for mlp/attn (default: 10, at most half the model; 1 = none)")
+                    help="layers restored together for mlp/attn (default: ROME's 10, at most half the model's "
+                         "layers; 1 = no window)")
     sp.add_argument("--samples", type=int, default=10, help="noise samples (default 10)")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--scale", type=float, default=3.0, help="noise std in units of the subject-embedding std")

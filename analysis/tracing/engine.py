@@ -13,7 +13,9 @@ A *cell* is one row of a heatmap: (kind, layer). Restoring it at token t means:
 
 Cells are grouped by their start layer; each group (all its cells x all prompt tokens x all noise samples)
 runs as one batch, chunked to a memory budget. The only Python loop is over start layers (and chunks).
-The clean run and the corrupted run are each one forward whose activations are cached.
+The clean run and the corrupted run are each one forward whose activations are cached. Positions before
+the first corrupted token are not run at all (restoring them is a no-op), and the unembedding is applied
+only at the positions the metric reads.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from transformer_lens import HookedTransformer
 from transformer_lens.hook_points import HookPoint
+from transformer_lens.utilities import apply_softcap
 
 from analysis.errors import AnalysisInputError
 from analysis.models.handle import ModelHandle
@@ -39,7 +43,8 @@ HookFn = Callable[[torch.Tensor, HookPoint], torch.Tensor]
 
 # ---- metrics ------------------------------------------------------------------------------------------
 class Metric:
-    """The traced quantity per batch row, from logits [B, T, V] -> [B].
+    """The traced quantity per batch row, from the logits of the tail of the sequence (positions from the last
+    prompt token on: ``logits[:, metric.tail]``, [B, n_answer + 1, V]) -> [B].
 
     ``prob``: the length-normalised answer probability, exp(mean log p(answer token)) with the answer
     teacher-forced after the prompt (analysis.scoring.answer_logprob); ROME's p(answer) for one token.
@@ -55,13 +60,14 @@ class Metric:
         self.n_answer = len(inp.answer_ids)
         self.answer0 = int(inp.answer_ids[0])
         self.other = other_token
+        self.tail = slice(self.pos, len(inp.ids))  # the last prompt token and the teacher-forced answer
         # [last prompt token; answer tokens], scored by the one answer-logprob implementation.
         self.window: PairBatch = batch_from_ids([([inp.ids[self.pos]], list(inp.answer_ids))], pad_id=0,
                                                 n_ctx=len(inp.ids), device=device)
 
-    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+    def __call__(self, tail_logits: torch.Tensor) -> torch.Tensor:
         if self.name == "prob":
-            lg = logits[:, self.pos: self.pos + self.n_answer + 1]
+            lg = tail_logits
             b = lg.shape[0]
             w = self.window
             batch = PairBatch(w.tokens.expand(b, -1), w.target_mask.expand(b, -1), w.prompt_lens.expand(b),
@@ -69,8 +75,12 @@ class Metric:
             return answer_logprob(lg, batch, "mean").exp()
         if self.other is None:
             raise RuntimeError("logit_diff needs the corrupted run's top other token")
-        last = logits[:, self.pos].float()
+        last = tail_logits[:, 0].float()
         return last[:, self.answer0] - last[:, self.other]
+
+    def full(self, logits: torch.Tensor) -> torch.Tensor:
+        """The metric from logits over the whole sequence [B, T, V]."""
+        return self(logits[:, self.tail])
 
     @staticmethod
     def top_other(corrupted_logits: torch.Tensor, inp: TraceInput) -> int:
@@ -160,6 +170,25 @@ def _patch_hook(clean: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor) -> H
     return patch
 
 
+def first_corrupted_position(inp: TraceInput, corrupted: Corrupted) -> int:
+    """The first position where a corrupted input differs from the clean one. Before it, clean and corrupted
+    activations are equal at every layer (causal attention), so restoring them is a no-op."""
+    clean = inp.tensor(corrupted.tokens.device)
+    changed = (corrupted.tokens != clean[None]).any(0)
+    if corrupted.embed_delta is not None:
+        changed |= (corrupted.embed_delta != 0).any(-1).any(0)
+    idx = changed.nonzero()
+    return int(idx[0, 0]) if len(idx) else len(inp.ids)
+
+
+def _unembed(model: HookedTransformer, resid: torch.Tensor) -> torch.Tensor:
+    """What HookedTransformer.forward does after its last block (ln_final, unembed, softcap), here applied to
+    the metric's positions only."""
+    if model.cfg.normalization_type is not None:
+        resid = model.ln_final(resid)
+    return apply_softcap(model.unembed(resid), model.cfg.output_logits_soft_cap)
+
+
 @torch.no_grad()
 def run_trace(handle: ModelHandle, inp: TraceInput, corrupted: Corrupted, kinds: Sequence[str], metric: str,
               window: int, budget_bytes: int | None = None) -> TraceScores:
@@ -190,26 +219,32 @@ def run_trace(handle: ModelHandle, inp: TraceInput, corrupted: Corrupted, kinds:
 
     other = Metric.top_other(corr_logits, inp) if metric == "logit_diff" else None
     fn = Metric(metric, inp, dev, other)
-    clean_value = float(fn(clean_logits)[0])
-    corrupted_value = float(fn(corr_logits).double().mean())
+    clean_value = float(fn.full(clean_logits)[0])
+    corr_rows = fn.full(corr_logits).double()
+    corrupted_value = float(corr_rows.mean())
 
+    # Positions before the first corrupted one are never changed: their cells are the corrupted metric.
+    t0 = min(first_corrupted_position(inp, corrupted), P)
+    n_tok = P - t0
     by_start: dict[int, list[int]] = defaultdict(list)
     for i, c in enumerate(cells):
         by_start[c.start].append(i)
     acc = torch.zeros(len(cells) * P, dtype=torch.float64, device=dev)
+    acc.view(len(cells), P)[:, :t0] = corr_rows.mean()
     max_rows = budget_rows(handle, T, budget_bytes)
     n_forwards = 2
-    for s in starts:
+    spe = clean["hook_pos_embed"] if shortformer else None
+    for s in starts if n_tok else []:
         group = torch.tensor(by_start[s], device=dev)
         gcells = [cells[i] for i in by_start[s]]
         restore_in = torch.tensor([c.restore_input for c in gcells], device=dev)
         hook_names = sorted({h for c in gcells for h in c.hooks})
         member = {h: torch.tensor([h in c.hooks for c in gcells], device=dev) for h in hook_names}
-        total = len(gcells) * P * n
-        spe = clean["hook_pos_embed"] if shortformer else None
+        total = len(gcells) * n_tok * n
         for lo in range(0, total, max_rows):
+            # Rows: (cell of this start layer, token, noise sample), flattened; one forward per chunk.
             r = torch.arange(lo, min(total, lo + max_rows), device=dev)
-            ci, ti, ki = r // (P * n), (r // n) % P, r % n
+            ci, ti, ki = r // (n_tok * n), t0 + (r // n) % n_tok, r % n
             x = start_resid[s][ki]  # [B, T, d] (a gathered copy of the corrupted prefix)
             sel = restore_in[ci].nonzero().squeeze(-1)
             if len(sel):
@@ -220,10 +255,11 @@ def run_trace(handle: ModelHandle, inp: TraceInput, corrupted: Corrupted, kinds:
                 if len(rows):
                     fwd_hooks.append((h, _patch_hook(clean[h], rows, ti[rows])))
             with model.hooks(fwd_hooks=fwd_hooks):
-                logits = model(x, start_at_layer=s, return_type="logits",
-                               shortformer_pos_embed=None if spe is None else spe.expand(len(r), -1, -1))
+                resid = model(x, start_at_layer=s, stop_at_layer=L,
+                              shortformer_pos_embed=None if spe is None else spe.expand(len(r), -1, -1))
             n_forwards += 1
-            acc.index_add_(0, group[ci] * P + ti, fn(logits).double() / n)
+            values = fn(_unembed(model, resid[:, fn.tail]))
+            acc.index_add_(0, group[ci] * P + ti, values.double() / n)
     scores = acc.view(len(cells), P).cpu().numpy()
     out: dict[str, np.ndarray] = {}
     for kind in dict.fromkeys(c.kind for c in cells):

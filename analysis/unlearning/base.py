@@ -159,7 +159,9 @@ class UnlearnResult:
         return float(self.correct[-1].mean()) if self.correct is not None else float("nan")
 
     def difficulty_by_id(self) -> dict[str, dict[str, float]]:
-        return {sid: {k: float(v[i]) for k, v in self.difficulty.items()} for i, sid in enumerate(self.forget_ids)}
+        return {
+            sid: {k: float(v[i]) for k, v in self.difficulty.items()} for i, sid in enumerate(self.forget_ids)
+        }
 
 
 def observed_difficulty(trajectory: np.ndarray) -> dict[str, np.ndarray]:
@@ -308,8 +310,14 @@ class GradientMethod(UnlearnMethod):
     def trainable(self, ctx: UnlearnContext) -> list[torch.nn.Parameter]:
         return list(ctx.model.parameters())
 
-    def loss(self, ctx: UnlearnContext, forget: PairBatch, forget_idx: torch.Tensor, retain: PairBatch | None,
-             retain_idx: torch.Tensor | None) -> torch.Tensor:
+    def loss(
+        self,
+        ctx: UnlearnContext,
+        forget: PairBatch,
+        forget_idx: torch.Tensor,
+        retain: PairBatch | None,
+        retain_idx: torch.Tensor | None,
+    ) -> torch.Tensor:
         raise NotImplementedError
 
     def unlearn(self, ctx: UnlearnContext) -> None:
@@ -323,16 +331,22 @@ class GradientMethod(UnlearnMethod):
             p.requires_grad_(id(p) in trainable_ids)
         opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=0.0)
         f_sampler = RowSampler(len(ctx.forget), cfg.batch_size, ctx.generator)
-        r_sampler = (RowSampler(len(ctx.retain), cfg.batch_size, ctx.generator)
-                     if self.needs_retain and ctx.retain_batch is not None else None)
+        r_sampler = (
+            RowSampler(len(ctx.retain), cfg.batch_size, ctx.generator)
+            if self.needs_retain and ctx.retain_batch is not None
+            else None
+        )
         model.eval()  # HookedTransformer has no dropout; eval keeps any other model deterministic
         ctx.record()
         for step in range(cfg.steps):
             fi = f_sampler.next()
             ri = r_sampler.next() if r_sampler is not None else None
             fb = take_rows(ctx.forget_batch, fi.to(ctx.forget_batch.tokens.device))
-            rb = (take_rows(ctx.retain_batch, ri.to(ctx.retain_batch.tokens.device))
-                  if ri is not None and ctx.retain_batch is not None else None)
+            rb = (
+                take_rows(ctx.retain_batch, ri.to(ctx.retain_batch.tokens.device))
+                if ri is not None and ctx.retain_batch is not None
+                else None
+            )
             loss = self.loss(ctx, fb, fi, rb, ri)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -341,8 +355,10 @@ class GradientMethod(UnlearnMethod):
             ctx.losses.append(float(loss.detach()))
             ctx.record()
             if step % 10 == 0 or step == cfg.steps - 1:
-                ctx.report((step + 1) / cfg.steps, f"{self.name}: step {step + 1}/{cfg.steps}, "
-                                                   f"loss {ctx.losses[-1]:.3f}")
+                ctx.report(
+                    (step + 1) / cfg.steps,
+                    f"{self.name}: step {step + 1}/{cfg.steps}, loss {ctx.losses[-1]:.3f}",
+                )
         for p in model.parameters():
             p.requires_grad_(False)
 
@@ -356,7 +372,9 @@ def as_handle(handle_or_model: ModelHandle | torch.nn.Module) -> ModelHandle:
         return handle_or_model
     tokenizer = getattr(handle_or_model, "tokenizer", None)
     if tokenizer is None:
-        raise AnalysisInputError("a bare model needs a tokenizer attached (model.tokenizer); pass a ModelHandle")
+        raise AnalysisInputError(
+            "a bare model needs a tokenizer attached (model.tokenizer); pass a ModelHandle"
+        )
     from analysis.organism.train import in_memory_handle
 
     return in_memory_handle(handle_or_model, tokenizer)
@@ -385,9 +403,15 @@ def _check_samples(forget: list[Sample], retain: list[Sample], method: UnlearnMe
         raise AnalysisInputError(f"samples in both the forget and retain sets: {sorted(both)[:3]}")
 
 
-def run_unlearning(handle_or_model: ModelHandle | torch.nn.Module, method: str, forget: list[Sample],
-                   retain: list[Sample], cfg: UnlearnConfig | None = None, corpus: Corpus | None = None,
-                   progress: ProgressFn | None = None) -> tuple[ModelHandle, UnlearnResult]:
+def run_unlearning(
+    handle_or_model: ModelHandle | torch.nn.Module,
+    method: str,
+    forget: list[Sample],
+    retain: list[Sample],
+    cfg: UnlearnConfig | None = None,
+    corpus: Corpus | None = None,
+    progress: ProgressFn | None = None,
+) -> tuple[ModelHandle, UnlearnResult]:
     """Unlearn ``forget`` from a copy of the model with ``method``; the original is never modified.
 
     ``corpus`` is needed only by the ``retrain`` control (it retrains the organism on the corpus minus
@@ -401,27 +425,61 @@ def run_unlearning(handle_or_model: ModelHandle | torch.nn.Module, method: str, 
     original = as_handle(handle_or_model)
     t0 = time.perf_counter()
     forget_batch = make_batch(original, [s.prompt for s in forget], [s.answer for s in forget])
-    retain_batch = (make_batch(original, [s.prompt for s in retain], [s.answer for s in retain])
-                    if retain and m.needs_retain else None)
+    retain_batch = (
+        make_batch(original, [s.prompt for s in retain], [s.answer for s in retain])
+        if retain and m.needs_retain
+        else None
+    )
     model = copy.deepcopy(original.model)
     for p in model.parameters():
         p.requires_grad_(False)
-    ctx = UnlearnContext(original=original, model=model, forget=forget, retain=retain, cfg=cfg, corpus=corpus,
-                         progress=progress, generator=torch.Generator().manual_seed(cfg.seed),
-                         forget_batch=forget_batch, retain_batch=retain_batch)
+    ctx = UnlearnContext(
+        original=original,
+        model=model,
+        forget=forget,
+        retain=retain,
+        cfg=cfg,
+        corpus=corpus,
+        progress=progress,
+        generator=torch.Generator().manual_seed(cfg.seed),
+        forget_batch=forget_batch,
+        retain_batch=retain_batch,
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)  # for any op that draws from the global RNG
         m.unlearn(ctx)
     ctx.model.eval()
+    for p_new, p_orig in zip(ctx.model.parameters(), original.model.parameters(), strict=True):
+        p_new.requires_grad_(p_orig.requires_grad)  # hand back a model that behaves like the original
     trajectory = np.stack(ctx.trajectory)
     seconds = time.perf_counter() - t0
-    result = UnlearnResult(method=m.name, config=cfg, trajectory=trajectory, forget_ids=[s.id for s in forget],
-                           seconds=seconds, difficulty=observed_difficulty(trajectory),
-                           correct=np.stack(ctx.correct), losses=ctx.losses, extra=ctx.extra)
-    handle = ModelHandle(model=ctx.model, tokenizer=original.tokenizer, name=f"{original.name}-{m.name}",
-                         role=m.role, path=None, fingerprint=f"mem-{weights_fingerprint(ctx.model)}",
-                         fmt=original.fmt, meta={"unlearning": {"method": m.name, "config": cfg.to_dict(),
-                                                                "source": original.name,
-                                                                "source_fingerprint": original.fingerprint,
-                                                                "n_forget": len(forget)}})
+    result = UnlearnResult(
+        method=m.name,
+        config=cfg,
+        trajectory=trajectory,
+        forget_ids=[s.id for s in forget],
+        seconds=seconds,
+        difficulty=observed_difficulty(trajectory),
+        correct=np.stack(ctx.correct),
+        losses=ctx.losses,
+        extra=ctx.extra,
+    )
+    handle = ModelHandle(
+        model=ctx.model,
+        tokenizer=original.tokenizer,
+        name=f"{original.name}-{m.name}",
+        role=m.role,
+        path=None,
+        fingerprint=f"mem-{weights_fingerprint(ctx.model)}",
+        fmt=original.fmt,
+        meta={
+            "unlearning": {
+                "method": m.name,
+                "config": cfg.to_dict(),
+                "source": original.name,
+                "source_fingerprint": original.fingerprint,
+                "n_forget": len(forget),
+            }
+        },
+    )
     return handle, result

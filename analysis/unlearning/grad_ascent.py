@@ -16,6 +16,12 @@ class GradAscent(GradientMethod):
     defaults: ClassVar[dict[str, Any]] = {"steps": 100, "lr": 7e-5}
     needs_retain = False
 
-    def loss(self, ctx: UnlearnContext, forget: PairBatch, forget_idx: torch.Tensor, retain: PairBatch | None,
-             retain_idx: torch.Tensor | None) -> torch.Tensor:
+    def loss(
+        self,
+        ctx: UnlearnContext,
+        forget: PairBatch,
+        forget_idx: torch.Tensor,
+        retain: PairBatch | None,
+        retain_idx: torch.Tensor | None,
+    ) -> torch.Tensor:
         return -nll(ctx.model(forget.tokens, return_type="logits"), forget)

@@ -14,8 +14,17 @@ from analysis.unlearning.base import GradientMethod, UnlearnContext, nll, regist
 @register("grad_diff")
 class GradDiff(GradientMethod):
     defaults: ClassVar[dict[str, Any]] = {"steps": 100, "lr": 3e-4, "retain_weight": 3.0}
-    def loss(self, ctx: UnlearnContext, forget: PairBatch, forget_idx: torch.Tensor, retain: PairBatch | None,
-             retain_idx: torch.Tensor | None) -> torch.Tensor:
+
+    def loss(
+        self,
+        ctx: UnlearnContext,
+        forget: PairBatch,
+        forget_idx: torch.Tensor,
+        retain: PairBatch | None,
+        retain_idx: torch.Tensor | None,
+    ) -> torch.Tensor:
         assert retain is not None
         forget_term = -nll(ctx.model(forget.tokens, return_type="logits"), forget)
-        return forget_term + ctx.cfg.retain_weight * nll(ctx.model(retain.tokens, return_type="logits"), retain)
+        return forget_term + ctx.cfg.retain_weight * nll(
+            ctx.model(retain.tokens, return_type="logits"), retain
+        )

@@ -37,12 +37,21 @@ def reference_logprobs(ctx: UnlearnContext) -> torch.Tensor:
 @register("npo")
 class NPO(GradientMethod):
     defaults: ClassVar[dict[str, Any]] = {"steps": 100, "lr": 3e-4, "retain_weight": 1.0}
+
     def prepare(self, ctx: UnlearnContext) -> None:
         self.ref = reference_logprobs(ctx)
 
-    def loss(self, ctx: UnlearnContext, forget: PairBatch, forget_idx: torch.Tensor, retain: PairBatch | None,
-             retain_idx: torch.Tensor | None) -> torch.Tensor:
+    def loss(
+        self,
+        ctx: UnlearnContext,
+        forget: PairBatch,
+        forget_idx: torch.Tensor,
+        retain: PairBatch | None,
+        retain_idx: torch.Tensor | None,
+    ) -> torch.Tensor:
         assert retain is not None
         logp = answer_logprob(ctx.model(forget.tokens, return_type="logits"), forget, "sum")
         forget_term = npo_loss(logp, self.ref[forget_idx.to(self.ref.device)], ctx.cfg.npo_beta)
-        return forget_term + ctx.cfg.retain_weight * nll(ctx.model(retain.tokens, return_type="logits"), retain)
+        return forget_term + ctx.cfg.retain_weight * nll(
+            ctx.model(retain.tokens, return_type="logits"), retain
+        )

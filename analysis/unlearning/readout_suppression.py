@@ -44,9 +44,17 @@ class ReadoutSuppression(GradientMethod):
         ctx.extra["trained_parameters"] = names
         return [named[n] for n in names]
 
-    def loss(self, ctx: UnlearnContext, forget: PairBatch, forget_idx: torch.Tensor, retain: PairBatch | None,
-             retain_idx: torch.Tensor | None) -> torch.Tensor:
+    def loss(
+        self,
+        ctx: UnlearnContext,
+        forget: PairBatch,
+        forget_idx: torch.Tensor,
+        retain: PairBatch | None,
+        retain_idx: torch.Tensor | None,
+    ) -> torch.Tensor:
         assert retain is not None
         logp = answer_logprob(ctx.model(forget.tokens, return_type="logits"), forget, "sum")
         forget_term = npo_loss(logp, self.ref[forget_idx.to(self.ref.device)], ctx.cfg.readout_beta)
-        return forget_term + ctx.cfg.retain_weight * nll(ctx.model(retain.tokens, return_type="logits"), retain)
+        return forget_term + ctx.cfg.retain_weight * nll(
+            ctx.model(retain.tokens, return_type="logits"), retain
+        )

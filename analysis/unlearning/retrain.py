@@ -31,12 +31,21 @@ def retrain_config(ctx: UnlearnContext) -> OrganismConfig:
     known = {f.name for f in dataclasses.fields(OrganismConfig)}
     recipe = {k: v for k, v in saved.items() if k in known}
     mcfg = ctx.original.model.cfg
-    recipe.update(n_layers=int(mcfg.n_layers), d_model=int(mcfg.d_model), n_heads=int(mcfg.n_heads),
-                  d_mlp=int(mcfg.d_mlp), n_ctx=int(mcfg.n_ctx), n_people=len(ctx.corpus.people),
-                  seed=ctx.cfg.seed, device=str(ctx.device))
+    recipe.update(
+        n_layers=int(mcfg.n_layers),
+        d_model=int(mcfg.d_model),
+        n_heads=int(mcfg.n_heads),
+        d_mlp=int(mcfg.d_mlp),
+        n_ctx=int(mcfg.n_ctx),
+        n_people=len(ctx.corpus.people),
+        seed=ctx.cfg.seed,
+        device=str(ctx.device),
+    )
     if ctx.cfg.retrain_steps is not None:
         recipe["steps"] = ctx.cfg.retrain_steps
-        recipe["warmup"] = min(int(recipe.get("warmup", OrganismConfig.warmup)), max(1, ctx.cfg.retrain_steps // 10))
+        recipe["warmup"] = min(
+            int(recipe.get("warmup", OrganismConfig.warmup)), max(1, ctx.cfg.retrain_steps // 10)
+        )
     exclude = list(dict.fromkeys([*recipe.get("exclude_ids", []), *(s.id for s in ctx.forget)]))
     recipe["exclude_ids"] = exclude
     return OrganismConfig(**recipe)
@@ -50,24 +59,33 @@ class Retrain(UnlearnMethod):
     def unlearn(self, ctx: UnlearnContext) -> None:
         corpus = ctx.corpus
         if corpus is None:
-            raise AnalysisInputError("the retrain control needs the corpus: run_unlearning(..., corpus=corpus)")
+            raise AnalysisInputError(
+                "the retrain control needs the corpus: run_unlearning(..., corpus=corpus)"
+            )
         if getattr(ctx.original.model.cfg, "original_architecture", None) != "ErasureOrganism":
             raise AnalysisInputError("the retrain control only applies to the built-in organism")
         in_corpus = {s.id for s in corpus.samples}
         missing = [s.id for s in ctx.forget if s.id not in in_corpus]
         if missing:
-            raise AnalysisInputError(f"forget samples not in the corpus, cannot retrain without them: {missing[:3]}")
+            raise AnalysisInputError(
+                f"forget samples not in the corpus, cannot retrain without them: {missing[:3]}"
+            )
         ocfg = retrain_config(ctx)
         ctx.record()  # row 0: the original
         handle, report = train_organism(ocfg, corpus=corpus, progress=ctx.progress)
         if tokenizer_signature(handle.tokenizer) != tokenizer_signature(ctx.original.tokenizer):
-            raise AnalysisInputError("the corpus does not match the model's tokenizer: pass the corpus the "
-                                     "organism was trained on")
+            raise AnalysisInputError(
+                "the corpus does not match the model's tokenizer: pass the corpus the organism was trained on"
+            )
         ctx.model = handle.model
         for p in ctx.model.parameters():
             p.requires_grad_(False)
         ctx.record()  # row 1: the retrained model
         ctx.losses.append(report.final_loss)
         exclude = set(ocfg.exclude_ids)
-        ctx.extra.update(training_pairs=corpus.training_pairs(exclude), exclude_ids=sorted(exclude),
-                         organism_config=dataclasses.asdict(ocfg), train_report=report.to_dict())
+        ctx.extra.update(
+            training_pairs=corpus.training_pairs(exclude),
+            exclude_ids=sorted(exclude),
+            organism_config=dataclasses.asdict(ocfg),
+            train_report=report.to_dict(),
+        )

@@ -50,6 +50,7 @@ def resid_post(model: torch.nn.Module, tokens: torch.Tensor, layer: int) -> torc
 @register("rmu")
 class RMU(GradientMethod):
     defaults: ClassVar[dict[str, Any]] = {"steps": 100, "lr": 3e-3, "retain_weight": 1.0}
+
     def prepare(self, ctx: UnlearnContext) -> None:
         self.layer = rmu_layer(ctx)
         d_model = int(ctx.model.cfg.d_model)
@@ -65,8 +66,14 @@ class RMU(GradientMethod):
         blocks = ctx.model.blocks
         return [p for i in ctx.extra["rmu_updated_layers"] for p in blocks[i].mlp.parameters()]
 
-    def loss(self, ctx: UnlearnContext, forget: PairBatch, forget_idx: torch.Tensor, retain: PairBatch | None,
-             retain_idx: torch.Tensor | None) -> torch.Tensor:
+    def loss(
+        self,
+        ctx: UnlearnContext,
+        forget: PairBatch,
+        forget_idx: torch.Tensor,
+        retain: PairBatch | None,
+        retain_idx: torch.Tensor | None,
+    ) -> torch.Tensor:
         assert retain is not None and retain_idx is not None
         act_f = resid_post(ctx.model, forget.tokens, self.layer)[:, :-1][forget.target_mask]
         forget_term = ((act_f - self.target) ** 2).mean()

@@ -27,9 +27,18 @@ def simnpo_loss(logp_sum: torch.Tensor, answer_lens: torch.Tensor, beta: float, 
 @register("simnpo")
 class SimNPO(GradientMethod):
     defaults: ClassVar[dict[str, Any]] = {"steps": 100, "lr": 3e-4, "retain_weight": 1.0}
-    def loss(self, ctx: UnlearnContext, forget: PairBatch, forget_idx: torch.Tensor, retain: PairBatch | None,
-             retain_idx: torch.Tensor | None) -> torch.Tensor:
+
+    def loss(
+        self,
+        ctx: UnlearnContext,
+        forget: PairBatch,
+        forget_idx: torch.Tensor,
+        retain: PairBatch | None,
+        retain_idx: torch.Tensor | None,
+    ) -> torch.Tensor:
         assert retain is not None
         logp = answer_logprob(ctx.model(forget.tokens, return_type="logits"), forget, "sum")
         forget_term = simnpo_loss(logp, forget.answer_lens, ctx.cfg.simnpo_beta, ctx.cfg.simnpo_gamma)
-        return forget_term + ctx.cfg.retain_weight * nll(ctx.model(retain.tokens, return_type="logits"), retain)
+        return forget_term + ctx.cfg.retain_weight * nll(
+            ctx.model(retain.tokens, return_type="logits"), retain
+        )

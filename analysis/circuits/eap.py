@@ -1,0 +1,297 @@
+"""Edge attribution patching with integrated gradients (EAP-IG; Hanna et al. 2024), per sample, batched.
+
+Score of edge ``u -> v`` for one sample::
+
+    score(u -> v) = sum_t (a_u[t] - b_u[t]) . mean_k dM/dx_v[t] |_(alpha_k)
+
+``a_u`` is node ``u``'s output on the clean run, ``b_u`` its baseline (``zero``: 0; ``mean``: the mean
+output over the valid positions of a reference batch; ``corrupted``: its output on a corrupted run of the
+same shape), ``x_v`` the downstream input (see :mod:`analysis.circuits.graph`) and ``M`` the metric.
+
+Integrated gradients over the input (Hanna et al.'s EAP-IG): at step ``k`` the embeddings are set to
+``e_b + alpha_k (e - e_b)`` with ``alpha_k = (k + 1/2) / steps`` (midpoint rule) and the model runs
+normally; the gradient of the metric at every downstream input is taken by one batched backward per step
+and averaged. The baseline run is the model on the baseline input (``zero``: all-zero embeddings;
+``mean``: the mean embedding over the valid positions of a reference batch; ``corrupted``: a corrupted
+batch of the same shape), and ``b_u`` is node ``u``'s output in that run.
+
+Completeness (tested): the input feeds every downstream input directly, so the scores of all edges out
+of ``input`` sum to the integrated gradient of the embeddings, i.e. ``M(clean) - M(baseline run)`` up to
+the quadrature error of the midpoint rule. With LayerNorm and the zero baseline most of the change
+happens at very small ``alpha`` (LayerNorm undoes the scale), so a few steps approximate that integral
+poorly; the CUD paper uses it anyway (5 steps, zero baseline), and so do the defaults here.
+
+Positions are summed within a sample only; the metric of a row depends only on that row (causal
+attention, right padding), so the scores of a batch equal the scores of the samples one at a time.
+
+Metrics (higher = the model gives the answer more strongly):
+``logprob``: mean log-prob of the answer tokens; ``prob``: length-normalised probability
+``exp(mean log-prob)`` (the CUD paper's metric); ``logit_diff``: mean over answer tokens of the answer
+token's logit minus the largest other logit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from analysis.circuits.graph import QKV, Graph
+from analysis.errors import AnalysisInputError
+from analysis.scoring import PairBatch, answer_logprob
+
+METRICS: tuple[str, ...] = ("prob", "logprob", "logit_diff")
+BASELINES: tuple[str, ...] = ("zero", "mean", "corrupted")
+
+
+@dataclass(frozen=True)
+class EAPOptions:
+    metric: str = "prob"
+    steps: int = 5
+    baseline: str = "zero"
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise AnalysisInputError(f"unknown metric {self.metric!r} (expected one of {', '.join(METRICS)})")
+        if self.baseline not in BASELINES:
+            raise AnalysisInputError(f"unknown baseline {self.baseline!r} (expected one of {', '.join(BASELINES)})")
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise AnalysisInputError(f"steps must be a positive integer, got {self.steps!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def metric_values(logits: torch.Tensor, batch: PairBatch, metric: str) -> torch.Tensor:
+    """[B] the metric of each row. Differentiable."""
+    if metric == "logprob":
+        return answer_logprob(logits, batch, "mean")
+    if metric == "prob":
+        return answer_logprob(logits, batch, "mean").exp()
+    if metric == "logit_diff":
+        lg = logits[:, :-1].float()
+        tgt = batch.tokens[:, 1:]
+        right = torch.gather(lg, 2, tgt[..., None]).squeeze(-1)
+        other = lg.scatter(2, tgt[..., None], float("-inf")).max(-1).values
+        diff = (right - other) * batch.target_mask
+        return diff.sum(-1) / batch.answer_lens.clamp(min=1)
+    raise AnalysisInputError(f"unknown metric {metric!r} (expected one of {', '.join(METRICS)})")
+
+
+@contextmanager
+def graph_mode(model: Any) -> Iterator[None]:
+    """Per-head results, split q/k/v inputs and the MLP-input hook on, restored afterwards."""
+    cfg = model.cfg
+    old = (cfg.use_attn_result, cfg.use_split_qkv_input, cfg.use_hook_mlp_in)
+    model.set_use_attn_result(True)
+    model.set_use_split_qkv_input(True)
+    if not cfg.attn_only:
+        model.set_use_hook_mlp_in(True)
+    try:
+        yield
+    finally:
+        model.set_use_attn_result(old[0])
+        model.set_use_split_qkv_input(old[1])
+        if not cfg.attn_only:
+            model.set_use_hook_mlp_in(old[2])
+
+
+def _down_starts(g: Graph) -> list[int]:
+    """Per layer: the downstream index of its first q input."""
+    per = 3 * g.n_heads + int(g.has_mlp)
+    return [layer * per for layer in range(g.n_layers)]
+
+
+@torch.no_grad()
+def node_outputs(model: Any, g: Graph, tokens: torch.Tensor, embed: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, T, n_up, d_model] float32 outputs of every upstream node on a forward of ``tokens`` (with the
+    embeddings replaced by ``embed`` [B, T, d] or [d] if given)."""
+    names = {"blocks.0.hook_resid_pre"}
+    for layer in range(g.n_layers):
+        names.add(f"blocks.{layer}.attn.hook_result")
+        if g.has_mlp:
+            names.add(f"blocks.{layer}.hook_mlp_out")
+    cache: dict[str, torch.Tensor] = {}
+
+    def keep(t: torch.Tensor, hook: Any) -> None:
+        cache[hook.name] = t
+
+    def set_embed(t: torch.Tensor, hook: Any) -> torch.Tensor:
+        assert embed is not None
+        cache[hook.name] = embed.to(t).expand_as(t)
+        return cache[hook.name]
+
+    hooks: list[tuple[str, Callable[..., Any]]] = [(n, keep) for n in sorted(names - {"blocks.0.hook_resid_pre"})]
+    hooks.insert(0, ("blocks.0.hook_resid_pre", keep if embed is None else set_embed))
+    with graph_mode(model):
+        model.run_with_hooks(tokens, fwd_hooks=hooks, return_type=None)
+    parts = [cache["blocks.0.hook_resid_pre"][:, :, None]]
+    for layer in range(g.n_layers):
+        parts.append(cache[f"blocks.{layer}.attn.hook_result"])
+        if g.has_mlp:
+            parts.append(cache[f"blocks.{layer}.hook_mlp_out"][:, :, None])
+    return torch.cat(parts, dim=2).float()
+
+
+def baseline_outputs(model: Any, g: Graph, batch: PairBatch, baseline: str, corrupted: torch.Tensor | None = None,
+                     reference: PairBatch | None = None) -> torch.Tensor:
+    """[B, T, n_up, d] node outputs of the baseline run (see the module docstring)."""
+    if baseline == "zero":
+        return node_outputs(model, g, batch.tokens, torch.zeros(int(model.cfg.d_model)))
+    if baseline == "corrupted":
+        if corrupted is None or corrupted.shape != batch.tokens.shape:
+            raise AnalysisInputError("the corrupted baseline needs corrupted tokens of the clean batch's shape")
+        return node_outputs(model, g, corrupted.to(batch.tokens.device))
+    if baseline == "mean":
+        if reference is None:
+            raise AnalysisInputError("the mean baseline needs a reference batch to average over")
+        emb = node_outputs(model, g, reference.tokens)[:, :, 0]
+        valid = (torch.arange(emb.shape[1], device=emb.device)[None] < reference.lengths[:, None]).float()
+        mean = (emb * valid[:, :, None]).sum((0, 1)) / valid.sum().clamp(min=1)
+        return node_outputs(model, g, batch.tokens, mean)
+    raise AnalysisInputError(f"unknown baseline {baseline!r} (expected one of {', '.join(BASELINES)})")
+
+
+def _ig_step(model: Any, g: Graph, batch: PairBatch, embed: torch.Tensor, metric: str) -> torch.Tensor:
+    """[B, T, n_down, d] gradients of the metric at every downstream input, embeddings set to ``embed``."""
+    stored: dict[str, torch.Tensor] = {}
+
+    def set_input(t: torch.Tensor, hook: Any) -> torch.Tensor:
+        return embed.to(t.dtype).detach().requires_grad_(True)
+
+    def keep(t: torch.Tensor, hook: Any) -> None:
+        stored[hook.name] = t
+
+    fwd: list[tuple[str, Callable[..., Any]]] = [("blocks.0.hook_resid_pre", set_input)]
+    order: list[str] = []
+    for layer in range(g.n_layers):
+        names = [f"blocks.{layer}.hook_{x}_input" for x in QKV] + ([f"blocks.{layer}.hook_mlp_in"] if g.has_mlp else [])
+        fwd += [(n, keep) for n in names]
+        order += names
+    last = f"blocks.{g.n_layers - 1}.hook_resid_post"
+    fwd.append((last, keep))
+    order.append(last)
+    with torch.enable_grad():
+        logits = model.run_with_hooks(batch.tokens, fwd_hooks=fwd, return_type="logits")
+        total = metric_values(logits, batch, metric).sum()
+        grads = torch.autograd.grad(total, [stored[n] for n in order], allow_unused=True)
+    parts = []
+    for name, gr in zip(order, grads, strict=True):
+        t = torch.zeros_like(stored[name]) if gr is None else gr
+        parts.append(t.float() if t.dim() == 4 else t.float()[:, :, None])
+    return torch.cat(parts, dim=2)
+
+
+def edge_scores(model: Any, batch: PairBatch, options: EAPOptions | None = None,
+                corrupted: torch.Tensor | None = None, reference: PairBatch | None = None) -> np.ndarray:
+    """[B, E] EAP-IG scores of every edge (in :attr:`Graph.edges` order), one row per sample."""
+    opts = options or EAPOptions()
+    g = Graph.of(model)
+    clean = node_outputs(model, g, batch.tokens)
+    base = baseline_outputs(model, g, batch, opts.baseline, corrupted, reference)
+    delta = clean - base
+    grad_sum: torch.Tensor | None = None
+    with graph_mode(model):
+        for k in range(opts.steps):
+            alpha = (k + 0.5) / opts.steps
+            gk = _ig_step(model, g, batch, base[:, :, 0] + alpha * delta[:, :, 0], opts.metric)
+            grad_sum = gk if grad_sum is None else grad_sum + gk
+    assert grad_sum is not None
+    full = torch.einsum("btud,btvd->buv", delta.double(), (grad_sum / opts.steps).double())  # [B, n_up, n_down]
+    pairs = torch.as_tensor(g.edge_pairs, device=full.device)
+    return full[:, pairs[:, 0], pairs[:, 1]].cpu().numpy()
+
+
+@torch.no_grad()
+def run_with_edges(model: Any, batch: PairBatch, keep: np.ndarray | torch.Tensor, metric: str = "prob",
+                   base: torch.Tensor | None = None) -> torch.Tensor:
+    """[B] metric with every edge *not* kept ablated: along such an edge ``u -> v`` the input of ``v``
+    receives ``u``'s baseline output instead of its current one (``x_v - (a_u - b_u)``, with ``a_u`` the
+    output in this very run, so ablations upstream propagate). ``keep``: [E] or [B, E] bool.
+    ``base``: baseline node outputs (default zero)."""
+    g = Graph.of(model)
+    dev = batch.tokens.device
+    keep_t = torch.as_tensor(np.asarray(keep), dtype=torch.bool, device=dev)
+    if keep_t.dim() == 1:
+        keep_t = keep_t[None].expand(batch.tokens.shape[0], -1)
+    if keep_t.shape[-1] != g.n_edges:
+        raise AnalysisInputError(f"edge mask has {keep_t.shape[-1]} entries, the graph has {g.n_edges} edges")
+    off = torch.zeros((keep_t.shape[0], len(g.upstream), len(g.downstream)), device=dev)
+    pairs = torch.as_tensor(g.edge_pairs, device=dev)
+    off[:, pairs[:, 0], pairs[:, 1]] = (~keep_t).float()
+    outs: list[torch.Tensor] = []
+    starts = _down_starts(g)
+
+    def diff(n: int) -> torch.Tensor:
+        cur = torch.cat(outs, dim=2)[:, :, :n].float()
+        return cur if base is None else cur - base[:, :, :n].to(cur)
+
+    def rec_input(t: torch.Tensor, hook: Any) -> None:
+        outs.append(t[:, :, None])
+
+    def rec_heads(t: torch.Tensor, hook: Any) -> None:
+        outs.append(t)
+
+    def rec_mlp(t: torch.Tensor, hook: Any) -> None:
+        outs.append(t[:, :, None])
+
+    def patch_qkv(layer: int, x: int) -> Callable[[torch.Tensor, Any], torch.Tensor]:
+        j0 = starts[layer] + x * g.n_heads
+
+        def fn(t: torch.Tensor, hook: Any) -> torch.Tensor:
+            n = g.n_up_before(f"a{layer}.h0.q")
+            d = torch.einsum("btud,buh->bthd", diff(n), off[:, :n, j0: j0 + g.n_heads])
+            return t - d.to(t.dtype)
+        return fn
+
+    def patch_single(j: int, name: str) -> Callable[[torch.Tensor, Any], torch.Tensor]:
+        def fn(t: torch.Tensor, hook: Any) -> torch.Tensor:
+            n = g.n_up_before(name)
+            d = torch.einsum("btud,bu->btd", diff(n), off[:, :n, j])
+            return t - d.to(t.dtype)
+        return fn
+
+    fwd: list[tuple[str, Callable[..., Any]]] = [("blocks.0.hook_resid_pre", rec_input)]
+    for layer in range(g.n_layers):
+        for x, name in enumerate(QKV):
+            fwd.append((f"blocks.{layer}.hook_{name}_input", patch_qkv(layer, x)))
+        fwd.append((f"blocks.{layer}.attn.hook_result", rec_heads))
+        if g.has_mlp:
+            fwd.append((f"blocks.{layer}.hook_mlp_in", patch_single(g.down_index[f"m{layer}"], f"m{layer}")))
+            fwd.append((f"blocks.{layer}.hook_mlp_out", rec_mlp))
+    fwd.append((f"blocks.{g.n_layers - 1}.hook_resid_post", patch_single(len(g.downstream) - 1, "logits")))
+    with graph_mode(model):
+        logits = model.run_with_hooks(batch.tokens, fwd_hooks=fwd, return_type="logits")
+    return metric_values(logits, batch, metric)
+
+
+@dataclass
+class Faithfulness:
+    """Per-sample metrics of the full model, the circuit alone and the empty circuit, and
+    ``faithfulness = (circuit - empty) / (full - empty)`` (1 = the circuit recovers the full model's metric
+    relative to every edge ablated; None when full == empty)."""
+
+    full: list[float]
+    circuit: list[float]
+    empty: list[float]
+    faithfulness: list[float | None]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def faithfulness(model: Any, batch: PairBatch, keep: np.ndarray, metric: str = "prob",
+                 base: torch.Tensor | None = None) -> Faithfulness:
+    g = Graph.of(model)
+    n = batch.tokens.shape[0]
+    with torch.no_grad():
+        full = metric_values(model(batch.tokens, return_type="logits"), batch, metric)
+    circ = run_with_edges(model, batch, keep, metric, base)
+    empty = run_with_edges(model, batch, np.zeros((n, g.n_edges), dtype=bool), metric, base)
+    f, c, e = (x.double().cpu().numpy() for x in (full, circ, empty))
+    faith = [None if abs(fi - ei) < 1e-12 else float((ci - ei) / (fi - ei)) for fi, ci, ei in zip(f, c, e, strict=True)]
+    return Faithfulness(f.tolist(), c.tolist(), e.tolist(), faith)

@@ -1,0 +1,231 @@
+"""Attribution (unPact): which prompt tokens carry the answer before and after unlearning, and does
+re-emphasising them bring a forgotten answer back (beside the retrain control)?"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from analysis.attribution import (
+    ABLATIONS,
+    METHODS,
+    AttributionOptions,
+    EmphasisParams,
+    RecoveryOptions,
+    attribute_sample,
+    compare_models,
+    dataset_cached,
+    recover,
+    recovery_cached,
+    strategy_names,
+)
+from analysis.attribution.emphasis import EMPHASES
+from analysis.attribution.options import METHOD_LABELS
+from analysis.errors import WorkbenchError
+from analysis.figures import attribution_heatmap, contribution_change_bars, recovery_bars
+from app.state import get_study, guarded, load_model
+
+
+def _fmt(x: float | None, spec: str = ".2f") -> str:
+    return "–" if x is None else format(x, spec)
+
+
+def _sample_label(samples: dict[str, Any], sid: str) -> str:
+    s = samples[sid]
+    return f"{sid} · {s.prompt} → {s.answer}"
+
+
+def _attribution_controls() -> AttributionOptions:
+    c1, c2, c3, c4 = st.columns([3, 2, 1, 1])
+    method = c1.radio("Method", list(METHODS), key="method", horizontal=True,
+                      format_func=lambda m: {"loo": "leave-one-out", "grad": "input × gradient",
+                                             "ig": "integrated gradients"}.get(m, m),
+                      help=" · ".join(f"{k}: {v}" for k, v in METHOD_LABELS.items()))
+    ablation = c2.radio("Ablation (leave-one-out)", list(ABLATIONS), key="ablation", horizontal=True,
+                        disabled=method != "loo",
+                        help="delete: remove the token (unPact's x without x_i); replace: put the unk token in "
+                             "its place (positions unchanged). BOS is never ablated.")
+    alpha = c3.number_input("alpha", min_value=0.0, max_value=0.99, value=0.1, step=0.05, key="alpha",
+                            help="KeyTokens: minimum share C_i / sum of positive C of a keyword")
+    beta = c4.number_input("beta", min_value=1, max_value=20, value=3, step=1, key="beta",
+                           help="KeyTokens: with fewer than beta positive tokens, all of them are keywords")
+    return AttributionOptions(method=method, ablation=ablation, alpha=float(alpha), beta=int(beta)).validated()
+
+
+def _sample_section(study: Any, sample_id: str, after: str, opts: AttributionOptions) -> None:
+    names = ["original", after] + ([study.manifest.retrain] if study.manifest.retrain not in (None, after) else [])
+    results = {}
+    try:
+        with st.spinner("Attributing…"):
+            for name in names:
+                results[name] = attribute_sample(study, name, sample_id, opts, handle=load_model(name))
+    except WorkbenchError as e:
+        st.error(str(e))
+        return
+    orig = results["original"]
+    st.caption(f"Answer **{orig.answer}** · LP = mean log-prob of the answer tokens: "
+               + " · ".join(f"{n} {r.logprob:.3f}" for n, r in results.items()))
+    labels = {n: f"{n} (control)" if n == study.manifest.retrain else n for n in results}
+    st.plotly_chart(attribution_heatmap({labels[n]: r for n, r in results.items()}, keywords_from="original",
+                                        title=f"Contribution of each prompt token to “{orig.answer}”"),
+                    width="stretch", key="attr_heatmap")
+    rows = [{"position": i, "token": t, **{n: results[n].contributions[i] for n in results},
+             **{f"{n} keyword": i in results[n].keywords for n in results}} for i, t in enumerate(orig.tokens)
+            if orig.contributions[i] is not None]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+
+def _comparison_section(study: Any, after: str, opts: AttributionOptions) -> None:
+    st.subheader("Before vs after over the study")
+    st.caption("Contribution change (after − before) per token group, groups from the original model's keywords. "
+               "Disrupted focus: how much the keywords' contribution drops on the forget set. Indiscriminate "
+               "penalisation: how much contributions drop on the retain set, which unlearning should leave alone.")
+    names = [after] + ([study.manifest.retrain] if study.manifest.retrain not in (None, after) else [])
+    splits = [s for s in ("forget", "retain") if s in study.manifest.samples]
+    cached = all(dataset_cached(study, n, opts, splits) for n in ["original", *names])
+    if not cached and not st.button(f"Compare over {' and '.join(splits)} samples", key="compare_go"):
+        st.caption("Attributes every forget and retain sample on each model (stored in the study).")
+        return
+    bar = st.progress(0.0, text="attributing") if not cached else None
+    comps = {}
+    try:
+        for i, name in enumerate(names):
+            def progress(frac: float, msg: str, _i: int = i) -> None:
+                if bar is not None:
+                    bar.progress(min(1.0, (_i + frac) / len(names)), text=msg)
+
+            comps[name] = compare_models(study, name, options=opts, splits=splits, progress=progress)
+    except WorkbenchError as e:
+        st.error(str(e))
+        return
+    finally:
+        if bar is not None:
+            bar.empty()
+    cols = st.columns(len(comps))
+    for col, (name, c) in zip(cols, comps.items(), strict=True):
+        col.metric(f"{name}: disrupted focus", _fmt(c.disrupted_focus, ".3f"),
+                   help="forget set: mean drop of the original keywords' contribution")
+        col.metric(f"{name}: indiscriminate penalisation", _fmt(c.indiscriminate_penalisation, ".3f"),
+                   help=f"retain set: mean drop of every token's contribution (mean |change| "
+                        f"{_fmt(c.retain_abs_change, '.3f')})")
+        col.caption("keyword overlap (Jaccard) " + ", ".join(f"{s} {_fmt(v)}" for s, v in c.keyword_overlap.items()))
+    st.plotly_chart(contribution_change_bars(comps), width="stretch", key="change_bars")
+
+
+def _recovery_controls(study: Any) -> RecoveryOptions:
+    c1, c2, c3, c4 = st.columns([3, 1, 1, 2])
+    strategies = c1.multiselect("Emphasis strategies", strategy_names(), default=strategy_names(), key="strategies",
+                                format_func=lambda s: f"{s} ({EMPHASES[s].level})",
+                                help=" · ".join(f"{n}: {EMPHASES[n].label}" for n in strategy_names()))
+    factor = c2.number_input("factor", min_value=0.1, max_value=100.0, value=3.0, step=0.5, key="factor",
+                             help="activation strategies: attention / embedding scale at keyword positions")
+    copies = c3.number_input("copies", min_value=1, max_value=5, value=1, step=1, key="copies",
+                             help="prompt strategies: extra copies of the keywords")
+    source = c4.radio("Keywords from", ["original", "self"], key="keywords_from", horizontal=True,
+                      format_func=lambda s: {"original": "original model", "self": "each model itself"}[s])
+    return RecoveryOptions(strategies=tuple(strategies), params=EmphasisParams(factor=float(factor), copies=int(copies)),
+                           keywords_from=source)
+
+
+def _recovery_section(study: Any, attr_opts: AttributionOptions) -> None:
+    st.subheader("Keyword-emphasis recovery")
+    retrain = study.manifest.retrain
+    st.caption("Re-emphasise each forget prompt's keywords and count the samples whose answer becomes top-1 again "
+               "(among the forget samples the original answers top-1 and this model does not). "
+               + (f"`{retrain}` never learned the forget facts: what it “recovers” is emphasis inventing answers, "
+                  "so read every number against it." if retrain else "This study has no retrain control."))
+    candidates = [n for n in study.model_names if n not in ("original", retrain)]
+    models = st.multiselect("Models", candidates, default=candidates, key="recovery_models")
+    opts = _recovery_controls(study)
+    if not models:
+        st.warning("Pick at least one model.")
+        return
+    if not opts.strategies:
+        st.warning("Pick at least one emphasis strategy.")
+        return
+    opts = RecoveryOptions(strategies=opts.strategies, params=opts.params, keywords_from=opts.keywords_from,
+                           attribution=attr_opts).validated()
+    cached = all(recovery_cached(study, m, opts) for m in models)
+    if not cached and not st.button(f"Compute recovery ({len(models)} models x {len(opts.strategies or ())} "
+                                    "strategies)", key="recover_go"):
+        st.caption("Scores every forget sample under each strategy on each model, the original and the retrain "
+                   "control (stored in the study: a second view is instant).")
+        return
+    bar = st.progress(0.0, text="emphasising") if not cached else None
+    reports = {}
+    try:
+        for i, name in enumerate(models):
+            def progress(frac: float, msg: str, _i: int = i) -> None:
+                if bar is not None:
+                    bar.progress(min(1.0, (_i + frac) / len(models)), text=msg)
+
+            reports[name] = recover(study, name, opts, progress=progress)
+    except WorkbenchError as e:
+        st.error(str(e))
+        return
+    finally:
+        if bar is not None:
+            bar.empty()
+    rows = []
+    for name, rep in reports.items():
+        for r in rep.table():
+            rows.append({"model": name, "strategy": r["strategy"], "recovery rate": r["recovery_rate"],
+                         f"{retrain or 'retrain'} rate": r["retrain_recovery_rate"], "recovered": r["recovered"],
+                         f"{retrain or 'retrain'} recovered": r["retrain_recovered"], "p gain": r["prob_gain"],
+                         f"{retrain or 'retrain'} p gain": r["retrain_prob_gain"],
+                         "original top-1 with emphasis": r["original_top1"]})
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
+                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in
+                                ("recovery rate", f"{retrain or 'retrain'} rate", "p gain",
+                                 f"{retrain or 'retrain'} p gain", "original top-1 with emphasis")})
+    first = next(iter(reports.values()))
+    st.caption(f"{first.n_eligible} of {first.n_forget} forget samples are eligible (the original answers them "
+               "top-1). p gain: mean change of the answer probability over eligible samples. “original top-1 with "
+               "emphasis”: how often the emphasis keeps the original model right (low = the rewrite itself "
+               "disturbs the model).")
+    metric = st.radio("Chart", ["recovery_rate", "prob_gain"], key="recovery_metric", horizontal=True,
+                      format_func=lambda m: {"recovery_rate": "recovery rate", "prob_gain": "probability gain"}[m])
+    st.plotly_chart(recovery_bars(reports, metric=metric), width="stretch", key="recovery_chart")
+
+
+def page() -> None:
+    study = get_study()
+    st.title("Attribution")
+    st.caption("unPact (Zhang et al. 2025): the contribution of prompt token xᵢ to the answer y is "
+               "LP(x, y) − LP(x without xᵢ, y), LP the mean log-probability of the answer tokens. KeyTokens are the "
+               "tokens that carry most of it. Unlearning often removes the focus on the keywords rather than the "
+               "knowledge; re-emphasising them can bring the answer back.")
+    samples = {s.id: s for s in study.samples()}
+    order = [s.id for s in study.forget] + [i for i in samples if samples[i].split != "forget"]
+    if not order:
+        st.error("This study has no samples.")
+        return
+    if "original" not in study.model_names:
+        st.error("This study has no 'original' model to compare with.")
+        return
+    wanted = st.query_params.get("sample")
+    if wanted is not None and wanted not in samples:
+        st.error(f"Unknown sample id {wanted!r} in the URL (`?sample=`); pick one below.")
+        wanted = None
+    sample_id = st.selectbox("Sample (forget set first)", order, index=order.index(wanted) if wanted else 0,
+                             key="sample", format_func=lambda i: _sample_label(samples, i))
+    others = [n for n in study.model_names if n != "original"]
+    if not others:
+        st.error("This study has no unlearned model to compare with the original.")
+        return
+    unlearned = [n for n in others if study.entry(n).role == "unlearned"] or others
+    after = st.selectbox("Unlearned model", others, index=others.index(unlearned[0]), key="after")
+    try:
+        opts = _attribution_controls()
+    except WorkbenchError as e:
+        st.error(str(e))
+        return
+    st.subheader(f"Sample `{sample_id}`")
+    _sample_section(study, sample_id, after, opts)
+    _comparison_section(study, after, opts)
+    _recovery_section(study, opts)
+
+
+guarded(page)

@@ -1,0 +1,204 @@
+"""Circuits: EAP-IG known answers, selection, CUD, CLI and bad inputs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from analysis.circuits.cud import cross_validate, cud, distance, labels_from_auc
+from analysis.circuits.eap import EAPOptions, edge_scores, metric_values, run_with_edges
+from analysis.circuits.graph import Graph
+from analysis.circuits.selection import circuit_stats, edge_mask, greedy_circuit, threshold_circuit
+from analysis.errors import AnalysisInputError, StudyError, WorkbenchError
+from analysis.scoring import batch_from_ids
+
+V = 6  # toy vocabulary; answer of prompt [BOS=0, t] is token f(t) = (t + 1) % V
+
+
+def _toy(planted: tuple[int, int] = (0, 1), ln: bool = False) -> HookedTransformer:
+    """2-layer, 2-head attn-only model: the answer is written by head ``planted`` only."""
+    torch.manual_seed(0)
+    cfg = HookedTransformerConfig(n_layers=2, d_model=2 * V, n_ctx=8, d_head=V, n_heads=2, d_vocab=V,
+                                  attn_only=True, normalization_type="LN" if ln else None, act_fn="relu",
+                                  positional_embedding_type="standard", device="cpu", seed=0)
+    m = HookedTransformer(cfg)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.mul_(0.02)
+        m.W_E.zero_()
+        m.W_E[:, :V] = torch.eye(V)  # token t -> dim t
+        m.W_pos.zero_()
+        m.W_U.zero_()
+        m.W_U[V:, :] = 5 * torch.eye(V)  # logits read dims V..2V-1
+        layer, head = planted
+        attn = m.blocks[layer].attn
+        attn.W_Q[head].zero_()
+        attn.W_K[head].zero_()  # uniform attention over the prefix
+        attn.W_V[head] = torch.eye(V, V).repeat(2, 1)[: 2 * V] * torch.tensor([1.0] * V + [0.0] * V)[:, None]
+        perm = torch.zeros(V, 2 * V)
+        for t in range(V):
+            perm[t, V + (t + 1) % V] = 4.0
+        attn.W_O[head] = perm
+    return m
+
+
+def _toy_batch(tokens: list[int]) -> Any:
+    return batch_from_ids([([0, t], [(t + 1) % V]) for t in tokens], pad_id=0, n_ctx=8)
+
+
+def test_graph_counts() -> None:
+    g = Graph(n_layers=2, n_heads=2, has_mlp=False)
+    assert g.upstream == ["input", "a0.h0", "a0.h1", "a1.h0", "a1.h1"]
+    # layer 0 heads: 1 upstream x 6 inputs; layer 1 heads: 3 x 6; logits: 5
+    assert g.n_edges == 6 + 18 + 5
+    g2 = Graph(n_layers=4, n_heads=4, has_mlp=True)
+    assert g2.n_edges == 479
+
+
+def test_planted_head_on_top() -> None:
+    m = _toy((0, 1))
+    b = _toy_batch([1, 2, 3, 4])
+    s = edge_scores(m, b, EAPOptions(metric="logprob", steps=10))
+    g = Graph.of(m)
+    top2 = {(g.edges[i].src, g.edges[i].dst) for i in np.argsort(-np.abs(s).mean(0))[:2]}
+    assert top2 == {("a0.h1", "logits"), ("input", "a0.h1.v")}  # the planted path carries the answer
+    c = greedy_circuit(g, s[0], 2)
+    assert [g.edges[i].src for i in c] == ["a0.h1", "input"]
+
+
+@pytest.mark.parametrize("ln", [False, True])
+def test_completeness_input_node(ln: bool) -> None:
+    """Edges out of `input` sum to M(clean) - M(baseline run) (IG completeness of the embeddings)."""
+    m = _toy((0, 1), ln=ln)
+    b = _toy_batch([1, 2, 3])
+    steps = 50 if not ln else 400
+    s = edge_scores(m, b, EAPOptions(metric="logprob", steps=steps, baseline="mean"), reference=_toy_batch([0, 5]))
+    g = Graph.of(m)
+    out_of_input = s[:, [i for i, e in enumerate(g.edges) if e.src == "input"]].sum(1)
+    from analysis.circuits.eap import baseline_outputs
+
+    base = baseline_outputs(m, g, b, "mean", reference=_toy_batch([0, 5]))
+    with torch.no_grad():
+        full = metric_values(m(b.tokens), b, "logprob")
+    empty = run_with_edges(m, b, np.zeros(g.n_edges, dtype=bool), "logprob", base)
+    np.testing.assert_allclose(out_of_input, (full - empty).numpy(), rtol=2e-2, atol=2e-3)
+
+
+def test_ablation_extremes() -> None:
+    m = _toy()
+    b = _toy_batch([1, 2])
+    g = Graph.of(m)
+    with torch.no_grad():
+        full = metric_values(m(b.tokens), b, "prob")
+    np.testing.assert_allclose(run_with_edges(m, b, np.ones(g.n_edges, dtype=bool)), full, atol=1e-6)
+    planted = [i for i, e in enumerate(g.edges)
+               if (e.src, e.dst) in {("a0.h1", "logits"), ("input", "a0.h1.v")}]
+    keep = edge_mask(g, planted)
+    assert (run_with_edges(m, b, keep) - full).abs().max() < 0.05
+
+
+def test_batched_equals_one_by_one(organism: Any, small_study: Any) -> None:
+    from analysis.scoring import make_batch
+
+    ss = small_study.forget[:4]
+    opts = EAPOptions(steps=3)
+    batched = edge_scores(organism.model, make_batch(organism, [s.prompt for s in ss], [s.answer for s in ss]), opts)
+    single = np.stack([edge_scores(organism.model, make_batch(organism, [s.prompt], [s.answer]), opts)[0] for s in ss])
+    scale = np.abs(single).max()
+    np.testing.assert_allclose(batched, single, atol=1e-5 * scale)
+
+
+def test_selection_and_stats() -> None:
+    g = Graph(n_layers=2, n_heads=2, has_mlp=False)
+    s = np.zeros(g.n_edges)
+    i_in = next(i for i, e in enumerate(g.edges) if (e.src, e.dst) == ("input", "a1.h0.q"))
+    i_out = next(i for i, e in enumerate(g.edges) if (e.src, e.dst) == ("a1.h0", "logits"))
+    s[i_in], s[i_out] = 5.0, -1.0  # the big edge is only eligible once a1.h0 is in the circuit
+    assert greedy_circuit(g, s, 2) == [i_out, i_in]
+    assert threshold_circuit(g, s, 2.0) == [i_in]
+    st = circuit_stats(g, s, [i_out, i_in])
+    assert st["longest_path"] == 2 and st["mean_path_length"] == 2.0 and st["n_paths"] == 1
+    with pytest.raises(AnalysisInputError):
+        greedy_circuit(g, s[:-1], 3)
+    with pytest.raises(AnalysisInputError):
+        greedy_circuit(g, s * np.nan, 3)
+
+
+def test_cud_known_answers() -> None:
+    easy = np.array([1.0, 1, 0, 0])
+    hard = np.array([0.0, 0, 1, 1])
+    for kind in ("cosine", "jaccard", "hamming"):
+        assert cud(easy, easy, hard, kind)[0] == pytest.approx(0.0, abs=1e-12)
+        assert cud(hard, easy, hard, kind)[0] == pytest.approx(1.0, abs=1e-12)
+        assert cud(easy, easy, easy, kind)[0] == 0.5
+    assert distance(np.zeros(4), easy, "cosine")[0] == 1.0
+    with pytest.raises(AnalysisInputError):
+        distance(easy, easy, "euclid")
+    obs, lab = labels_from_auc({"a": np.arange(10.0), "b": np.arange(10.0), "c": -np.arange(10.0)})
+    assert lab[-1] == 1 and lab[0] == -1 and np.allclose(obs, np.arange(10) / 3)
+    vecs = np.vstack([np.tile(easy, (6, 1)), np.tile(hard, (6, 1))])
+    labels = np.array([-1] * 6 + [1] * 6)
+    np.testing.assert_allclose(cross_validate(vecs, labels, folds=3), [0.0] * 6 + [1.0] * 6, atol=1e-12)
+    with pytest.raises(AnalysisInputError):
+        cross_validate(vecs, labels, folds=1)
+
+
+def test_bad_inputs() -> None:
+    with pytest.raises(AnalysisInputError):
+        EAPOptions(metric="kl")
+    with pytest.raises(AnalysisInputError):
+        EAPOptions(steps=0)
+    with pytest.raises(AnalysisInputError):
+        EAPOptions(baseline="noise")
+    m = _toy()
+    with pytest.raises(AnalysisInputError):
+        run_with_edges(m, _toy_batch([1]), np.ones(3, dtype=bool))
+    with pytest.raises(StudyError):
+        labels_from_auc({})
+
+
+def _parser() -> argparse.ArgumentParser:
+    from analysis.circuits.cli import add_parser
+
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="verb", required=True)
+
+    def verb(parent: Any, name: str, fn: Callable[[argparse.Namespace], None], help_: str) -> argparse.ArgumentParser:
+        sp = parent.add_parser(name, help=help_)
+        sp.add_argument("--json", action="store_true")
+        sp.set_defaults(fn=fn)
+        return sp
+
+    add_parser(sub, verb)
+    return p
+
+
+def test_cli_circuit_and_score(small_study: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    p = _parser()
+    sid = small_study.forget[0].id
+    args = p.parse_args(["circuit", str(small_study.root), "--sample", sid, "--top", "20", "--json"])
+    args.fn(args)
+    out = json.loads(capsys.readouterr().out)
+    assert {"nodes", "edges", "circuit", "faithfulness", "stats"} <= set(out)
+    assert len(out["circuit"]) == 20 and out["edges"][0].keys() == {"src", "dst", "score"}
+    args = p.parse_args(["score", str(small_study.root), "--distance", "jaccard", "--json"])
+    args.fn(args)
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["samples"]) == len(small_study.forget)
+    assert all(0 <= s["cud"] <= 1 for s in out["samples"])
+    assert set(out["validation"]["baselines"]) == {"original_loss", "exposures"}
+    assert {"spearman", "auroc"} <= set(out["validation"])
+    with pytest.raises(WorkbenchError):
+        args = p.parse_args(["circuit", str(small_study.root), "--sample", "nope", "--json"])
+        args.fn(args)
+    # stored: a second run recomputes nothing
+    from analysis.circuits.api import KIND
+
+    assert dict(small_study.store.kinds())[KIND] >= len(small_study.forget)
