@@ -248,6 +248,12 @@ def nll(logits: torch.Tensor, batch: PairBatch) -> torch.Tensor:
     return -answer_logprob(logits, batch, "mean").mean()
 
 
+def retain_term(ctx: UnlearnContext, retain: PairBatch | None) -> torch.Tensor:
+    """``retain_weight`` x the NLL of a retain batch: the utility-preserving term shared by the methods."""
+    assert retain is not None, "this method needs a retain batch"
+    return ctx.cfg.retain_weight * nll(ctx.model(retain.tokens, return_type="logits"), retain)
+
+
 class RowSampler:
     """Batches of row indices without replacement from seeded permutations, reshuffled every epoch."""
 

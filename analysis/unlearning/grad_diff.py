@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import torch
 
 from analysis.scoring import PairBatch
-from analysis.unlearning.base import GradientMethod, UnlearnContext, nll, register
+from analysis.unlearning.base import GradientMethod, UnlearnContext, nll, register, retain_term
 
 
 @register("grad_diff")
@@ -25,6 +25,4 @@ class GradDiff(GradientMethod):
     ) -> torch.Tensor:
         assert retain is not None
         forget_term = -nll(ctx.model(forget.tokens, return_type="logits"), forget)
-        return forget_term + ctx.cfg.retain_weight * nll(
-            ctx.model(retain.tokens, return_type="logits"), retain
-        )
+        return forget_term + retain_term(ctx, retain)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from analysis.scoring import PairBatch, answer_logprob
-from analysis.unlearning.base import GradientMethod, UnlearnContext, nll, register
+from analysis.unlearning.base import GradientMethod, UnlearnContext, register, retain_term
 
 
 def npo_loss(logp: torch.Tensor, logp_ref: torch.Tensor, beta: float) -> torch.Tensor:
@@ -52,6 +52,4 @@ class NPO(GradientMethod):
         assert retain is not None
         logp = answer_logprob(ctx.model(forget.tokens, return_type="logits"), forget, "sum")
         forget_term = npo_loss(logp, self.ref[forget_idx.to(self.ref.device)], ctx.cfg.npo_beta)
-        return forget_term + ctx.cfg.retain_weight * nll(
-            ctx.model(retain.tokens, return_type="logits"), retain
-        )
+        return forget_term + retain_term(ctx, retain)

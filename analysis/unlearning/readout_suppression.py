@@ -16,7 +16,7 @@ import torch
 
 from analysis.errors import AnalysisInputError
 from analysis.scoring import PairBatch, answer_logprob
-from analysis.unlearning.base import GradientMethod, UnlearnContext, nll, register
+from analysis.unlearning.base import GradientMethod, UnlearnContext, register, retain_term
 from analysis.unlearning.npo import npo_loss, reference_logprobs
 
 READOUT_PARAMS: tuple[str, ...] = ("unembed.W_U", "unembed.b_U")
@@ -55,6 +55,4 @@ class ReadoutSuppression(GradientMethod):
         assert retain is not None
         logp = answer_logprob(ctx.model(forget.tokens, return_type="logits"), forget, "sum")
         forget_term = npo_loss(logp, self.ref[forget_idx.to(self.ref.device)], ctx.cfg.readout_beta)
-        return forget_term + ctx.cfg.retain_weight * nll(
-            ctx.model(retain.tokens, return_type="logits"), retain
-        )
+        return forget_term + retain_term(ctx, retain)

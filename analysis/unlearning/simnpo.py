@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from analysis.scoring import PairBatch, answer_logprob
-from analysis.unlearning.base import GradientMethod, UnlearnContext, nll, register
+from analysis.unlearning.base import GradientMethod, UnlearnContext, register, retain_term
 
 
 def simnpo_loss(logp_sum: torch.Tensor, answer_lens: torch.Tensor, beta: float, gamma: float) -> torch.Tensor:
@@ -39,6 +39,4 @@ class SimNPO(GradientMethod):
         assert retain is not None
         logp = answer_logprob(ctx.model(forget.tokens, return_type="logits"), forget, "sum")
         forget_term = simnpo_loss(logp, forget.answer_lens, ctx.cfg.simnpo_beta, ctx.cfg.simnpo_gamma)
-        return forget_term + ctx.cfg.retain_weight * nll(
-            ctx.model(retain.tokens, return_type="logits"), retain
-        )
+        return forget_term + retain_term(ctx, retain)

@@ -209,8 +209,13 @@ def page() -> None:
     if wanted is not None and wanted not in samples:
         st.error(f"Unknown sample id {wanted!r} in the URL (`?sample=`); pick one below.")
         wanted = None
-    sample_id = st.selectbox("Sample (forget set first)", order, index=order.index(wanted) if wanted else 0,
-                             key="sample", format_func=lambda i: _sample_label(samples, i))
+    if wanted is not None and st.session_state.get("_sample_param") != wanted:
+        st.session_state["sample"] = wanted  # a new ?sample= wins once; later picks in the box are kept
+    st.session_state["_sample_param"] = wanted
+    if st.session_state.get("sample") not in samples:
+        st.session_state["sample"] = order[0]
+    sample_id = st.selectbox("Sample (forget set first)", order, key="sample",
+                             format_func=lambda i: _sample_label(samples, i))
     others = [n for n in study.model_names if n != "original"]
     if not others:
         st.error("This study has no unlearned model to compare with the original.")

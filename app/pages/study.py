@@ -55,15 +55,15 @@ def page() -> None:
     logs = {n: lg for n, lg in logs.items() if lg is not None}
     if split == "forget":
         for n, lg in logs.items():
-            d = dict(zip(lg["forget_ids"], lg["difficulty"]["final_loss"], strict=True))
+            d = dict(zip(lg["forget_ids"], lg["difficulty"]["auc"], strict=True))
             table[f"difficulty[{n}]"] = [d.get(s.id, np.nan) for s in samples]
     st.dataframe(table, hide_index=True, width="stretch", height=380,
                  column_config={c: st.column_config.NumberColumn(format="%.3f") for c in table.columns
                                 if c.startswith(("p[", "difficulty["))}
                  | {"id": st.column_config.TextColumn(pinned=True)})
     if split == "forget" and logs:
-        st.caption("Observed difficulty = the forget answer's loss (−log p) after unlearning under that method: "
-                   "higher = the sample resisted unlearning.")
+        st.caption("Observed difficulty = the area under the forget answer's probability curve during unlearning "
+                   "with that method (mean p over steps, in [0, 1]): higher = the sample resisted unlearning.")
     # Retraining from scratch has no per-step trajectory (only before/after): a line would fake one.
     stepwise = {n: lg["trajectory_mean"] for n, lg in logs.items() if lg.get("method") != "retrain"}
     if split == "forget" and stepwise:
