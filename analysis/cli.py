@@ -16,7 +16,7 @@ from analysis.errors import WorkbenchError
 
 DEFAULT_STUDY = "studies/demo"
 # Modules exposing add_parser(sub, verb) for their analysis verbs.
-ANALYSIS_VERBS: tuple[str, ...] = ("analysis.tracing.cli", "analysis.circuits.cli")
+ANALYSIS_VERBS: tuple[str, ...] = ("analysis.tracing.cli", "analysis.circuits.cli", "analysis.attribution.cli")
 
 
 class _Parser(argparse.ArgumentParser):

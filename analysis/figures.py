@@ -61,8 +61,9 @@ from typing import TYPE_CHECKING  # noqa: E402
 if TYPE_CHECKING:
     from analysis.tracing.result import AIEResult, TraceResult
 
-TRACE_KIND_TITLES = {"resid": "residual stream (hook_resid_post)", "mlp": "MLP output (hook_mlp_out)",
-                     "attn": "attention output (hook_attn_out)"}
+TRACE_KIND_TITLES = {"resid": "residual stream<br><sub>hook_resid_post</sub>",
+                     "mlp": "MLP output<br><sub>hook_mlp_out</sub>",
+                     "attn": "attention output<br><sub>hook_attn_out</sub>"}
 ROLE_STYLES = {"first subject token": "#9467bd", "middle subject tokens": "#8c564b", "last subject token": "#d62728",
                "further tokens": "#7f7f7f", "last token": "#1f77b4"}
 
@@ -106,7 +107,7 @@ def trace_heatmaps(result: TraceResult, title: str = "", kinds: Sequence[str] | 
     label = "difference" if diverging else metric
     fig.update_layout(coloraxis={"colorscale": "RdBu_r" if diverging else "Purples", "cmin": zrange[0],
                                  "cmax": zrange[1], "colorbar": {"title": {"text": label}}},
-                      title=title or None, height=140 + 26 * n_tok, margin={"l": 10, "r": 10, "t": 60, "b": 40})
+                      title=title or None, height=170 + 26 * n_tok, margin={"l": 10, "r": 10, "t": 90, "b": 40})
     return fig
 
 
@@ -287,4 +288,33 @@ def signature_bars(signature: Mapping[str, Mapping[str, float | int | None]]) ->
         fig.add_trace(go.Bar(x=groups, y=[signature[g][k] for g in groups], showlegend=False,
                              marker={"color": ["#2ca02c" if g == "easy" else "#d62728" for g in groups]}), 1, j)
     fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    return fig
+
+
+def restoration_curves(per_model: Mapping[str, Mapping[str, float]], acc_original: float | None = None,
+                       title: str = "Forget accuracy under SAE feature steering") -> go.Figure:
+    """Forget accuracy vs steering strength alpha, one line per model ({model: {alpha: acc}}; alpha 0 is
+    the unsteered model). The retrain control's curve is the injection baseline."""
+    fig = go.Figure()
+    for name, curve in per_model.items():
+        xs = sorted(curve, key=float)
+        fig.add_trace(go.Scatter(x=[float(a) for a in xs], y=[curve[a] for a in xs], mode="lines+markers",
+                                 name=name, line={"dash": "dash"} if name == "retrain" else {}))
+    if acc_original is not None:
+        fig.add_hline(y=acc_original, line_dash="dot", annotation_text="original")
+    fig.update_layout(title=title, height=380, xaxis_title="alpha", yaxis_title="forget accuracy",
+                      yaxis={"range": [-0.02, 1.02]}, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    return fig
+
+
+def probe_layers(per_model: Mapping[str, Mapping[str, float | None]]) -> go.Figure:
+    """Probe accuracy on forget samples by layer, one line per model ({model: {layer: acc}})."""
+    fig = go.Figure()
+    for name, by_layer in per_model.items():
+        xs = sorted(by_layer, key=int)
+        fig.add_trace(go.Scatter(x=[int(x) for x in xs], y=[by_layer[x] for x in xs], mode="lines+markers",
+                                 name=name, line={"dash": "dash"} if name == "retrain" else {}))
+    fig.update_layout(title="Probe readout: forget answers decoded from each model's own residual stream",
+                      height=380, xaxis_title="layer (blocks.L.hook_resid_post)", yaxis_title="probe accuracy",
+                      yaxis={"range": [-0.02, 1.02]}, margin={"l": 10, "r": 10, "t": 40, "b": 10})
     return fig

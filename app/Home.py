@@ -19,5 +19,6 @@ PAGES = [
     st.Page(str(ROOT / "pages" / "tracing.py"), title="Causal tracing", icon="🔬", url_path="tracing"),
     st.Page(str(ROOT / "pages" / "circuits.py"), title="Circuits", icon="🕸️", url_path="circuits"),
     st.Page(str(ROOT / "pages" / "difficulty.py"), title="Difficulty", icon="🧗", url_path="difficulty"),
+    st.Page(str(ROOT / "pages" / "attribution.py"), title="Attribution", icon="🔎", url_path="attribution"),
 ]
 st.navigation(PAGES).run()

@@ -40,6 +40,7 @@ from analysis.attribution import (
 )
 from analysis.data.schema import Sample
 from analysis.errors import AnalysisInputError, WorkbenchError
+from analysis.figures import attribution_heatmap, contribution_change_bars, recovery_bars
 from analysis.tracing.tokens import subject_token_range
 
 TOL = 1e-4
@@ -112,6 +113,8 @@ def test_gradient_views(small_study, organism, sample):
     g = attribute(organism, sample, AttributionOptions(method="grad"))
     assert g.contributions[0] is None and all(c is not None for c in g.contributions[1:])
     assert g.logprob == pytest.approx(r.logprob, abs=TOL)
+    fig = attribution_heatmap({"loo": attribute(organism, sample), "ig": r}, keywords_from="loo")
+    assert np.shape(fig.data[0].z) == (2, len(r.tokens) - 1)  # BOS left out
 
 
 def test_keytokens_rule():
@@ -222,6 +225,8 @@ def test_compare_models(small_study):
     assert c.disrupted_focus is not None and c.disrupted_focus > 0  # NPO removes the focus on the keywords
     assert c.summary["forget"]["keyword"] < c.summary["retain"]["keyword"]
     assert AttributionComparison.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    fig = contribution_change_bars({"npo": c})
+    assert len(fig.data) == 2  # one bar trace per split
 
 
 def test_recovery_report(small_study):
@@ -241,6 +246,8 @@ def test_recovery_report(small_study):
     assert RecoveryReport.from_dict(json.loads(json.dumps(rep.to_dict()))).to_dict() == rep.to_dict()
     again = recover(small_study, "rmu", opts)
     assert again.to_dict() == rep.to_dict()
+    fig = recovery_bars({"rmu": rep})
+    assert [t.name for t in fig.data] == ["rmu", f"{rep.retrain} (control)"] and list(fig.data[0].x) == rep.strategies
     assert strategy_names()[:2] == ["repeat", "prefix"] and "none" not in strategy_names()
 
 

@@ -42,17 +42,21 @@ from analysis.errors import AnalysisInputError
 from analysis.models.handle import ModelHandle
 from analysis.scoring import PairBatch
 from analysis.store import ProgressFn, run_batch
-from analysis.tracing.tokens import token_strings
 
 if TYPE_CHECKING:
     from analysis.study import Study
 
 
 # ---- one model, no store ------------------------------------------------------------------------------------
+def token_strings(handle: ModelHandle, ids: Sequence[int]) -> list[str]:
+    """Each token id decoded on its own (the labels of a heatmap's columns)."""
+    return [handle.tokenizer.decode([int(i)]) for i in ids]
+
+
 def _build(handle: ModelHandle, item: PromptIds, contributions: list[float | None], logprob: float,
            opts: AttributionOptions, sample: Sample | None, prompt: str, answer: str,
            ablated: list[float | None] | None = None, baseline: float | None = None) -> TokenAttribution:
-    return TokenAttribution(tokens=token_strings(handle.tokenizer, item.prompt), token_ids=list(item.prompt),
+    return TokenAttribution(tokens=token_strings(handle, item.prompt), token_ids=list(item.prompt),
                             contributions=contributions, keywords=key_tokens(contributions, opts.alpha, opts.beta),
                             method=opts.method, options=opts.key(), model=handle.fingerprint,
                             sample_id=sample.id if sample else "", prompt=prompt, answer=answer, logprob=logprob,

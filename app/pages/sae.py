@@ -1,0 +1,124 @@
+"""Suppression vs deletion: SAE feature restoration, expert-feature retention and probe readout, judged
+against the retrain control (true deletion)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from analysis.errors import WorkbenchError
+from analysis.figures import probe_layers, restoration_curves
+from analysis.sae import SAEOptions, find_expert_features, load_sae, restore, train_sae
+from analysis.sae.restore import ERASE_PROBE_GAP, PROBE_MARGIN, RESTORE_NET
+from app.state import get_study, guarded, load_model
+
+VERDICT_ICON = {"erased": "🟢", "suppressed": "🔴", "inconclusive": "🟡"}
+
+
+def _sae(study: Any, layer: int, k: int, steps: int) -> Any:
+    try:
+        return load_sae(study, layer=layer, k=k)
+    except WorkbenchError:
+        pass
+    if not st.button(f"Train a TopK SAE at blocks.{layer}.hook_resid_post (k={k})", key="train_sae"):
+        st.info("No SAE at this layer yet. Training takes seconds to a minute on the built-in study.")
+        st.stop()
+    with st.spinner("Training the SAE on the original model…"):
+        return train_sae(study, SAEOptions(layer=layer, k=k, steps=steps))
+
+
+def _health(trained: Any) -> None:
+    h = trained.health
+    st.subheader("SAE health")
+    c = st.columns(5)
+    c[0].metric("FVU", f"{h.fvu:.3f}", help="fraction of variance unexplained (lower is better)")
+    c[1].metric("L0", f"{h.l0:.1f}")
+    c[2].metric("dead features", f"{h.n_dead}/{h.d_sae}")
+    c[3].metric("retain acc", f"{h.retain_acc:.2f}")
+    c[4].metric("retain acc, SAE spliced", f"{h.retain_acc_spliced:.2f}")
+    st.caption(f"`{trained.hook}` · {h.n_tokens} training tokens · {h.tokens_per_s:,.0f} tokens/s · "
+               f"trained on the original (fingerprint `{trained.fingerprint}`)")
+
+
+def _experts(study: Any, trained: Any) -> None:
+    st.subheader("Expert features")
+    ex = find_expert_features(load_model("original"), trained, study.forget, study.retain)
+    samples = {s.id: s for s in study.samples()}
+    rows = []
+    for kind, groups in (("person", ex.by_person), ("relation", ex.by_relation)):
+        for concept, feats in groups.items():
+            for f in feats:
+                top = ex.top_samples.get(f.feature, [])
+                rows.append({"concept": f"{kind}: {concept}", "feature": f.feature, "F1": round(f.f1, 3),
+                             "mean diff": round(f.mean_diff, 3), "retain people active": round(f.concept_frac, 3),
+                             "top-activating samples": " · ".join(
+                                 f"{samples[i].prompt} → {samples[i].answer} ({v:.1f})" for i, v in top[:3])})
+    if not rows:
+        st.warning("No selective features found for the forget concepts.")
+        return
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+
+def page() -> None:
+    st.title("Suppression vs deletion")
+    st.caption("Does unlearning erase the knowledge, or hide it? Three signals, each compared with the retrain "
+               "control: expert-feature retention, active restoration by steering SAE features, and a probe "
+               "on the model's own activations (catches models changed only at the readout).")
+    study = get_study()
+    if not study.forget:
+        st.error("This study has no forget samples: there is nothing to restore.")
+        return
+    if not study.manifest.retrain:
+        st.error("This study has no retrain control, which the verdict needs as the deletion reference.")
+        return
+    n_layers = load_model("original").n_layers
+    c1, c2, c3 = st.columns(3)
+    layer = int(c1.number_input("SAE layer", 0, n_layers - 1, n_layers // 2, key="sae_layer"))
+    k = int(c2.number_input("k (TopK)", 1, 256, 16, key="sae_k"))
+    steps = int(c3.number_input("training steps", 50, 20000, 1500, step=50, key="sae_steps"))
+    trained = _sae(study, layer, k, steps)
+    _health(trained)
+    _experts(study, trained)
+
+    names = [n for n in study.model_names if n != "original"]
+    chosen = st.multiselect("Models", names, default=names, key="sae_models")
+    if not chosen:
+        st.warning("Pick at least one model.")
+        return
+    reports = {}
+    with st.spinner("Restoration, retention and probes…"):
+        for n in chosen:
+            reports[n] = restore(study, n, trained=trained)
+    curves = {n: {"0": r.acc_unlearned, **r.per_alpha} for n, r in reports.items()}
+    acc_o = next(iter(reports.values())).acc_original
+    st.subheader("Restoration vs alpha")
+    mode = st.radio("Steering", ["replace", "add"], horizontal=True, key="sae_mode",
+                    format_func=lambda m: {"replace": "f_u + α(f_o − f_u) (published)",
+                                           "add": "add expert decoder directions"}[m])
+    if mode == "add":
+        curves = {n: {"0": r.acc_unlearned, **r.per_alpha_add} for n, r in reports.items()}
+    st.plotly_chart(restoration_curves(curves, acc_o), width="stretch", key="restore_chart")
+    st.caption("The retrain control (dashed) never knew the forget facts: its curve is how much steering with the "
+               "original's features *injects*. Net restoration subtracts it.")
+    st.subheader("Probe accuracy by layer")
+    st.plotly_chart(probe_layers({n: r.probe_by_layer for n, r in reports.items()}), width="stretch",
+                    key="probe_chart")
+
+    st.subheader("Verdicts")
+    st.caption(f"Suppressed: probe beats the retrain control by ≥ {PROBE_MARGIN} or net restoration ≥ {RESTORE_NET}. "
+               f"Erased: probe within {ERASE_PROBE_GAP} of the retrain control, no net restoration, retention at "
+               "the control's level. Otherwise inconclusive.")
+    cols = st.columns(min(3, len(reports)))
+    for j, (n, r) in enumerate(reports.items()):
+        with cols[j % len(cols)].container(border=True):
+            st.markdown(f"**{n}** {VERDICT_ICON.get(r.verdict, '')} **{r.verdict}**")
+            for e in r.evidence:
+                st.markdown(f"- {e}")
+    pick = st.selectbox("Per-sample verdicts of", list(reports), key="sae_pick")
+    df = pd.DataFrame(reports[pick].per_sample)
+    st.dataframe(df, hide_index=True, width="stretch")
+
+
+guarded(page)

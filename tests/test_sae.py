@@ -1,0 +1,177 @@
+"""SAE analyses: SAE health, controls' verdicts (retrain -> erased, readout_suppression -> suppressed),
+alpha = 0 steering is a no-op, the probe never trains on a forget sample, bad inputs, the CLI and the page."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from analysis.errors import AnalysisInputError
+from analysis.sae import (
+    SAEOptions,
+    find_expert_features,
+    load_sae,
+    probe_training_set,
+    restore,
+    run_probe,
+    train_sae,
+)
+from analysis.sae.restore import KIND, expert_mask, original_features, steered_correct, steered_logits
+from analysis.sae.train import META
+from analysis.scoring import make_batch
+
+TEST_OPTS = SAEOptions(k=16, expansion=4, steps=300, batch_tokens=256)
+PAGE = str(Path(__file__).resolve().parent.parent / "app" / "pages" / "sae.py")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def trained(small_study):
+    return train_sae(small_study, TEST_OPTS)
+
+
+def test_sae_health_and_cache(small_study, trained):
+    h = trained.health
+    assert trained.layer == small_study.load("original").n_layers // 2
+    assert trained.hook == f"blocks.{trained.layer}.hook_resid_post"
+    assert h.l0 == pytest.approx(TEST_OPTS.k)
+    assert 0.0 <= h.fvu < 0.5
+    assert 0.0 <= h.dead_fraction < 0.5
+    assert h.retain_acc_spliced >= h.retain_acc - 0.2
+    again = train_sae(small_study, TEST_OPTS)  # cached: loaded, not retrained
+    assert again.path == trained.path
+    assert torch.equal(again.sae.W_dec, trained.sae.W_dec)
+    assert load_sae(small_study, layer=trained.layer).fingerprint == small_study.fingerprint("original")
+
+
+def test_controls_verdicts(small_study, trained):
+    ret = restore(small_study, "retrain", trained=trained)
+    sup = restore(small_study, "readout_suppression", trained=trained)
+    assert ret.verdict == "erased", ret.evidence
+    assert all(s["verdict"] == "erased" for s in ret.per_sample)
+    assert sup.verdict == "suppressed", sup.evidence
+    # trap (b): mid-layer patching cannot see a readout-only change, the probe can
+    assert sup.feature_retention == pytest.approx(1.0, abs=1e-4)
+    assert sup.probe_accuracy is not None and sup.probe_accuracy >= 0.5
+    assert sum(s["verdict"] == "suppressed" for s in sup.per_sample) > len(sup.per_sample) / 2
+    assert len(sup.per_sample) == len(small_study.forget)
+    fps = [small_study.fingerprint(n) for n in ("original", "readout_suppression", "retrain")]
+    stored = small_study.store.get(KIND, fps, sup.options)
+    assert stored is not None and stored["verdict"] == "suppressed"
+
+
+def test_alpha_zero_changes_nothing(small_study, trained):
+    original, handle = small_study.load("original"), small_study.load("npo")
+    forget = small_study.forget
+    batch = make_batch(handle, [s.prompt for s in forget], [s.answer for s in forget])
+    f_o = original_features(original, trained, batch)
+    experts = find_expert_features(original, trained, forget, small_study.retain)
+    mask = expert_mask(experts, forget, int(trained.sae.cfg.d_sae))
+    assert mask.any()
+    plain = handle.model(batch.tokens, return_type="logits")
+    for mode, scale in (("replace", None), ("add", torch.ones(int(trained.sae.cfg.d_sae)))):
+        steered = steered_logits(handle, trained, batch, f_o, mask, [0.0, 5.0], mode, scale)
+        n = len(forget)
+        torch.testing.assert_close(steered[:n], plain, rtol=0, atol=1e-5)
+        assert not torch.allclose(steered[n:], plain, atol=1e-3)  # alpha 5 does change something
+    # steering the original with its own features is the identity at every alpha (f_o == f_u)
+    corr = steered_correct(original, trained, batch, f_o, mask, [0.0, 10.0])
+    assert torch.equal(corr[0], corr[1])
+
+
+def test_probe_never_sees_a_forget_sample(small_study, monkeypatch):
+    forget, retain = small_study.forget, small_study.retain
+    rows = probe_training_set(retain, forget)
+    forget_prompts = {s.prompt for s in forget} | {p for s in forget for p in s.metadata.get("train_prompts", [])}
+    assert not {r[0] for r in rows} & {s.id for s in forget}
+    assert not {r[2] for r in rows} & forget_prompts
+    seen: list[list[str]] = []
+    import analysis.sae.probe as probe_mod
+
+    real = probe_mod.prompt_acts
+
+    def spy(handle, prompts, answers, hooks, batch_size=256):
+        seen.append(list(prompts))
+        return real(handle, prompts, answers, hooks, batch_size)
+
+    monkeypatch.setattr(probe_mod, "prompt_acts", spy)
+    res = run_probe(small_study.load("retrain"), retain, forget, layers=[0, 1])
+    assert not set(seen[0]) & forget_prompts  # the training call saw retain prompts only
+    assert not set(res.train_ids) & {s.id for s in forget}
+    with pytest.raises(AnalysisInputError, match="both the forget and the retain"):
+        probe_training_set([*retain, forget[0]], forget)
+
+
+def test_bad_inputs(small_study, trained, tmp_path, monkeypatch):
+    with pytest.raises(AnalysisInputError, match="out of range"):
+        train_sae(small_study, SAEOptions(layer=99, steps=5))
+    with pytest.raises(AnalysisInputError, match="out of range"):
+        run_probe(small_study.load("original"), small_study.retain, small_study.forget, layers=[-1])
+    with pytest.raises(AnalysisInputError, match="no SAE trained"):
+        load_sae(small_study, layer=0, k=3)
+    other = tmp_path / "other_sae"
+    shutil.copytree(trained.path, other)
+    meta = json.loads((other / META).read_text())
+    meta["fingerprint"] = "0123456789abcdef"
+    (other / META).write_text(json.dumps(meta))
+    with pytest.raises(AnalysisInputError, match="fingerprint"):
+        load_sae(small_study, path=other)
+    with pytest.raises(AnalysisInputError, match="not the original"):
+        restore(small_study, "original", trained=trained)
+    with pytest.raises(AnalysisInputError, match="forget set is empty"):
+        find_expert_features(small_study.load("original"), trained, [], small_study.retain)
+    monkeypatch.setattr(type(small_study), "forget", property(lambda self: []))
+    with pytest.raises(AnalysisInputError, match="forget set is empty"):
+        restore(small_study, "npo", trained=trained)
+
+
+def _main(argv: list[str], monkeypatch) -> int:
+    import analysis.cli as cli
+
+    if "analysis.sae.cli" not in cli.ANALYSIS_VERBS:
+        monkeypatch.setattr(cli, "ANALYSIS_VERBS", (*cli.ANALYSIS_VERBS, "analysis.sae.cli"))
+    return cli.main(argv)
+
+
+def test_cli(small_study, trained, capsys, monkeypatch):
+    assert _main(["sae", "train", str(small_study.root), "--steps", str(TEST_OPTS.steps), "--json"],
+                 monkeypatch) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {"fvu", "l0", "dead_fraction", "retain_acc_spliced"} <= set(out) and out["layer"] == trained.layer
+    assert _main(["restore", str(small_study.root), "--model", "readout_suppression", "--json"], monkeypatch) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {"verdict", "restoration_rate", "restoration_rate_net", "feature_retention", "probe_accuracy",
+            "per_alpha", "per_sample"} <= set(out)
+    assert out["verdict"] == "suppressed" and set(out["per_alpha"]) == {"1", "2", "5", "10"}
+    assert _main(["sae", "train", str(small_study.root), "--layer", "99", "--json"], monkeypatch) == 2
+    assert "out of range" in capsys.readouterr().err
+
+
+def test_page(small_study, trained, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setattr(sys, "argv", ["streamlit"])
+    monkeypatch.setenv("ERASURE_STUDY", str(small_study.root))
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    at.multiselect(key="sae_models").set_value(["retrain", "readout_suppression"]).run()
+    assert not at.exception
+    assert len(at.get("plotly_chart")) == 2
+    md = " ".join(m.value for m in at.markdown)
+    assert "erased" in md and "suppressed" in md
+    at.number_input(key="sae_layer").set_value(0).run()  # no SAE there yet: asks to train, no error
+    assert not at.exception and not at.error
