@@ -97,7 +97,10 @@ def build_demo(out: str | os.PathLike[str] = "studies/demo", seed: int = 0, n_pe
                 cfg.steps = unlearn_steps
             if method == "retrain" and organism_steps is not None:
                 cfg.retrain_steps = organism_steps
-            handle, result = run_unlearning(original, method, forget, retain, cfg, corpus=corpus,
+            # The suppression control must change nothing but the forget answers, so its retain term also
+            # covers the general-ability set (the unlearning methods see only the retain split, as in TOFU).
+            keep = retain + corpus.split("utility") if method == "readout_suppression" else retain
+            handle, result = run_unlearning(original, method, forget, keep, cfg, corpus=corpus,
                                             progress=lambda f, m, _n=name: report(_n, f, f"{_n}: {m}"))
             save_organism_dir(handle.model, handle.tokenizer, mdir,
                               meta={"unlearning": handle.meta.get("unlearning", {}), "method": method})

@@ -78,11 +78,20 @@ class TraceResult:
         return TraceResult.from_dict(d)
 
 
-def trace_difference(after: TraceResult, before: TraceResult) -> TraceResult:
-    """after - before, cell by cell (e.g. unlearned - original), on the kinds both have."""
+def trace_difference(after: TraceResult, before: TraceResult, effect: bool = False) -> TraceResult:
+    """after - before, cell by cell (e.g. unlearned - original), on the kinds both have. ``effect``: subtract
+    the indirect effects (score - corrupted) instead of the scores, so a shift of the whole map (the answer
+    is less likely everywhere) does not hide where the causal structure changed."""
     if after.tokens != before.tokens or after.layers != before.layers:
         raise ValueError("traces of different prompts or models of different depth cannot be subtracted")
     kinds = [k for k in after.scores if k in before.scores]
+    if effect:
+        return TraceResult(tokens=after.tokens, subject_range=after.subject_range, layers=after.layers,
+                           clean=(after.clean - after.corrupted) - (before.clean - before.corrupted), corrupted=0.0,
+                           scores={k: (after.indirect_effect(k) - before.indirect_effect(k)).tolist() for k in kinds},
+                           options={**after.options, "difference": [after.model, before.model], "effect": True},
+                           model=f"{after.model}-{before.model}", sample_id=after.sample_id, answer=after.answer,
+                           hooks=after.hooks)
     return TraceResult(tokens=after.tokens, subject_range=after.subject_range, layers=after.layers,
                        clean=after.clean - before.clean, corrupted=after.corrupted - before.corrupted,
                        scores={k: (after.array(k) - before.array(k)).tolist() for k in kinds},

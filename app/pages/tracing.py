@@ -93,14 +93,20 @@ def page() -> None:
         extra = (f"noise std {info['noise_std']:.3g}" if "noise_std" in info else
                  f"subject replaced by {info['replacement']!r}" if "replacement" in info else "")
         st.caption(f"Answer **{r_before.answer}** · subject tokens starred and boxed · {extra}")
-        zr = trace_value_range([r_before, r_after])
+        c1, c2 = st.columns(2)
+        shared = c1.checkbox("One colour scale for both models", value=True, key="shared_scale")
+        effect = c2.radio("Difference of", ["indirect effect", "metric"], horizontal=True, key="diff_of",
+                          help="Indirect effect = restored − corrupted: where the causal structure changed, "
+                               "apart from a shift of the whole map.") == "indirect effect"
+        zr = trace_value_range([r_before, r_after]) if shared else None
         st.plotly_chart(trace_heatmaps(r_before, title=trace_title(before, r_before), zrange=zr), width="stretch",
                         key="trace_before")
         st.plotly_chart(trace_heatmaps(r_after, title=trace_title(after, r_after), zrange=zr), width="stretch",
                         key="trace_after")
-        diff = trace_difference(r_after, r_before)
-        st.plotly_chart(trace_heatmaps(diff, title=f"{after} − {before} (clean {diff.clean:+.3f}, corrupted "
-                                                   f"{diff.corrupted:+.3f})", diverging=True),
+        diff = trace_difference(r_after, r_before, effect=effect)
+        what = (f"indirect effect (clean − corrupted {diff.clean:+.3f})" if effect else
+                f"clean {diff.clean:+.3f}, corrupted {diff.corrupted:+.3f}")
+        st.plotly_chart(trace_heatmaps(diff, title=f"{after} − {before}: {what}", diverging=True),
                         width="stretch", key="trace_diff")
 
     st.subheader("Forget set: average indirect effect by token role")
