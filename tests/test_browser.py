@@ -103,9 +103,9 @@ def test_app_in_browser(small_study, tmp_path):
             page.wait_for_selector(CHART_SVG)
             _no_exception(page)
             assert page.locator('[data-testid="stPlotlyChart"]').count() == 2  # scoreboard + trajectories
-            # one scatter point per model on the scoreboard chart
-            points = page.locator('[data-testid="stPlotlyChart"]').first.locator(".scatterlayer .point")
-            assert points.count() == len(small_study.model_names)
+            # one bar per model and metric (forget, paraphrase, retain, utility) on the scoreboard chart
+            bars = page.locator('[data-testid="stPlotlyChart"]').first.locator(".barlayer .point")
+            assert bars.count() == 4 * len(small_study.model_names)
             _screenshot(page, shots / "study.png")
             assert not errors, errors
         finally:

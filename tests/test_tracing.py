@@ -179,6 +179,7 @@ def test_seed_and_determinism(organism, sample, pool):
     s2 = trace(organism, sample, pool, TraceOptions(kinds=("resid",), corruption="str", seed=1))
     assert s1.options["replacement"] == s2.options["replacement"] != sample.subject
     assert len(s1.options["replacement"].split()) == len(sample.subject.split())
+    assert all(a != b for a, b in zip(s1.options["replacement"].split(), sample.subject.split(), strict=True))
 
 
 def test_bad_inputs(small_study, organism, sample, pool):
@@ -209,6 +210,8 @@ def test_store_roundtrip_and_difference(small_study, sample):
     other = trace_sample(small_study, "readout_suppression", sample.id, opts)
     d = trace_difference(other, r)
     np.testing.assert_allclose(d.array("resid"), other.array("resid") - r.array("resid"))
+    e = trace_difference(other, r, effect=True)
+    np.testing.assert_allclose(e.array("mlp"), other.indirect_effect("mlp") - r.indirect_effect("mlp"))
 
 
 def test_dataset_aie(small_study):

@@ -287,9 +287,7 @@ def _fmt(x: float | None) -> str:
     return "undefined" if x is None else f"{x:.2f}"
 
 
-def restore(study: Any, model: str, layer: int | None = None, k: int = 16, alphas: Sequence[float] = ALPHAS,
-            trained: TrainedSAE | None = None, use_store: bool = True) -> RestorationReport:
-    """Restoration report of ``model`` against the study's retrain control (stored in the study store)."""
+def _check(study: Any, model: str) -> str:
     if model == "original":
         raise AnalysisInputError("pick an unlearned model or a control, not the original")
     study.entry(model)
@@ -299,25 +297,41 @@ def restore(study: Any, model: str, layer: int | None = None, k: int = 16, alpha
     if not ref_name:
         raise AnalysisInputError("this study has no retrain control: the verdict needs one as the deletion "
                                  "reference (create the study with --retrain NAME)")
+    return str(ref_name)
+
+
+def restore(study: Any, model: str, layer: int | None = None, k: int = 16, alphas: Sequence[float] = ALPHAS,
+            trained: TrainedSAE | None = None, use_store: bool = True) -> RestorationReport:
+    """Restoration report of ``model`` against the study's retrain control (stored in the study store)."""
+    return restore_all(study, [model], layer=layer, k=k, alphas=alphas, trained=trained, use_store=use_store)[model]
+
+
+def restore_all(study: Any, names: Sequence[str] | None = None, layer: int | None = None, k: int = 16,
+                alphas: Sequence[float] = ALPHAS, trained: TrainedSAE | None = None,
+                use_store: bool = True) -> dict[str, RestorationReport]:
+    """Reports for ``names`` (default: every non-original model), sharing the SAE, the expert features and
+    the retrain control's signals; each report is read from / written to the study store."""
+    names = [n for n in study.model_names if n != "original"] if names is None else list(names)
+    ref_name = ""
+    for n in names:
+        ref_name = _check(study, n)
     trained = trained or load_sae(study, layer=layer, k=k)
     options = {"sae": trained.sae_id, "layer": trained.layer, "alphas": [float(a) for a in alphas], "version": 1}
-    fps = [study.fingerprint("original"), study.fingerprint(model), study.fingerprint(ref_name)]
-    if use_store:
-        hit = study.store.get(KIND, fps, options)
+    out: dict[str, RestorationReport] = {}
+    todo = []
+    for n in names:
+        fps = [study.fingerprint("original"), study.fingerprint(n), study.fingerprint(ref_name)]
+        hit = study.store.get(KIND, fps, options) if use_store else None
         if hit is not None:
-            return RestorationReport(**hit)
-    experts = find_expert_features(study.load("original"), trained, study.forget, study.retain)
-    ref = model_signals(study, ref_name, trained, experts, alphas)
-    sig = ref if model == ref_name else model_signals(study, model, trained, experts, alphas)
-    report = compare(sig, ref, options)
-    if use_store:
-        study.store.put(KIND, fps, options, report.to_dict())
-    return report
-
-
-def restore_all(study: Any, layer: int | None = None, k: int = 16, alphas: Sequence[float] = ALPHAS,
-                trained: TrainedSAE | None = None) -> dict[str, RestorationReport]:
-    """Reports for every non-original model, sharing the SAE, expert features and retrain signals."""
-    trained = trained or load_sae(study, layer=layer, k=k)
-    names = [n for n in study.model_names if n != "original"]
-    return {n: restore(study, n, alphas=alphas, trained=trained) for n in names}
+            out[n] = RestorationReport(**hit)
+        else:
+            todo.append((n, fps))
+    if todo:
+        experts = find_expert_features(study.load("original"), trained, study.forget, study.retain)
+        ref = model_signals(study, ref_name, trained, experts, alphas)
+        for n, fps in todo:
+            sig = ref if n == ref_name else model_signals(study, n, trained, experts, alphas)
+            out[n] = compare(sig, ref, options)
+            if use_store:
+                study.store.put(KIND, fps, options, out[n].to_dict())
+    return {n: out[n] for n in names}

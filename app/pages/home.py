@@ -46,7 +46,9 @@ def page() -> None:
         except AnalysisInputError as e:
             st.error(f"{name}: {e}")
             return
-    st.plotly_chart(topk_bars(results), width="stretch", key="topk_chart")
+    roles = {n: study.entry(n).role for n in results}
+    st.plotly_chart(topk_bars(results, roles=roles), width="stretch", key="topk_chart")
+    st.caption("Bar colours: blue = original, green = control (retrain / readout suppression), red = unlearned.")
     match = next((s for s in study.samples() if s.prompt == prompt.strip()), None)
     if match is not None:
         st.caption(f"Sample `{match.id}` ({match.split}, {match.relation}): expected answer **{match.answer}**.")

@@ -10,7 +10,7 @@ import streamlit as st
 
 from analysis.errors import WorkbenchError
 from analysis.figures import probe_layers, restoration_curves
-from analysis.sae import SAEOptions, find_expert_features, load_sae, restore, train_sae
+from analysis.sae import SAEOptions, find_expert_features, load_sae, restore_all, train_sae
 from analysis.sae.restore import ERASE_PROBE_GAP, PROBE_MARGIN, RESTORE_NET
 from app.state import get_study, guarded, load_model
 
@@ -87,10 +87,8 @@ def page() -> None:
     if not chosen:
         st.warning("Pick at least one model.")
         return
-    reports = {}
     with st.spinner("Restoration, retention and probes…"):
-        for n in chosen:
-            reports[n] = restore(study, n, trained=trained)
+        reports = restore_all(study, chosen, trained=trained)
     curves = {n: {"0": r.acc_unlearned, **r.per_alpha} for n, r in reports.items()}
     acc_o = next(iter(reports.values())).acc_original
     st.subheader("Restoration vs alpha")

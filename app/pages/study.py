@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis.evaluation import evaluate_study, model_scores
-from analysis.figures import scoreboard_scatter, trajectory_lines
+from analysis.figures import scoreboard_bars, trajectory_lines
 from analysis.unlearning_log import read_unlearning_log
 from app.state import get_study, guarded
 
@@ -39,7 +39,7 @@ def page() -> None:
         ("forget_acc", "forget_prob", "paraphrase_acc", "retain_acc", "retain_prob", "utility")} | {
         "forget_quality": st.column_config.NumberColumn(format="%.2e"),
         "model": st.column_config.TextColumn(width="medium", pinned=True)})
-    st.plotly_chart(scoreboard_scatter(board), width="stretch", key="scoreboard_chart")
+    st.plotly_chart(scoreboard_bars(board), width="stretch", key="scoreboard_chart")
 
     st.subheader("Per-sample answer probability")
     split = st.radio("Samples", ["forget", "retain"], horizontal=True, key="split")

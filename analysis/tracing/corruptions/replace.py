@@ -18,10 +18,14 @@ if TYPE_CHECKING:
 
 
 def pick_replacement(own: tuple[int, ...], pool: SubjectPool, seed: int) -> tuple[int, ...]:
+    """Another subject with as many tokens; preferably one that differs at every position (a replacement
+    sharing e.g. the first name would leave that token uncorrupted)."""
     candidates = sorted({s for s in pool.subjects if len(s) == len(own) and s != own})
     if not candidates:
         raise AnalysisInputError(f"no other subject of {len(own)} token(s) in the study to replace the subject "
                                  "with (symmetric token replacement); use noise corruption")
+    disjoint = [c for c in candidates if all(a != b for a, b in zip(c, own, strict=True))]
+    candidates = disjoint or candidates
     digest = hashlib.sha256(f"{seed}|{','.join(map(str, own))}".encode()).hexdigest()
     return random.Random(int(digest[:16], 16)).choice(candidates)
 
