@@ -16,7 +16,8 @@ from analysis.errors import WorkbenchError
 
 DEFAULT_STUDY = "studies/demo"
 # Modules exposing add_parser(sub, verb) for their analysis verbs.
-ANALYSIS_VERBS: tuple[str, ...] = ("analysis.tracing.cli", "analysis.circuits.cli", "analysis.attribution.cli")
+ANALYSIS_VERBS: tuple[str, ...] = ("analysis.tracing.cli", "analysis.circuits.cli", "analysis.attribution.cli",
+                                    "analysis.sae.cli")
 
 
 class _Parser(argparse.ArgumentParser):

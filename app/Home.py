@@ -20,5 +20,6 @@ PAGES = [
     st.Page(str(ROOT / "pages" / "circuits.py"), title="Circuits", icon="🕸️", url_path="circuits"),
     st.Page(str(ROOT / "pages" / "difficulty.py"), title="Difficulty", icon="🧗", url_path="difficulty"),
     st.Page(str(ROOT / "pages" / "attribution.py"), title="Attribution", icon="🔎", url_path="attribution"),
+    st.Page(str(ROOT / "pages" / "sae.py"), title="Suppression vs deletion", icon="🧠", url_path="sae"),
 ]
 st.navigation(PAGES).run()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from analysis.cli import main
 from analysis.errors import AnalysisInputError
 from analysis.sae import (
     SAEOptions,
@@ -137,25 +138,16 @@ def test_bad_inputs(small_study, trained, tmp_path, monkeypatch):
         restore(small_study, "npo", trained=trained)
 
 
-def _main(argv: list[str], monkeypatch) -> int:
-    import analysis.cli as cli
-
-    if "analysis.sae.cli" not in cli.ANALYSIS_VERBS:
-        monkeypatch.setattr(cli, "ANALYSIS_VERBS", (*cli.ANALYSIS_VERBS, "analysis.sae.cli"))
-    return cli.main(argv)
-
-
-def test_cli(small_study, trained, capsys, monkeypatch):
-    assert _main(["sae", "train", str(small_study.root), "--steps", str(TEST_OPTS.steps), "--json"],
-                 monkeypatch) == 0
+def test_cli(small_study, trained, capsys):
+    assert main(["sae", "train", str(small_study.root), "--steps", str(TEST_OPTS.steps), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert {"fvu", "l0", "dead_fraction", "retain_acc_spliced"} <= set(out) and out["layer"] == trained.layer
-    assert _main(["restore", str(small_study.root), "--model", "readout_suppression", "--json"], monkeypatch) == 0
+    assert main(["restore", str(small_study.root), "--model", "readout_suppression", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert {"verdict", "restoration_rate", "restoration_rate_net", "feature_retention", "probe_accuracy",
             "per_alpha", "per_sample"} <= set(out)
     assert out["verdict"] == "suppressed" and set(out["per_alpha"]) == {"1", "2", "5", "10"}
-    assert _main(["sae", "train", str(small_study.root), "--layer", "99", "--json"], monkeypatch) == 2
+    assert main(["sae", "train", str(small_study.root), "--layer", "99", "--json"]) == 2
     assert "out of range" in capsys.readouterr().err
 
 
