@@ -91,7 +91,7 @@ def test_missing_study_dir_is_an_error(tmp_path, monkeypatch):
 def test_study_page(app, small_study):
     at = app.run()
     _assert_clean(at)
-    at.switch_page("pages/study.py").run()
+    at.switch_page("views/study.py").run()
     _assert_clean(at)
     assert not at.error, _errors(at)
     assert at.title[0].value == "Study"

@@ -299,7 +299,7 @@ def test_cli_json(small_study, sample, capsys):
     assert "--sample ID or --all" in capsys.readouterr().err
 
 
-PAGE = str(Path(__file__).resolve().parent.parent / "app" / "pages" / "attribution.py")
+PAGE = str(Path(__file__).resolve().parent.parent / "app" / "views" / "attribution.py")
 
 
 @pytest.fixture

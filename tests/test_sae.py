@@ -27,7 +27,7 @@ from analysis.sae.train import META
 from analysis.scoring import make_batch
 
 TEST_OPTS = SAEOptions(k=16, expansion=4, steps=300, batch_tokens=256)
-PAGE = str(Path(__file__).resolve().parent.parent / "app" / "pages" / "sae.py")
+PAGE = str(Path(__file__).resolve().parent.parent / "app" / "views" / "sae.py")
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -274,7 +274,7 @@ def test_cli_json(small_study, sample, capsys):
     assert "--sample ID or --all" in capsys.readouterr().err
 
 
-PAGE = str(Path(__file__).resolve().parent.parent / "app" / "pages" / "tracing.py")
+PAGE = str(Path(__file__).resolve().parent.parent / "app" / "views" / "tracing.py")
 
 
 @pytest.fixture
