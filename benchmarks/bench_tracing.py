@@ -180,7 +180,7 @@ def gpt2_small_random(device: str, n_layers: int = 12, seq: int = 16, n_traces: 
     return handle, inputs, pool
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+def main(argv: Sequence[str] | None = None) -> list[BenchRow]:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--organism", default=os.environ.get("ERASURE_ORGANISM"), help="organism model directory")
     ap.add_argument("--samples", type=int, default=4, help="forget samples traced on the organism")
@@ -210,8 +210,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for r in results.values():
         if r["ratio"] < 10:
             print(f"note: {r['label']} ratio {r['ratio']:.1f}x is below the 10x target", flush=True)
-    results["rows"] = [r["row"] for r in results.values()]
-    return results
+    return [r["row"] for r in results.values()]
 
 
 if __name__ == "__main__":

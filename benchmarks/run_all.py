@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import platform
 import sys
 import time
@@ -19,7 +20,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {name}", flush=True)
         t0 = time.perf_counter()
         mod = importlib.import_module(f"benchmarks.{name}")
-        rows.extend(mod.main())
+        # Benchmarks with their own options take argv; run them with their defaults here.
+        takes_argv = bool(inspect.signature(mod.main).parameters)
+        rows.extend(mod.main([]) if takes_argv else mod.main())
         print(f"   ({time.perf_counter() - t0:.1f}s)", flush=True)
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or 'x86_64'}, {torch.get_num_threads()} threads)"
     lines = ["# Benchmark results", "", f"Written by `make bench` on {time.strftime('%Y-%m-%d')}; {device}; "
