@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from analysis.data.corpus import Corpus, build_corpus
+from analysis.determinism import deterministic
 from analysis.models.device import pick_device
 from analysis.models.handle import ModelHandle
 from analysis.models.organism_io import build_hooked, save_organism_dir
@@ -76,6 +77,12 @@ def _training_tensors(corpus: Corpus, tokenizer: object, exclude: set[str], n_ct
 def train_organism(cfg: OrganismConfig, out: str | Path | None = None, corpus: Corpus | None = None,
                    progress: ProgressFn | None = None) -> tuple[ModelHandle, TrainReport]:
     """Train (deterministically for a given seed and device) and optionally save to ``out``."""
+    with deterministic():
+        return _train_organism(cfg, out, corpus, progress)
+
+
+def _train_organism(cfg: OrganismConfig, out: str | Path | None, corpus: Corpus | None,
+                    progress: ProgressFn | None) -> tuple[ModelHandle, TrainReport]:
     t0 = time.perf_counter()
     device = pick_device(cfg.device)
     corpus = corpus or build_corpus(seed=cfg.seed, n_people=cfg.n_people)

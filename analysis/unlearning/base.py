@@ -53,6 +53,7 @@ import torch
 
 from analysis.data.corpus import Corpus
 from analysis.data.schema import Sample
+from analysis.determinism import deterministic
 from analysis.errors import AnalysisInputError
 from analysis.models.handle import ModelHandle
 from analysis.scoring import PairBatch, answer_correct, answer_logprob, make_batch
@@ -451,7 +452,7 @@ def run_unlearning(
         forget_batch=forget_batch,
         retain_batch=retain_batch,
     )
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), deterministic():
         torch.manual_seed(cfg.seed)  # for any op that draws from the global RNG
         m.unlearn(ctx)
     ctx.model.eval()
