@@ -88,3 +88,30 @@ def guarded(fn: Callable[[], Any]) -> Any:
         traceback.print_exc()
         st.error(f"Unexpected error ({type(e).__name__}): {e}")
     return None
+
+
+def sample_picker(study: Any, key: str = "sample", label: str = "Sample (forget set first)",
+                  container: Any = None) -> str | None:
+    """The sample selectbox shared by the analysis pages: forget samples first, then the rest; a
+    ``?sample=ID`` in the URL selects that sample once (later picks in the box are kept), and an unknown
+    id shows an error. Returns the chosen id, or None (with st.error) when the study has no samples."""
+    samples = {s.id: s for s in study.samples()}
+    order = [s.id for s in study.forget] + [i for i in samples if samples[i].split != "forget"]
+    if not order:
+        st.error("This study has no samples.")
+        return None
+    wanted = st.query_params.get("sample")
+    if wanted is not None and wanted not in samples:
+        st.error(f"Unknown sample id {wanted!r} in the URL (`?sample=`); pick one below.")
+        wanted = None
+    if wanted is not None and st.session_state.get(f"_{key}_param") != wanted:
+        st.session_state[key] = wanted
+    st.session_state[f"_{key}_param"] = wanted
+    if st.session_state.get(key) not in samples:
+        st.session_state[key] = order[0]
+
+    def fmt(sid: str) -> str:
+        s = samples[sid]
+        return f"{sid} · {s.prompt} → {s.answer}" + ("" if s.subject else " (no subject)")
+
+    return (container or st).selectbox(label, order, key=key, format_func=fmt)

@@ -4,7 +4,6 @@ retrain control, the store, the CLI and the page."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -38,6 +37,7 @@ from analysis.attribution import (
     recovery_cached,
     strategy_names,
 )
+from analysis.cli import main
 from analysis.data.schema import Sample
 from analysis.errors import AnalysisInputError, WorkbenchError
 from analysis.figures import attribution_heatmap, contribution_change_bars, recovery_bars
@@ -252,50 +252,29 @@ def test_recovery_report(small_study):
 
 
 # ---- CLI and page ---------------------------------------------------------------------------------------------
-def _main(argv: list[str]) -> int:
-    """analysis.cli.main with `attribute` / `recover` wired in (whether or not analysis/cli.py does it)."""
-    import analysis.cli as cli
-    from analysis.attribution.cli import add_parser
-
-    parser = cli.build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    if "recover" not in sub.choices:
-        def verb(parent, name, fn, help_):
-            sp = parent.add_parser(name, help=help_, description=help_)
-            sp.add_argument("--json", action="store_true")
-            sp.set_defaults(fn=fn)
-            return sp
-
-        add_parser(sub, verb)
-    original = cli.build_parser
-    cli.build_parser = lambda: parser
-    try:
-        return cli.main(argv)
-    finally:
-        cli.build_parser = original
 
 
 def test_cli_json(small_study, sample, capsys):
     root = str(small_study.root)
-    assert _main(["attribute", root, "--model", "rmu", "--sample", sample.id, "--json"]) == 0
+    assert main(["attribute", root, "--model", "rmu", "--sample", sample.id, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert {"tokens", "contributions", "keywords"} <= set(out)
     assert len(out["tokens"]) == len(out["contributions"]) and out["contributions"][0] is None
     assert all(0 < k < len(out["tokens"]) for k in out["keywords"])
-    assert _main(["attribute", root, "--sample", sample.id, "--method", "grad", "--json"]) == 0
+    assert main(["attribute", root, "--sample", sample.id, "--method", "grad", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["method"] == "grad"
-    assert _main(["recover", root, "--model", "rmu", "--strategy", "repeat", "--strategy", "attn_scores",
+    assert main(["recover", root, "--model", "rmu", "--strategy", "repeat", "--strategy", "attn_scores",
                   "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert {"recovery_rate", "prob_gain", "retrain_recovery_rate"} <= set(out)
     for key in ("recovery_rate", "prob_gain", "retrain_recovery_rate"):
         assert set(out[key]) == {"repeat", "attn_scores"}
-    assert _main(["attribute", root, "--sample", "ghost", "--json"]) == 2
+    assert main(["attribute", root, "--sample", "ghost", "--json"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "unknown sample id 'ghost'" in err
-    assert _main(["recover", root, "--model", "rmu", "--strategy", "attn_scores", "--layers", "9"]) == 2
+    assert main(["recover", root, "--model", "rmu", "--strategy", "attn_scores", "--layers", "9"]) == 2
     assert "outside the model's layers" in capsys.readouterr().err
-    assert _main(["attribute", root]) == 2
+    assert main(["attribute", root]) == 2
     assert "--sample ID or --all" in capsys.readouterr().err
 
 

@@ -3,7 +3,6 @@ per-cell loop, determinism, errors, the store, the CLI and the page."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 import torch
 from transformer_lens import patching
 
+from analysis.cli import main
 from analysis.data.schema import Sample
 from analysis.errors import AnalysisInputError, StudyError
 from analysis.tracing import (
@@ -230,47 +230,26 @@ def test_dataset_aie(small_study):
     assert again == a
 
 
-def _main(argv: list[str]) -> int:
-    """analysis.cli.main with `trace` wired in (whether or not analysis/cli.py already does it)."""
-    import analysis.cli as cli
-    from analysis.tracing.cli import add_parser
-
-    parser = cli.build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    if "trace" not in sub.choices:
-        def verb(parent, name, fn, help_):
-            sp = parent.add_parser(name, help=help_, description=help_)
-            sp.add_argument("--json", action="store_true")
-            sp.set_defaults(fn=fn)
-            return sp
-
-        add_parser(sub, verb)
-    original = cli.build_parser
-    cli.build_parser = lambda: parser
-    try:
-        return cli.main(argv)
-    finally:
-        cli.build_parser = original
 
 
 def test_cli_json(small_study, sample, capsys):
     root = str(small_study.root)
-    assert _main(["trace", root, "--model", "original", "--sample", sample.id, "--kind", "all", "--corruption",
+    assert main(["trace", root, "--model", "original", "--sample", sample.id, "--kind", "all", "--corruption",
                   "str", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert {"tokens", "subject_range", "layers", "clean", "corrupted", "scores"} <= set(out)
     assert set(out["scores"]) == {"resid", "mlp", "attn"}
     assert np.shape(out["scores"]["mlp"]) == (len(out["layers"]), len(out["tokens"]))
-    assert _main(["trace", root, "--all", "--kind", "resid", "--corruption", "str", "--json"]) == 0
+    assert main(["trace", root, "--all", "--kind", "resid", "--corruption", "str", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert {"roles", "layers", "aie", "n_samples"} <= set(out)
     assert np.shape(out["aie"]["resid"]) == (len(ROLES), len(out["layers"]))
-    assert _main(["trace", root, "--sample", "ghost", "--json"]) == 2
+    assert main(["trace", root, "--sample", "ghost", "--json"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "unknown sample id 'ghost'" in err
-    assert _main(["trace", root, "--sample", sample.id, "--window", "9", "--kind", "mlp"]) == 2
+    assert main(["trace", root, "--sample", sample.id, "--window", "9", "--kind", "mlp"]) == 2
     assert "larger than the model" in capsys.readouterr().err
-    assert _main(["trace", root]) == 2
+    assert main(["trace", root]) == 2
     assert "--sample ID or --all" in capsys.readouterr().err
 
 

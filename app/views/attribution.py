@@ -25,16 +25,11 @@ from analysis.attribution.emphasis import EMPHASES
 from analysis.attribution.options import METHOD_LABELS
 from analysis.errors import WorkbenchError
 from analysis.figures import attribution_heatmap, contribution_change_bars, recovery_bars
-from app.state import get_study, guarded, load_model
+from app.state import get_study, guarded, load_model, sample_picker
 
 
 def _fmt(x: float | None, spec: str = ".2f") -> str:
     return "–" if x is None else format(x, spec)
-
-
-def _sample_label(samples: dict[str, Any], sid: str) -> str:
-    s = samples[sid]
-    return f"{sid} · {s.prompt} → {s.answer}"
 
 
 def _attribution_controls() -> AttributionOptions:
@@ -197,25 +192,12 @@ def page() -> None:
                "LP(x, y) − LP(x without xᵢ, y), LP the mean log-probability of the answer tokens. KeyTokens are the "
                "tokens that carry most of it. Unlearning often removes the focus on the keywords rather than the "
                "knowledge; re-emphasising them can bring the answer back.")
-    samples = {s.id: s for s in study.samples()}
-    order = [s.id for s in study.forget] + [i for i in samples if samples[i].split != "forget"]
-    if not order:
-        st.error("This study has no samples.")
-        return
     if "original" not in study.model_names:
         st.error("This study has no 'original' model to compare with.")
         return
-    wanted = st.query_params.get("sample")
-    if wanted is not None and wanted not in samples:
-        st.error(f"Unknown sample id {wanted!r} in the URL (`?sample=`); pick one below.")
-        wanted = None
-    if wanted is not None and st.session_state.get("_sample_param") != wanted:
-        st.session_state["sample"] = wanted  # a new ?sample= wins once; later picks in the box are kept
-    st.session_state["_sample_param"] = wanted
-    if st.session_state.get("sample") not in samples:
-        st.session_state["sample"] = order[0]
-    sample_id = st.selectbox("Sample (forget set first)", order, key="sample",
-                             format_func=lambda i: _sample_label(samples, i))
+    sample_id = sample_picker(study)
+    if sample_id is None:
+        return
     others = [n for n in study.model_names if n != "original"]
     if not others:
         st.error("This study has no unlearned model to compare with the original.")

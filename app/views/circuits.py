@@ -9,7 +9,7 @@ import streamlit as st
 
 from analysis.circuits.api import CircuitResult, circuit_for_sample
 from analysis.figures import circuit_graph
-from app.state import get_study, guarded
+from app.state import get_study, guarded, sample_picker
 
 
 def _circuit(study: Any, model: str, sample_id: str, top_n: int) -> CircuitResult:
@@ -36,17 +36,10 @@ def page() -> None:
     st.caption("EAP-IG edge attribution (5 integrated-gradient steps, zero baseline, length-normalised answer "
                "probability) and the greedy top-n circuit grown from the logits. Edge width = |score|; blue "
                "positive, red negative.")
-    forget = study.forget
-    ids = [s.id for s in forget] + [s.id for s in study.retain]
-    if not ids:
-        st.error("This study has no forget or retain samples.")
-        return
-    wanted = st.query_params.get("sample")
-    if wanted is not None and wanted not in ids:
-        st.error(f"Unknown sample id {wanted!r} in the URL.")
-        return
     c1, c2, c3 = st.columns([3, 2, 2])
-    sample_id = c1.selectbox("Sample", ids, index=ids.index(wanted) if wanted else 0, key="circ_sample")
+    sample_id = sample_picker(study, key="circ_sample", label="Sample", container=c1)
+    if sample_id is None:
+        return
     others = study.unlearned_names
     other = c2.selectbox("Unlearned model", others, key="circ_model") if others else None
     top_n = c3.slider("top-n edges", 5, 200, 75, key="circ_top")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import streamlit as st
 
 from analysis.errors import WorkbenchError
@@ -19,12 +17,7 @@ from analysis.tracing import (
     trace_sample,
 )
 from analysis.tracing.options import METRIC_LABELS, default_window
-from app.state import get_study, guarded, load_model
-
-
-def _sample_label(samples: dict[str, Any], sid: str) -> str:
-    s = samples[sid]
-    return f"{sid} · {s.prompt} → {s.answer}" + ("" if s.subject else " (no subject)")
+from app.state import get_study, guarded, load_model, sample_picker
 
 
 def _controls(n_layers: int) -> TraceOptions:
@@ -56,17 +49,9 @@ def page() -> None:
                "restoring brings the answer back is where the model carries the fact (Meng et al. 2022). After "
                "true erasure the answer is gone from the clean run too; after suppression the internal trace "
                "can stay while only the readout changes.")
-    samples = {s.id: s for s in study.samples()}
-    order = [s.id for s in study.forget] + [i for i in samples if samples[i].split != "forget"]
-    if not order:
-        st.error("This study has no samples.")
+    sample_id = sample_picker(study)
+    if sample_id is None:
         return
-    wanted = st.query_params.get("sample")
-    if wanted is not None and wanted not in samples:
-        st.error(f"Unknown sample id {wanted!r} in the URL (`?sample=`); pick one below.")
-        wanted = None
-    sample_id = st.selectbox("Sample (forget set first)", order, index=order.index(wanted) if wanted else 0,
-                             key="sample", format_func=lambda i: _sample_label(samples, i))
     names = study.model_names
     others = [n for n in names if n != "original"] or names
     unlearned = [n for n in others if study.entry(n).role == "unlearned"] or others
