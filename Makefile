@@ -27,7 +27,6 @@ test: venv
 
 lint: venv
 	$(VENV)/bin/ruff check analysis app tests benchmarks
-	$(VENV)/bin/ruff format --check analysis app tests benchmarks
 
 bench: venv
 	$(PY) -m benchmarks.run_all
