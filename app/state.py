@@ -115,3 +115,26 @@ def sample_picker(study: Any, key: str = "sample", label: str = "Sample (forget 
         return f"{sid} · {s.prompt} → {s.answer}" + ("" if s.subject else " (no subject)")
 
     return (container or st).selectbox(label, order, key=key, format_func=fmt)
+
+
+def run_per_model(names: list[str], compute: Callable[[str, Callable[[float, str], None]], Any],
+                  show_progress: bool, text: str) -> dict[str, Any] | None:
+    """``compute(name, progress)`` for each model under one overall progress bar (shown only when
+    ``show_progress``, i.e. something is not in the study store yet). A WorkbenchError becomes st.error
+    and None."""
+    bar = st.progress(0.0, text=text) if show_progress else None
+    out: dict[str, Any] = {}
+    try:
+        for i, name in enumerate(names):
+            def progress(frac: float, msg: str, _i: int = i) -> None:
+                if bar is not None:
+                    bar.progress(min(1.0, (_i + frac) / len(names)), text=msg)
+
+            out[name] = compute(name, progress)
+    except WorkbenchError as e:
+        st.error(str(e))
+        return None
+    finally:
+        if bar is not None:
+            bar.empty()
+    return out

@@ -23,6 +23,5 @@ class GradDiff(GradientMethod):
         retain: PairBatch | None,
         retain_idx: torch.Tensor | None,
     ) -> torch.Tensor:
-        assert retain is not None
         forget_term = -nll(ctx.model(forget.tokens, return_type="logits"), forget)
         return forget_term + retain_term(ctx, retain)

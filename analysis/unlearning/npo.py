@@ -49,7 +49,6 @@ class NPO(GradientMethod):
         retain: PairBatch | None,
         retain_idx: torch.Tensor | None,
     ) -> torch.Tensor:
-        assert retain is not None
         logp = answer_logprob(ctx.model(forget.tokens, return_type="logits"), forget, "sum")
         forget_term = npo_loss(logp, self.ref[forget_idx.to(self.ref.device)], ctx.cfg.npo_beta)
         return forget_term + retain_term(ctx, retain)

@@ -52,7 +52,6 @@ class ReadoutSuppression(GradientMethod):
         retain: PairBatch | None,
         retain_idx: torch.Tensor | None,
     ) -> torch.Tensor:
-        assert retain is not None
         logp = answer_logprob(ctx.model(forget.tokens, return_type="logits"), forget, "sum")
         forget_term = npo_loss(logp, self.ref[forget_idx.to(self.ref.device)], ctx.cfg.readout_beta)
         return forget_term + retain_term(ctx, retain)

@@ -36,7 +36,6 @@ class SimNPO(GradientMethod):
         retain: PairBatch | None,
         retain_idx: torch.Tensor | None,
     ) -> torch.Tensor:
-        assert retain is not None
         logp = answer_logprob(ctx.model(forget.tokens, return_type="logits"), forget, "sum")
         forget_term = simnpo_loss(logp, forget.answer_lens, ctx.cfg.simnpo_beta, ctx.cfg.simnpo_gamma)
         return forget_term + retain_term(ctx, retain)

@@ -25,7 +25,7 @@ from analysis.attribution.emphasis import EMPHASES
 from analysis.attribution.options import METHOD_LABELS
 from analysis.errors import WorkbenchError
 from analysis.figures import attribution_heatmap, contribution_change_bars, recovery_bars
-from app.state import get_study, guarded, load_model, sample_picker
+from app.state import get_study, guarded, load_model, run_per_model, sample_picker
 
 
 def _fmt(x: float | None, spec: str = ".2f") -> str:
@@ -83,21 +83,11 @@ def _comparison_section(study: Any, after: str, opts: AttributionOptions) -> Non
     if not cached and not st.button(f"Compare over {' and '.join(splits)} samples", key="compare_go"):
         st.caption("Attributes every forget and retain sample on each model (stored in the study).")
         return
-    bar = st.progress(0.0, text="attributing") if not cached else None
-    comps = {}
-    try:
-        for i, name in enumerate(names):
-            def progress(frac: float, msg: str, _i: int = i) -> None:
-                if bar is not None:
-                    bar.progress(min(1.0, (_i + frac) / len(names)), text=msg)
-
-            comps[name] = compare_models(study, name, options=opts, splits=splits, progress=progress)
-    except WorkbenchError as e:
-        st.error(str(e))
+    comps = run_per_model(names, lambda n, progress: compare_models(study, n, options=opts, splits=splits,
+                                                                    progress=progress),
+                          show_progress=not cached, text="attributing")
+    if comps is None:
         return
-    finally:
-        if bar is not None:
-            bar.empty()
     cols = st.columns(len(comps))
     for col, (name, c) in zip(cols, comps.items(), strict=True):
         col.metric(f"{name}: disrupted focus", _fmt(c.disrupted_focus, ".3f"),
@@ -148,21 +138,10 @@ def _recovery_section(study: Any, attr_opts: AttributionOptions) -> None:
         st.caption("Scores every forget sample under each strategy on each model, the original and the retrain "
                    "control (stored in the study: a second view is instant).")
         return
-    bar = st.progress(0.0, text="emphasising") if not cached else None
-    reports = {}
-    try:
-        for i, name in enumerate(models):
-            def progress(frac: float, msg: str, _i: int = i) -> None:
-                if bar is not None:
-                    bar.progress(min(1.0, (_i + frac) / len(models)), text=msg)
-
-            reports[name] = recover(study, name, opts, progress=progress)
-    except WorkbenchError as e:
-        st.error(str(e))
+    reports = run_per_model(models, lambda n, progress: recover(study, n, opts, progress=progress),
+                            show_progress=not cached, text="emphasising")
+    if reports is None:
         return
-    finally:
-        if bar is not None:
-            bar.empty()
     rows = []
     for name, rep in reports.items():
         for r in rep.table():

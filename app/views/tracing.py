@@ -17,7 +17,7 @@ from analysis.tracing import (
     trace_sample,
 )
 from analysis.tracing.options import METRIC_LABELS, default_window
-from app.state import get_study, guarded, load_model, sample_picker
+from app.state import get_study, guarded, load_model, run_per_model, sample_picker
 
 
 def _controls(n_layers: int) -> TraceOptions:
@@ -104,21 +104,12 @@ def page() -> None:
     if not cached and not st.button(f"Compute over the forget set ({n_forget} samples x 2 models)", key="aie_go"):
         st.caption("Traces every forget sample on both models (stored in the study: a second view is instant).")
         return
-    bar = st.progress(0.0, text="tracing the forget set") if not cached else None
-    results = {}
-    try:
-        for i, (name, handle) in enumerate(((before, h_before), (after, h_after))):
-            def progress(frac: float, msg: str, _i: int = i) -> None:
-                if bar is not None:
-                    bar.progress(min(1.0, (_i + frac) / 2), text=msg)
-
-            results[name] = trace_dataset(study, name, opts, progress=progress, handle=handle)
-    except WorkbenchError as e:
-        st.error(str(e))
+    handles = {before: h_before, after: h_after}
+    results = run_per_model(list(handles), lambda n, progress: trace_dataset(study, n, opts, progress=progress,
+                                                                             handle=handles[n]),
+                            show_progress=not cached, text="tracing the forget set")
+    if results is None:
         return
-    finally:
-        if bar is not None:
-            bar.empty()
     st.plotly_chart(aie_lines(results), width="stretch", key="aie_chart")
     first = next(iter(results.values()))
     st.caption(f"{first.n_samples} samples traced" + (f", {len(first.skipped)} skipped (no subject)"
