@@ -17,7 +17,7 @@ from analysis.evaluation import evaluate_study
 from analysis.models import load_model
 from analysis.models.organism_io import ORGANISM_CONFIG, WEIGHTS, save_organism_dir
 from analysis.organism import OrganismConfig, train_organism
-from analysis.study import MANIFEST, Manifest, ModelEntry, Study
+from analysis.study import MANIFEST, Manifest, Study
 from analysis.unlearning.base import UnlearnConfig, run_unlearning
 from analysis.unlearning_log import LOG_FILE, write_unlearning_log
 
@@ -121,4 +121,4 @@ def build_demo(out: str | os.PathLike[str] = "studies/demo", seed: int = 0, n_pe
     return study, timings
 
 
-__all__ = ["DEMO_MODELS", "ModelEntry", "build_demo"]
+__all__ = ["DEMO_MODELS", "build_demo"]

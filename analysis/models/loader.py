@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -49,9 +48,3 @@ def load_model(path: str | os.PathLike[str], name: str | None = None, role: str 
     return ModelHandle(model=model, tokenizer=tokenizer, name=name or p.name, role=role, path=p,
                        fingerprint=fingerprint_dir(p), fmt=fmt, meta=meta)
 
-
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ModelLoadError(f"{path} is not valid JSON ({e.msg})") from None
