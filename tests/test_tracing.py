@@ -168,6 +168,39 @@ def test_batched_equals_naive_loop(organism, sample, pool):
                                    err_msg=kind)
 
 
+@pytest.mark.parametrize("arch", ["organism", "llama"])
+def test_kv_reuse_groupings_equal_naive_loop(monkeypatch, tmp_path, organism, sample, pool, arch):
+    """Runs over positions lo.. that attend to the corrupted run's cached keys/values give the naive scores,
+    with one forward per restored token (overhead 0) and with a single group (KV reuse off); on the organism
+    (learned positions) and on a tiny Llama (rotary, grouped-query attention)."""
+    import analysis.tracing.engine as engine
+    from analysis.models import load_model
+    from analysis.tracing import TraceInput
+    from tests.hf_fixtures import make_tiny_checkpoint
+
+    if arch == "organism":
+        handle, inp = organism, trace_input(organism, sample)
+        p = pool
+    else:
+        handle = load_model(make_tiny_checkpoint("llama", tmp_path / "tiny-llama",
+                                                 config_overrides={"num_key_value_heads": 2}), device="cpu")
+        ids = (1, 5, 9, 12, 7, 3, 11, 4)
+        inp = TraceInput(ids=ids, prompt_len=7, answer_ids=(4,), subject_range=(2, 4), sample_id="x")
+        p = SubjectPool.from_ids([[8, 6], [10, 13], [14, 2]])
+    opts = TraceOptions(n_samples=3, window=2, seed=3).validated(handle.n_layers)
+    corrupted = get_corruption("noise").corrupt(handle, inp, p, opts)
+    f = _metric("prob", inp.prompt_len, inp.answer_ids[0])
+    want = {k: _naive(handle, inp, corrupted, f, k, 2) for k in ("resid", "mlp", "attn")}
+    for overhead, reuse in [(0.0, engine.KV_REUSE_POS_EMBED), (1e30, ())]:
+        monkeypatch.setattr(engine, "FORWARD_OVERHEAD_FLOP", overhead)
+        monkeypatch.setattr(engine, "KV_REUSE_POS_EMBED", reuse)
+        got = engine.run_trace(handle, inp, corrupted, ("resid", "mlp", "attn"), "prob", 2)
+        for kind, arr in want.items():
+            np.testing.assert_allclose(got.scores[kind], arr, atol=TOL, err_msg=f"{arch} {kind} {overhead}")
+    assert engine.suffix_groups(1, 6, 8, 30, 0.0) == [(1, 2), (2, 3), (3, 4), (4, 5), (5, 6)]
+    assert engine.suffix_groups(1, 6, 8, 30, 1e30) == [(1, 6)]
+
+
 def test_seed_and_determinism(organism, sample, pool):
     opts = TraceOptions(kinds=("resid",), n_samples=3, seed=1)
     a, b = trace(organism, sample, pool, opts), trace(organism, sample, pool, opts)

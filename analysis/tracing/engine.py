@@ -21,12 +21,13 @@ only at the positions the metric reads.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from transformer_lens import HookedTransformer
+from transformer_lens import HookedTransformer, TransformerLensKeyValueCacheEntry
 from transformer_lens.hook_points import HookPoint
 from transformer_lens.utilities import apply_softcap
 
@@ -38,6 +39,12 @@ from analysis.tracing.options import KINDS, METRICS, window_layers
 from analysis.tracing.tokens import TraceInput
 
 CPU_BUDGET_BYTES = 1 << 30
+# A block's fixed cost per forward, in FLOP at CPU speed: ~1 ms of TransformerLens Python, hooks and small kernels at
+# ~40 GFLOP/s, measured on the organism (benchmarks/bench_tracing.py). It only steers how rows are grouped.
+FORWARD_OVERHEAD_FLOP = 4e7
+# Positional schemes under which a run over positions lo.. with cached keys/values before lo is exact.
+KV_REUSE_POS_EMBED = ("standard", "rotary", "shortformer")
+_HOOK_LEVEL = 7_000_001  # the hook level local_hooks uses, so it removes only its own hooks
 HookFn = Callable[[torch.Tensor, HookPoint], torch.Tensor]
 
 
@@ -155,19 +162,62 @@ def _cached_run(handle: ModelHandle, tokens: torch.Tensor, names: Sequence[str],
         hooks.append(("hook_embed", add_noise))
     save = _saver(cache)
     hooks.extend((n, save) for n in names)
-    with handle.model.hooks(fwd_hooks=hooks):
+    with local_hooks(handle.model, hooks):
         logits = handle.model(tokens, return_type="logits", padding_side="right")
     return logits, cache
 
 
-def _patch_hook(clean: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor) -> HookFn:
+def _patch_hook(clean: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor, offset: int) -> HookFn:
+    """Set ``act[rows, pos - offset]`` to the clean activations at absolute positions ``pos`` (the patched run
+    holds the positions from ``offset`` on)."""
     values = clean[0, pos]
+    rel = pos - offset
 
     def patch(act: torch.Tensor, hook: HookPoint) -> torch.Tensor:
-        act[rows, pos] = values.to(act.dtype)
+        act[rows, rel] = values.to(act.dtype)
         return act
 
     return patch
+
+
+@contextmanager
+def local_hooks(model: HookedTransformer, fwd_hooks: Sequence[tuple[str, HookFn]]) -> Iterator[None]:
+    """Forward hooks on the named hook points only. ``model.hooks()`` does the same but resets every hook
+    point of the model on exit, which costs more than a small model's forward."""
+    points = [model.hook_dict[name] for name, _ in fwd_hooks]
+    try:
+        for point, (_, fn) in zip(points, fwd_hooks, strict=True):
+            point.add_hook(fn, dir="fwd", level=_HOOK_LEVEL)
+        yield
+    finally:
+        for point in points:
+            point.remove_hooks("fwd", level=_HOOK_LEVEL)
+
+
+def suffix_groups(t0: int, prompt_len: int, seq_len: int, rows_per_token: int,
+                  overhead_rows: float) -> list[tuple[int, int]]:
+    """Split the restored tokens t0 .. prompt_len-1 into contiguous groups [lo, hi), each run as its own
+    forward. Restoring token t changes only positions >= t (causal attention), so a group's run computes
+    positions lo.. only and attends to the corrupted run's cached keys/values before lo. More groups compute
+    fewer positions but each costs a forward; the split minimises per block
+    sum over groups of (rows x positions + overhead_rows), where overhead_rows is one forward's fixed cost
+    expressed in token-rows of compute."""
+    n_tok = prompt_len - t0
+    best: tuple[float, list[tuple[int, int]]] = (float("inf"), [])
+    for k in range(1, n_tok + 1):
+        bounds = sorted({t0 + round(i * n_tok / k) for i in range(k + 1)})
+        groups = list(zip(bounds[:-1], bounds[1:], strict=True))
+        cost = sum((hi - lo) * rows_per_token * (seq_len - lo) + overhead_rows for lo, hi in groups)
+        if cost < best[0]:
+            best = (cost, groups)
+    return best[1]
+
+
+def overhead_rows(model: HookedTransformer) -> float:
+    """One block's fixed per-forward cost (Python, hooks, kernel launches; ~FORWARD_OVERHEAD_FLOP) in token-rows
+    of that block's compute (~2 FLOP per parameter per token)."""
+    block_params = sum(p.numel() for p in model.blocks[0].parameters())
+    return FORWARD_OVERHEAD_FLOP / (2 * block_params)
 
 
 def first_corrupted_position(inp: TraceInput, corrupted: Corrupted) -> int:
@@ -211,10 +261,25 @@ def run_trace(handle: ModelHandle, inp: TraceInput, corrupted: Corrupted, kinds:
         clean_names.add("hook_pos_embed")
     clean_logits, clean = _cached_run(handle, inp.tensor(dev)[None], sorted(clean_names), None)
 
-    # Corrupted run: its residual at every start layer is the prefix the patched runs resume from.
+    # Positions before the first corrupted one are never changed: their cells are the corrupted metric.
+    t0 = min(first_corrupted_position(inp, corrupted), P)
     starts = sorted({c.start for c in cells})
+    max_rows = budget_rows(handle, T, budget_bytes)
+    by_start: dict[int, list[int]] = defaultdict(list)
+    for i, c in enumerate(cells):
+        by_start[c.start].append(i)
+    # Token groups per start layer (see suffix_groups); runs of a group starting past position 0 reuse the
+    # corrupted run's keys/values, so the corrupted run caches them for the layers those runs cover.
+    reuse_kv = model.cfg.clip_qkv is None and model.cfg.positional_embedding_type in KV_REUSE_POS_EMBED
+    overhead = overhead_rows(model)
+    groups = {s: suffix_groups(t0, P, T, len(by_start[s]) * n, overhead) if reuse_kv else [(t0, P)]
+              for s in starts}
+    kv_from = min((s for s in starts if s < L and any(lo > 0 for lo, _ in groups[s])), default=L)
+    kv_names = [f"blocks.{j}.attn.{k}" for j in range(kv_from, L) for k in ("hook_k", "hook_v")]
+
+    # Corrupted run: its residual at every start layer is the prefix the patched runs resume from.
     corr_names = [f"blocks.{s}.hook_resid_pre" if s < L else f"blocks.{L - 1}.hook_resid_post" for s in starts]
-    corr_logits, corr = _cached_run(handle, corrupted.tokens, corr_names, corrupted.embed_delta)
+    corr_logits, corr = _cached_run(handle, corrupted.tokens, corr_names + kv_names, corrupted.embed_delta)
     start_resid = dict(zip(starts, (corr[nm] for nm in corr_names), strict=True))
 
     other = Metric.top_other(corr_logits, inp) if metric == "logit_diff" else None
@@ -223,43 +288,43 @@ def run_trace(handle: ModelHandle, inp: TraceInput, corrupted: Corrupted, kinds:
     corr_rows = fn.full(corr_logits).double()
     corrupted_value = float(corr_rows.mean())
 
-    # Positions before the first corrupted one are never changed: their cells are the corrupted metric.
-    t0 = min(first_corrupted_position(inp, corrupted), P)
-    n_tok = P - t0
-    by_start: dict[int, list[int]] = defaultdict(list)
-    for i, c in enumerate(cells):
-        by_start[c.start].append(i)
     acc = torch.zeros(len(cells) * P, dtype=torch.float64, device=dev)
     acc.view(len(cells), P)[:, :t0] = corr_rows.mean()
-    max_rows = budget_rows(handle, T, budget_bytes)
     n_forwards = 2
     spe = clean["hook_pos_embed"] if shortformer else None
-    for s in starts if n_tok else []:
+    for s in starts if t0 < P else []:
         group = torch.tensor(by_start[s], device=dev)
         gcells = [cells[i] for i in by_start[s]]
         restore_in = torch.tensor([c.restore_input for c in gcells], device=dev)
         hook_names = sorted({h for c in gcells for h in c.hooks})
         member = {h: torch.tensor([h in c.hooks for c in gcells], device=dev) for h in hook_names}
-        total = len(gcells) * n_tok * n
-        for lo in range(0, total, max_rows):
-            # Rows: (cell of this start layer, token, noise sample), flattened; one forward per chunk.
-            r = torch.arange(lo, min(total, lo + max_rows), device=dev)
-            ci, ti, ki = r // (n_tok * n), t0 + (r // n) % n_tok, r % n
-            x = start_resid[s][ki]  # [B, T, d] (a gathered copy of the corrupted prefix)
-            sel = restore_in[ci].nonzero().squeeze(-1)
-            if len(sel):
-                x[sel, ti[sel]] = clean[f"blocks.{s - 1}.hook_resid_post"][0, ti[sel]].to(x.dtype)
-            fwd_hooks: list[tuple[str, HookFn]] = []
-            for h in hook_names:
-                rows = member[h][ci].nonzero().squeeze(-1)
-                if len(rows):
-                    fwd_hooks.append((h, _patch_hook(clean[h], rows, ti[rows])))
-            with model.hooks(fwd_hooks=fwd_hooks):
-                resid = model(x, start_at_layer=s, stop_at_layer=L,
-                              shortformer_pos_embed=None if spe is None else spe.expand(len(r), -1, -1))
-            n_forwards += 1
-            values = fn(_unembed(model, resid[:, fn.tail]))
-            acc.index_add_(0, group[ci] * P + ti, values.double() / n)
+        for lo, hi in groups[s]:
+            # Rows: (cell of this start layer, token in [lo, hi), noise sample), flattened; positions lo.. only.
+            n_tok, total = hi - lo, len(gcells) * (hi - lo) * n
+            tail = slice(fn.tail.start - lo, fn.tail.stop - lo)
+            for c0 in range(0, total, max_rows):
+                r = torch.arange(c0, min(total, c0 + max_rows), device=dev)
+                ci, ti, ki = r // (n_tok * n), lo + (r // n) % n_tok, r % n
+                x = start_resid[s][ki, lo:]  # [B, T - lo, d] (a gathered copy of the corrupted prefix)
+                sel = restore_in[ci].nonzero().squeeze(-1)
+                if len(sel):
+                    x[sel, ti[sel] - lo] = clean[f"blocks.{s - 1}.hook_resid_post"][0, ti[sel]].to(x.dtype)
+                fwd_hooks: list[tuple[str, HookFn]] = []
+                for h in hook_names:
+                    rows = member[h][ci].nonzero().squeeze(-1)
+                    if len(rows):
+                        fwd_hooks.append((h, _patch_hook(clean[h], rows, ti[rows], lo)))
+                past = None
+                if lo > 0 and s < L:
+                    past = [None] * s + [TransformerLensKeyValueCacheEntry(
+                        corr[f"blocks.{j}.attn.hook_k"][ki, :lo], corr[f"blocks.{j}.attn.hook_v"][ki, :lo],
+                        frozen=True) for j in range(s, L)]
+                with local_hooks(model, fwd_hooks):
+                    resid = model(x, start_at_layer=s, stop_at_layer=L, past_kv_cache=past,
+                                  shortformer_pos_embed=None if spe is None else spe[:, lo:].expand(len(r), -1, -1))
+                n_forwards += 1
+                values = fn(_unembed(model, resid[:, tail]))
+                acc.index_add_(0, group[ci] * P + ti, values.double() / n)
     scores = acc.view(len(cells), P).cpu().numpy()
     out: dict[str, np.ndarray] = {}
     for kind in dict.fromkeys(c.kind for c in cells):
