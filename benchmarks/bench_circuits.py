@@ -15,8 +15,8 @@ N_SAMPLES = 64
 
 
 def one_by_one(handle: Any, prompts: list[str], answers: list[str], opts: EAPOptions) -> np.ndarray:
-    """Reference: one sample per forward/backward, per IG step."""
-    return np.stack([edge_scores(handle.model, make_batch(handle, [p], [a]), opts)[0]
+    """Reference, like the CUD authors' code: one sample at a time, one forward/backward per IG step."""
+    return np.stack([edge_scores(handle.model, make_batch(handle, [p], [a]), opts, max_rows=1)[0]
                      for p, a in zip(prompts, answers, strict=True)])
 
 

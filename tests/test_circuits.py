@@ -110,9 +110,15 @@ def test_batched_equals_one_by_one(organism: Any, small_study: Any) -> None:
     ss = small_study.forget[:4]
     opts = EAPOptions(steps=3)
     batched = edge_scores(organism.model, make_batch(organism, [s.prompt for s in ss], [s.answer for s in ss]), opts)
-    single = np.stack([edge_scores(organism.model, make_batch(organism, [s.prompt], [s.answer]), opts)[0] for s in ss])
+    # The reference: one sample and one IG step per forward/backward (max_rows=1).
+    single = np.stack([edge_scores(organism.model, make_batch(organism, [s.prompt], [s.answer]), opts, max_rows=1)[0]
+                       for s in ss])
     scale = np.abs(single).max()
     np.testing.assert_allclose(batched, single, atol=1e-5 * scale)
+    # Steps split over several passes (2 rows of 4 samples per pass -> 1 step per pass) agree too.
+    split = edge_scores(organism.model, make_batch(organism, [s.prompt for s in ss], [s.answer for s in ss]), opts,
+                        max_rows=5)
+    np.testing.assert_allclose(split, single, atol=1e-5 * scale)
 
 
 def test_selection_and_stats() -> None:

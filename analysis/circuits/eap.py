@@ -32,7 +32,7 @@ token's logit minus the largest other logit.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -156,8 +156,21 @@ def baseline_outputs(model: Any, g: Graph, batch: PairBatch, baseline: str, corr
     raise AnalysisInputError(f"unknown baseline {baseline!r} (expected one of {', '.join(BASELINES)})")
 
 
-def _ig_step(model: Any, g: Graph, batch: PairBatch, embed: torch.Tensor, metric: str) -> torch.Tensor:
-    """[B, T, n_down, d] gradients of the metric at every downstream input, embeddings set to ``embed``."""
+def _repeat_batch(batch: PairBatch, k: int) -> PairBatch:
+    """The batch stacked ``k`` times (row r of copy i is row i * B + r)."""
+    return PairBatch(*(t.repeat(k, *([1] * (t.dim() - 1))) for t in (
+        batch.tokens, batch.target_mask, batch.prompt_lens, batch.answer_lens, batch.lengths)))
+
+
+def ig_gradients(model: Any, g: Graph, batch: PairBatch, base_embed: torch.Tensor, delta_embed: torch.Tensor,
+                 alphas: Sequence[float], metric: str) -> torch.Tensor:
+    """[B, T, n_down, d] sum over ``alphas`` of the gradients of the metric at every downstream input, with
+    the embeddings set to ``base_embed + alpha * delta_embed``: all alphas in one batched forward and
+    backward (rows stacked alpha-major)."""
+    k, b = len(alphas), batch.tokens.shape[0]
+    a = torch.tensor(list(alphas), dtype=delta_embed.dtype, device=delta_embed.device)
+    embed = (base_embed[None] + a[:, None, None, None] * delta_embed[None]).reshape(k * b, *delta_embed.shape[1:])
+    big = _repeat_batch(batch, k) if k > 1 else batch
     stored: dict[str, torch.Tensor] = {}
 
     def set_input(t: torch.Tensor, hook: Any) -> torch.Tensor:
@@ -176,29 +189,40 @@ def _ig_step(model: Any, g: Graph, batch: PairBatch, embed: torch.Tensor, metric
     fwd.append((last, keep))
     order.append(last)
     with torch.enable_grad():
-        logits = model.run_with_hooks(batch.tokens, fwd_hooks=fwd, return_type="logits")
-        total = metric_values(logits, batch, metric).sum()
+        logits = model.run_with_hooks(big.tokens, fwd_hooks=fwd, return_type="logits")
+        total = metric_values(logits, big, metric).sum()
         grads = torch.autograd.grad(total, [stored[n] for n in order], allow_unused=True)
     parts = []
     for name, gr in zip(order, grads, strict=True):
         t = torch.zeros_like(stored[name]) if gr is None else gr
         parts.append(t.float() if t.dim() == 4 else t.float()[:, :, None])
-    return torch.cat(parts, dim=2)
+    return torch.cat(parts, dim=2).reshape(k, b, *parts[0].shape[1:2], -1, parts[0].shape[-1]).sum(0)
+
+
+def ig_alphas(steps: int) -> list[float]:
+    """Midpoint-rule interpolation points (k + 1/2) / steps."""
+    return [(k + 0.5) / steps for k in range(steps)]
 
 
 def edge_scores(model: Any, batch: PairBatch, options: EAPOptions | None = None,
-                corrupted: torch.Tensor | None = None, reference: PairBatch | None = None) -> np.ndarray:
-    """[B, E] EAP-IG scores of every edge (in :attr:`Graph.edges` order), one row per sample."""
+                corrupted: torch.Tensor | None = None, reference: PairBatch | None = None,
+                max_rows: int | None = None) -> np.ndarray:
+    """[B, E] EAP-IG scores of every edge (in :attr:`Graph.edges` order), one row per sample. The IG steps
+    run stacked into as few forward/backward passes as ``max_rows`` rows allow (default: 64 rows on the
+    CPU, where larger stacks ran slower on the organism — 0.62 s vs 0.44 s for 32 samples x 5 steps — and
+    4096 on a GPU, where a pass is launch-bound)."""
     opts = options or EAPOptions()
     g = Graph.of(model)
     clean = node_outputs(model, g, batch.tokens)
     base = baseline_outputs(model, g, batch, opts.baseline, corrupted, reference)
     delta = clean - base
+    alphas = ig_alphas(opts.steps)
+    rows = max_rows or (4096 if batch.tokens.is_cuda else 64)
+    per_pass = max(1, rows // max(1, batch.tokens.shape[0]))
     grad_sum: torch.Tensor | None = None
     with graph_mode(model):
-        for k in range(opts.steps):
-            alpha = (k + 0.5) / opts.steps
-            gk = _ig_step(model, g, batch, base[:, :, 0] + alpha * delta[:, :, 0], opts.metric)
+        for i in range(0, len(alphas), per_pass):
+            gk = ig_gradients(model, g, batch, base[:, :, 0], delta[:, :, 0], alphas[i:i + per_pass], opts.metric)
             grad_sum = gk if grad_sum is None else grad_sum + gk
     assert grad_sum is not None
     full = torch.einsum("btud,btvd->buv", delta.double(), (grad_sum / opts.steps).double())  # [B, n_up, n_down]
