@@ -163,6 +163,9 @@ class CUDReport:
     validation: dict[str, Any]
     signature: dict[str, Any]
     options: dict[str, Any]
+    # The easy and hard anchor vectors built from every labelled sample (for display; the scores above
+    # use out-of-fold anchors), one value per edge of the original model's graph.
+    anchors: dict[str, list[float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

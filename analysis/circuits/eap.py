@@ -293,16 +293,24 @@ def run_with_edges(model: Any, batch: PairBatch, keep: np.ndarray | torch.Tensor
     return metric_values(logits, batch, metric)
 
 
+# The smallest (full - empty) metric gap for which faithfulness is reported. Below it the model does not
+# produce the metric above the all-ablated level (e.g. an unlearned model that no longer gives the answer),
+# there is nothing for a circuit to recover, and the ratio is noise (it reached -24 on such models).
+MIN_GAP: dict[str, float] = {"prob": 0.01, "logprob": 0.1, "logit_diff": 0.1}
+
+
 @dataclass
 class Faithfulness:
     """Per-sample metrics of the full model, the circuit alone and the empty circuit, and
     ``faithfulness = (circuit - empty) / (full - empty)`` (1 = the circuit recovers the full model's metric
-    relative to every edge ablated; None when full == empty)."""
+    relative to every edge ablated). None, with the reason in ``notes``, when ``full - empty`` is below
+    ``MIN_GAP`` for the metric."""
 
     full: list[float]
     circuit: list[float]
     empty: list[float]
     faithfulness: list[float | None]
+    notes: list[str | None]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -317,5 +325,14 @@ def faithfulness(model: Any, batch: PairBatch, keep: np.ndarray, metric: str = "
     circ = run_with_edges(model, batch, keep, metric, base)
     empty = run_with_edges(model, batch, np.zeros((n, g.n_edges), dtype=bool), metric, base)
     f, c, e = (x.double().cpu().numpy() for x in (full, circ, empty))
-    faith = [None if abs(fi - ei) < 1e-12 else float((ci - ei) / (fi - ei)) for fi, ci, ei in zip(f, c, e, strict=True)]
-    return Faithfulness(f.tolist(), c.tolist(), e.tolist(), faith)
+    faith: list[float | None] = []
+    notes: list[str | None] = []
+    for fi, ci, ei in zip(f, c, e, strict=True):
+        if fi - ei < MIN_GAP[metric]:
+            faith.append(None)
+            notes.append(f"undefined: the model's {metric} ({fi:.3g}) is not above the all-edges-ablated "
+                         f"{metric} ({ei:.3g}) by {MIN_GAP[metric]:g}, so there is nothing for a circuit to recover")
+        else:
+            faith.append(float((ci - ei) / (fi - ei)))
+            notes.append(None)
+    return Faithfulness(f.tolist(), c.tolist(), e.tolist(), faith, notes)
