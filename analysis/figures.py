@@ -325,3 +325,65 @@ def probe_layers(per_model: Mapping[str, Mapping[str, float | None]]) -> go.Figu
                       height=380, xaxis_title="layer (blocks.L.hook_resid_post)", yaxis_title="probe accuracy",
                       yaxis={"range": [-0.02, 1.02]}, margin={"l": 10, "r": 10, "t": 40, "b": 10})
     return fig
+
+
+# ---- CUD and circuit tables (the data the difficulty and circuits pages show beside their figures) ---------
+if TYPE_CHECKING:
+    from analysis.circuits.api import CircuitResult
+    from analysis.circuits.cud import CUDReport
+
+CUD_LABELS = {1: "hard", -1: "easy", 0: "-"}
+
+
+def cud_table(report: CUDReport) -> pd.DataFrame:
+    """One row per forget sample: id, out-of-fold CUD, observed difficulty and calibration label (the
+    input of ``cud_histogram`` and ``cud_scatter``)."""
+    return pd.DataFrame({"id": report.ids, "cud": report.cud, "observed": report.observed,
+                         "label": [CUD_LABELS[x] for x in report.labels]})
+
+
+def cud_histogram(table: pd.DataFrame, nbins: int = 20) -> go.Figure:
+    """Distribution of CUD over the forget samples (``table`` from ``cud_table``)."""
+    return px.histogram(table, x="cud", nbins=nbins, title="CUD distribution")
+
+
+def circuit_diff_table(before: CircuitResult, after: CircuitResult, k: int = 15) -> pd.DataFrame:
+    """Edges of either circuit, each kept / lost / gained from ``before`` to ``after`` with both scores, the
+    ``3 k`` largest absolute score changes first. Both results must come from the same graph (same edges)."""
+    if len(before.edges) != len(after.edges):
+        raise ValueError(f"circuits of different graphs ({len(before.edges)} vs {len(after.edges)} edges)")
+    sa, sb = set(before.circuit), set(after.circuit)
+    rows = []
+    for i in sorted(sa | sb):
+        e = before.edges[i]
+        status = "kept" if i in sa and i in sb else ("lost" if i in sa else "gained")
+        rows.append({"edge": f"{e['src']} → {e['dst']}", "status": status, "original": e["score"],
+                     "unlearned": after.edges[i]["score"], "change": after.edges[i]["score"] - e["score"]})
+    df = pd.DataFrame(rows, columns=["edge", "status", "original", "unlearned", "change"])
+    return df.reindex(df["change"].abs().sort_values(ascending=False).index).head(k * 3)
+
+
+# ---- diagnosis: per-sample readings of every signal ------------------------------------------------------
+READING_COLORS = {"gone": "#2ca02c", "present": "#d62728", "inconclusive": "#ffbf00", "n/a": "#e5e5e5"}
+
+
+def reading_map(readings: Mapping[str, Sequence[str]], ids: Sequence[str], title: str = "") -> go.Figure:
+    """One row per signal, one column per sample, coloured by the signal's reading of that sample (gone /
+    present / inconclusive / n/a): where the signals agree on a sample and where they do not."""
+    names = list(readings)
+    codes = {r: i for i, r in enumerate(READING_COLORS)}
+    n = len(READING_COLORS)
+    scale = [[pos, c] for i, c in enumerate(READING_COLORS.values()) for pos in (i / n, (i + 1) / n)]
+    z = [[codes.get(r, codes["n/a"]) for r in readings[name]] for name in names]
+    text = [[r if r in codes else "n/a" for r in readings[name]] for name in names]
+    fig = go.Figure(go.Heatmap(z=z, x=list(ids), y=names, text=text, zmin=-0.5, zmax=n - 0.5, colorscale=scale,
+                               xgap=1, ygap=2, showscale=False,
+                               hovertemplate="%{x}<br>%{y}: %{text}<extra></extra>"))
+    for reading, color in READING_COLORS.items():  # a legend for the categorical colours
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=reading,
+                                 marker={"size": 12, "color": color, "symbol": "square"}))
+    fig.update_xaxes(showticklabels=len(ids) <= 40, tickangle=-60, title_text="forget sample")
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(title=title or None, height=140 + 40 * len(names), margin={"l": 10, "r": 10, "t": 50, "b": 40},
+                      legend={"orientation": "h", "y": 1.12, "x": 0}, plot_bgcolor="white")
+    return fig

@@ -3,14 +3,46 @@ difficulty observed after unlearning."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
 import pandas as pd
-import plotly.express as px
 import streamlit as st
 
 from analysis.circuits.api import score_study
 from analysis.circuits.cud import DISTANCES
-from analysis.figures import cud_scatter, signature_bars
+from analysis.circuits.graph import Graph
+from analysis.figures import circuit_graph, cud_histogram, cud_scatter, cud_table, signature_bars
 from app.state import get_study, guarded
+
+if TYPE_CHECKING:
+    from analysis.study import Study
+
+
+def _anchor_circuits(study: Study, anchors: dict[str, list[float]], top_n: int) -> None:
+    """The easy and hard anchors drawn as circuits: each edge weighted by the share of anchor samples whose
+    circuit holds it (binary vectors), the top-n edges of each anchor."""
+    if len(anchors) < 2:
+        st.info("No anchor circuits: the study's methods label no sample easy or no sample hard.")
+        return
+    st.subheader("Anchor circuits")
+    st.caption("Edge width = share of the easy (hard) calibration samples whose circuit contains the edge; "
+               "built from all labelled samples (the scores above use out-of-fold anchors).")
+    handle = study.load("original")
+    g = Graph.of(handle.model)
+    cols = st.columns(2)
+    for col, name in zip(cols, ("easy", "hard"), strict=True):
+        a = np.asarray(anchors[name])
+        edges = [{"src": e.src, "dst": e.dst, "score": float(x)} for e, x in zip(g.edges, a, strict=True)]
+        top = [int(i) for i in np.argsort(-a)[:top_n] if a[i] > 0]
+        col.plotly_chart(circuit_graph(edges, top, g.n_layers, g.n_heads, title=f"{name} anchor"),
+                         width="stretch", key=f"anchor_{name}")
+    diff = np.asarray(anchors["hard"]) - np.asarray(anchors["easy"])
+    order = np.argsort(-np.abs(diff))[:15]
+    st.dataframe(pd.DataFrame({"edge": [f"{g.edges[i].src} → {g.edges[i].dst}" for i in order],
+                               "easy": [anchors["easy"][i] for i in order],
+                               "hard": [anchors["hard"][i] for i in order],
+                               "hard - easy": diff[order]}), hide_index=True, width="stretch")
 
 
 def page() -> None:
@@ -34,13 +66,12 @@ def page() -> None:
     for col, (name, b) in zip(m[2:], v["baselines"].items(), strict=False):
         col.metric(f"baseline {name}", "-" if b["spearman"] is None else f"rho {b['spearman']:.3f}",
                    None if b["auroc"] is None else f"AUROC {b['auroc']:.3f}", delta_color="off")
-    label = {1: "hard", -1: "easy", 0: "-"}
-    table = pd.DataFrame({"id": rep.ids, "cud": rep.cud, "observed": rep.observed,
-                          "label": [label[x] for x in rep.labels]})
+    table = cud_table(rep)
     st.dataframe(table, hide_index=True, width="stretch")
     c1, c2 = st.columns(2)
-    c1.plotly_chart(px.histogram(table, x="cud", nbins=20, title="CUD distribution"), width="stretch", key="cud_hist")
+    c1.plotly_chart(cud_histogram(table), width="stretch", key="cud_hist")
     c2.plotly_chart(cud_scatter(table, v["spearman"]), width="stretch", key="cud_scatter")
+    _anchor_circuits(study, rep.anchors, top_n)
     st.subheader("Easy vs hard circuit signature")
     st.plotly_chart(signature_bars(rep.signature), width="stretch", key="cud_sig")
     st.caption(f"methods: {', '.join(v['methods'])}; {v['n_hard']} hard, {v['n_easy']} easy of {v['n']}.")
