@@ -15,6 +15,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from analysis.errors import AnalysisInputError
+from analysis.models.device import memory_budget
 from analysis.models.handle import ModelHandle
 
 
@@ -130,8 +131,11 @@ def chunks(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(n, start + size))
 
 
-def default_batch_size(handle: ModelHandle, seq_len: int = 32, budget_bytes: int = 1 << 30) -> int:
-    """Rows per forward that keep the logits + residual activations within ``budget_bytes``."""
+def default_batch_size(handle: ModelHandle, seq_len: int = 32, budget_bytes: int | None = None) -> int:
+    """Rows per forward that keep the logits + residual activations within ``budget_bytes`` (default: half the
+    free memory of the model's GPU, 1 GiB on the CPU; see analysis.models.device.memory_budget)."""
+    if budget_bytes is None:
+        budget_bytes = memory_budget(handle.device)
     cfg = handle.model.cfg
     per_row = seq_len * (cfg.d_vocab * 2 + cfg.d_model * cfg.n_layers * 12 + cfg.d_mlp * 2) * 4
     return int(max(1, min(1024, budget_bytes // max(per_row, 1))))

@@ -1,7 +1,12 @@
 """The results store: SQLite in WAL mode, one row per (analysis kind, model fingerprints, sample, options).
 
 WAL lets the app read while a CLI job writes. Each chunk of a batch job is written in one transaction,
-so a job that is killed loses at most the chunk in flight, and a rerun skips everything stored.
+so a job that is killed loses at most the chunks in flight, and a rerun skips everything stored.
+
+A batch job's per-chunk work is a :class:`ChunkJob`: a recipe (a module-level factory and picklable
+arguments) that builds ``compute(chunk) -> {id: value}``. The same recipe runs here
+(:class:`LocalExecutor`) or in worker processes (``analysis.distributed.RayExecutor``), so there is one
+implementation of every analysis whichever way it is run; the driver always does the storing.
 """
 
 from __future__ import annotations
@@ -11,10 +16,11 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tqdm.auto import tqdm
 
@@ -34,6 +40,8 @@ CREATE TABLE IF NOT EXISTS results (
 """
 
 ProgressFn = Callable[[float, str], None]
+ChunkResults = Generator[tuple[list[str], dict[str, Any]], None, None]
+Compute = Callable[[list[str]], dict[str, Any]]
 
 
 def options_hash(options: dict[str, Any]) -> str:
@@ -103,20 +111,81 @@ class ResultStore:
             return con.execute("DELETE FROM results WHERE kind=? AND models=?", (kind, models_key(models))).rowcount
 
 
+@dataclass
+class ChunkJob:
+    """The per-chunk work of a batch job as a recipe any process can rebuild: ``factory(study, *args,
+    **local)`` returns ``compute(chunk) -> {id: value}``.
+
+    ``factory`` is a module-level function and ``args`` are picklable. ``study`` is the live Study here;
+    pickled for a worker, only its root travels (the worker opens the study and loads the models it needs
+    itself) and ``local`` (keyword arguments for this process only, e.g. models already loaded) is dropped.
+    """
+
+    factory: Callable[..., Compute]
+    study: Any
+    args: tuple[Any, ...] = ()
+    local: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def root(self) -> str:
+        return str(self.study if isinstance(self.study, str | Path) else self.study.root)
+
+    def build(self, study: Any | None = None) -> Compute:
+        """The compute function, on ``study`` (a worker's) or on the job's own study."""
+        if study is None and isinstance(self.study, str | Path):
+            raise RuntimeError("a pickled ChunkJob needs the worker's study to build")
+        local = self.local if study is None else {}
+        return self.factory(self.study if study is None else study, *self.args, **local)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"factory": self.factory, "study": self.root, "args": self.args, "local": {}}
+
+
+class Executor(Protocol):
+    """Runs a job's chunks: yields ``(chunk, compute(chunk))`` for every chunk, in any order, each as soon as
+    it is done (the caller stores it before asking for the next)."""
+
+    def map(self, job: ChunkJob, chunks: Sequence[list[str]]) -> ChunkResults: ...
+
+
+class LocalExecutor:
+    """Every chunk in this process, in order; the compute is built once, and only if there is a chunk."""
+
+    def map(self, job: ChunkJob, chunks: Sequence[list[str]]) -> ChunkResults:
+        compute: Compute | None = None
+        for chunk in chunks:
+            compute = compute or job.build()
+            yield chunk, compute(chunk)
+
+
+def map_chunks(job: ChunkJob, chunks: Sequence[list[str]], executor: Executor | None = None) -> ChunkResults:
+    """``executor.map`` (this process when ``executor`` is None)."""
+    return (executor or LocalExecutor()).map(job, chunks)
+
+
 def run_batch(store: ResultStore, kind: str, models: str | Sequence[str], options: dict[str, Any],
-              sample_ids: Sequence[str], compute: Callable[[list[str]], dict[str, Any]], chunk_size: int = 32,
-              progress: ProgressFn | None = None, desc: str | None = None) -> dict[str, Any]:
-    """Compute ``compute(chunk) -> {id: value}`` for every id not yet stored, chunk by chunk, storing each
-    chunk atomically; return the values of all ``sample_ids``. Rerunning after an interruption redoes only
-    the chunk that was in flight. Progress goes to tqdm (CLI) and to ``progress`` (the app's bar)."""
+              sample_ids: Sequence[str], compute: Compute | ChunkJob, chunk_size: int = 32,
+              progress: ProgressFn | None = None, desc: str | None = None,
+              executor: Executor | None = None) -> dict[str, Any]:
+    """Compute ``{id: value}`` for every id not yet stored, chunk by chunk, storing each chunk atomically as it
+    finishes; return the values of all ``sample_ids``. ``compute`` is ``compute(chunk) -> {id: value}`` or a
+    :class:`ChunkJob`; a job runs on ``executor`` (e.g. a Ray actor pool) when one is given, with exactly
+    the chunks a local run would use. Rerunning after an interruption redoes only the chunks that were in
+    flight. Progress goes to tqdm (CLI) and to ``progress`` (the app's bar)."""
     done = store.get_many(kind, models, options, sample_ids)
     todo = [s for s in dict.fromkeys(sample_ids) if s not in done]
+    chunks = [todo[start: start + chunk_size] for start in range(0, len(todo), chunk_size)]
+    if isinstance(compute, ChunkJob):
+        results = map_chunks(compute, chunks, executor)
+    elif executor is not None:
+        raise TypeError(f"{kind}: only a ChunkJob can run on an executor, not a plain function")
+    else:
+        fn = compute
+        results = ((chunk, fn(chunk)) for chunk in chunks)
     bar = tqdm(total=len(sample_ids), initial=len(sample_ids) - len(todo), desc=desc or kind, unit="sample",
                disable=None, leave=False)
     try:
-        for start in range(0, len(todo), chunk_size):
-            chunk = todo[start: start + chunk_size]
-            values = compute(chunk)
+        for chunk, values in results:
             missing = set(chunk) - set(values)
             if missing:
                 raise RuntimeError(f"{kind}: compute returned no value for {sorted(missing)[:3]}")
@@ -126,5 +195,6 @@ def run_batch(store: ResultStore, kind: str, models: str | Sequence[str], option
             if progress:
                 progress(len(done) / max(1, len(sample_ids)), f"{desc or kind}: {len(done)}/{len(sample_ids)}")
     finally:
+        results.close()
         bar.close()
     return {s: done[s] for s in sample_ids}

@@ -73,6 +73,7 @@ class Study:
         self.manifest = manifest
         self.store = ResultStore(root / "results.sqlite")
         self._handles: dict[tuple[str, str | None], ModelHandle] = {}
+        self.n_devices = 1  # GPUs each model is split over when loaded (TransformerLens n_devices)
         self._samples: dict[str, list[Sample]] = {}
 
     # ---- opening and creating -------------------------------------------------------------------
@@ -178,7 +179,8 @@ class Study:
         if key not in self._handles:
             entry = self.entry(name)
             try:
-                handle = load_model(self.model_path(name), name=name, role=entry.role, device=device)
+                handle = load_model(self.model_path(name), name=name, role=entry.role, device=device,
+                                    n_devices=self.n_devices)
             except ModelLoadError as e:
                 raise StudyError(f"model {name!r} failed to load: {e}") from None
             if name != "original" and "original" in self.manifest.models:

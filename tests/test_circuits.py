@@ -156,6 +156,35 @@ def test_cud_known_answers() -> None:
         cross_validate(vecs, labels, folds=1)
 
 
+def test_circuit_vectors_binary_and_weighted() -> None:
+    from analysis.circuits.cud import circuit_vectors
+
+    scores = np.array([[0.5, -2.0, 0.1, 3.0], [1.0, 0.0, -4.0, 0.2]])
+    circuits = [[1, 3], [2]]
+    np.testing.assert_array_equal(circuit_vectors(scores, circuits, "binary"), [[0, 1, 0, 1], [0, 0, 1, 0]])
+    np.testing.assert_allclose(circuit_vectors(scores, circuits, "weighted"), [[0, 2.0, 0, 3.0], [0, 0, 4.0, 0]])
+    # weighted Jaccard of a vector with itself is 0; on 0/1 vectors it is the set Jaccard distance
+    w = circuit_vectors(scores, circuits, "weighted")
+    assert distance(w[:1], w[0], "jaccard")[0] == pytest.approx(0.0)
+    assert distance(np.array([[1.0, 1, 0, 0]]), np.array([1.0, 0, 1, 0]), "jaccard")[0] == pytest.approx(2 / 3)
+
+
+def test_faithfulness_undefined_when_model_lacks_the_metric() -> None:
+    from analysis.circuits.eap import MIN_GAP, faithfulness
+
+    m = _toy()
+    g = Graph.of(m)
+    b = _toy_batch([1, 2])
+    keep = np.ones(g.n_edges, dtype=bool)
+    f = faithfulness(m, b, keep, "prob")
+    assert all(x == pytest.approx(1.0, abs=1e-6) for x in f.faithfulness) and f.notes == [None, None]
+    with torch.no_grad():
+        m.W_U.zero_()  # no answer preference left: full == empty == 1 / V
+    f = faithfulness(m, b, keep, "prob")
+    assert f.faithfulness == [None, None] and all("nothing for a circuit to recover" in n for n in f.notes)
+    assert abs(f.full[0] - f.empty[0]) < MIN_GAP["prob"]
+
+
 def test_bad_inputs() -> None:
     with pytest.raises(AnalysisInputError):
         EAPOptions(metric="kl")
@@ -208,3 +237,46 @@ def test_cli_circuit_and_score(small_study: Any, capsys: pytest.CaptureFixture[s
     from analysis.circuits.api import KIND
 
     assert dict(small_study.store.kinds())[KIND] >= len(small_study.forget)
+
+
+@pytest.fixture
+def app_page(small_study: Any, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], Any]:
+    import sys
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setattr(sys, "argv", ["streamlit"])
+    monkeypatch.setenv("ERASURE_STUDY", str(small_study.root))
+    views = Path(__file__).resolve().parent.parent / "app" / "views"
+    return lambda name: AppTest.from_file(str(views / name), default_timeout=300)
+
+
+def test_circuits_page(app_page: Callable[[str], Any], small_study: Any) -> None:
+    at = app_page("circuits.py").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.title[0].value == "Circuits"
+    assert len(at.get("plotly_chart")) == 2  # original and the first unlearned model side by side
+    assert len(at.dataframe) == 3  # two statistics tables and the diff
+    stats = at.dataframe[0].value
+    assert "n edges" in set(stats["statistic"]) and stats.loc[stats["statistic"] == "n edges", "value"].item() == "75"
+    at.slider(key="circ_top").set_value(20).run()
+    assert not at.exception and not at.error
+    assert at.dataframe[0].value.loc[at.dataframe[0].value["statistic"] == "n edges", "value"].item() == "20"
+    at = app_page("circuits.py")
+    at.query_params["sample"] = "ghost"
+    at.run()
+    assert not at.exception and any("ghost" in e.value for e in at.error)
+
+
+def test_difficulty_page(app_page: Callable[[str], Any], small_study: Any) -> None:
+    at = app_page("difficulty.py").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.title[0].value == "Difficulty"
+    # histogram, scatter, two anchor circuits, signature
+    assert len(at.get("plotly_chart")) == 5
+    table = at.dataframe[0].value
+    assert len(table) == len(small_study.forget) and {"id", "cud", "observed", "label"} <= set(table.columns)
+    assert table["cud"].between(0, 1).all()
+    at.selectbox(key="cud_dist").set_value("jaccard").run()
+    assert not at.exception and not at.error

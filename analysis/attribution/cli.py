@@ -86,11 +86,13 @@ def cmd_attribute(args: argparse.Namespace) -> None:
 
 def cmd_recover(args: argparse.Namespace) -> None:
     from analysis.attribution import recover
-    from analysis.study import Study
+    from analysis.distributed import executor_from_args, open_study
 
-    study = Study.open(args.study)
+    study = open_study(args)
     study.entry(args.model)
-    rep = recover(study, args.model, recovery_options(args))
+    opts = recovery_options(args)
+    with executor_from_args(args) as executor:
+        rep = recover(study, args.model, opts, executor=executor)
     obj = {"model": rep.model, "retrain": rep.retrain, "recovery_rate": rep.recovery_rate, "prob_gain": rep.prob_gain,
            "retrain_recovery_rate": rep.retrain_recovery_rate, "retrain_prob_gain": rep.retrain_prob_gain,
            "original_top1": {s: r.top1_emphasised for s, r in rep.original_results.items()},
@@ -126,6 +128,7 @@ def _attribution_arguments(sp: argparse.ArgumentParser) -> None:
 def add_parser(sub: argparse._SubParsersAction, verb: VerbFn) -> None:
     """Register `erasure attribute` and `erasure recover` through the CLI's ``verb`` helper (adds --json)."""
     from analysis.attribution import KEYWORD_SOURCES, strategy_names
+    from analysis.distributed import add_ray_arguments
 
     sp = verb(sub, "attribute", cmd_attribute,
               "unPact prompt-token contributions of a sample's answer (or before vs after over the study)")
@@ -152,3 +155,4 @@ def add_parser(sub: argparse._SubParsersAction, verb: VerbFn) -> None:
     sp.add_argument("--keywords-from", default="original", choices=list(KEYWORD_SOURCES),
                     help="whose KeyTokens to emphasise: the original model's (default) or each model's own")
     _attribution_arguments(sp)
+    add_ray_arguments(sp)

@@ -5,7 +5,7 @@ samples batched together (``attribute_samples``), stored in and loaded from the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +41,7 @@ from analysis.data.schema import Sample
 from analysis.errors import AnalysisInputError
 from analysis.models.handle import ModelHandle
 from analysis.scoring import PairBatch
-from analysis.store import ProgressFn, run_batch
+from analysis.store import ChunkJob, Compute, Executor, ProgressFn, run_batch
 
 if TYPE_CHECKING:
     from analysis.study import Study
@@ -162,28 +162,48 @@ def dataset_cached(study: Study, model: str, options: AttributionOptions | None 
     return all(i in got for i in ids)
 
 
+def _lazy_handle(study: Study, model: str, handle: ModelHandle | None) -> Callable[[], ModelHandle]:
+    """The model, loaded on first use (a job whose chunks are all stored never loads it)."""
+    cache: dict[str, ModelHandle] = {}
+
+    def get() -> ModelHandle:
+        if "h" not in cache:
+            cache["h"] = handle if handle is not None else study.load(model)
+        return cache["h"]
+
+    return get
+
+
+def make_attribution_compute(study: Study, model: str, options: AttributionOptions,
+                             handle: ModelHandle | None = None) -> Compute:
+    """The per-chunk work of ``attribute_dataset``: one batched attribution of the chunk's samples (or
+    {"error": why} per sample that cannot be attributed). Built here or in a Ray worker."""
+    by_id = {s.id: s for s in study.samples()}
+    get = _lazy_handle(study, model, handle)
+
+    def compute(chunk: list[str]) -> dict[str, Any]:
+        res, skipped = attribute_samples(get(), [by_id[i] for i in chunk], options)
+        return {**{i: r.to_dict() for i, r in res.items()}, **{i: {"error": e} for i, e in skipped.items()}}
+
+    return compute
+
+
 def attribute_dataset(study: Study, model: str, options: AttributionOptions | None = None,
                       split: str | Sequence[str] = "forget", sample_ids: Sequence[str] | None = None,
                       progress: ProgressFn | None = None, handle: ModelHandle | None = None,
-                      chunk_size: int = 64) -> DatasetAttribution:
+                      chunk_size: int = 64, executor: Executor | None = None) -> DatasetAttribution:
     """Attributions of every sample of ``split`` (or ``sample_ids``) on one model, ``chunk_size`` samples per
-    batched job stored atomically (analysis.store.run_batch: resumable, tqdm + ``progress``)."""
+    batched job stored atomically (analysis.store.run_batch: resumable, tqdm + ``progress``), here or on
+    ``executor`` (e.g. analysis.distributed.RayExecutor)."""
     opts = (options or AttributionOptions()).validated()
     ids = _sample_ids(study, split, sample_ids)
-    by_id = {s.id: s for s in study.samples()}
-    missing = [i for i in ids if i not in by_id]
+    known = {s.id for s in study.samples()}
+    missing = [i for i in ids if i not in known]
     if missing:
         raise AnalysisInputError(f"unknown sample id {missing[0]!r}")
-    cache: dict[str, ModelHandle] = {}
-
-    def compute(chunk: list[str]) -> dict[str, Any]:
-        if "h" not in cache:  # load the model only when something is left to compute
-            cache["h"] = handle if handle is not None else study.load(model)
-        res, skipped = attribute_samples(cache["h"], [by_id[i] for i in chunk], opts)
-        return {**{i: r.to_dict() for i, r in res.items()}, **{i: {"error": e} for i, e in skipped.items()}}
-
-    values = run_batch(study.store, ATTRIBUTION_KIND, [study.fingerprint(model)], opts.key(), ids, compute,
-                       chunk_size=chunk_size, progress=progress, desc=f"attribute {model}")
+    job = ChunkJob(make_attribution_compute, study, (model, opts), {"handle": handle})
+    values = run_batch(study.store, ATTRIBUTION_KIND, [study.fingerprint(model)], opts.key(), ids, job,
+                       chunk_size=chunk_size, progress=progress, desc=f"attribute {model}", executor=executor)
     return DatasetAttribution(model=model,
                               results={i: TokenAttribution.from_dict(v) for i, v in values.items() if "error" not in v},
                               skipped={i: v["error"] for i, v in values.items() if "error" in v})
@@ -291,17 +311,15 @@ def emphasis_outcomes(handle: ModelHandle, strategy: Emphasis, items: Sequence[P
     return out
 
 
-def _outcomes(study: Study, model: str, strategy: Emphasis, ids: list[str],
-              keywords: dict[str, list[int]], kw_fp: str, opts: RecoveryOptions,
-              handles: dict[str, ModelHandle] | None, progress: ProgressFn | None) -> dict[str, Outcome]:
-    """Per-sample outcomes of one strategy on one model, through the study store (resumable)."""
+def make_outcomes_compute(study: Study, model: str, strategy: Emphasis, keywords: dict[str, list[int]],
+                          batch_size: int | None, handle: ModelHandle | None = None) -> Compute:
+    """The per-chunk work of the recovery outcomes: the chunk's answers under ``strategy`` with each sample's
+    ``keywords`` emphasised, in batched forwards. Built here or in a Ray worker."""
     by_id = {s.id: s for s in study.samples()}
-    cache: dict[str, ModelHandle] = {}
+    get = _lazy_handle(study, model, handle)
 
     def compute(chunk: list[str]) -> dict[str, Any]:
-        if "h" not in cache:
-            cache["h"] = _load(study, model, handles)
-        h = cache["h"]
+        h = get()
         out: dict[str, Any] = {}
         items, kws, good = [], [], []
         for sid in chunk:
@@ -314,36 +332,46 @@ def _outcomes(study: Study, model: str, strategy: Emphasis, ids: list[str],
             kws.append(keywords.get(sid, []))
             good.append(sid)
         if good:
-            out.update(zip(good, emphasis_outcomes(h, strategy, items, kws, opts.attribution.batch_size), strict=True))
+            out.update(zip(good, emphasis_outcomes(h, strategy, items, kws, batch_size), strict=True))
         return out
 
+    return compute
+
+
+def _outcomes(study: Study, model: str, strategy: Emphasis, ids: list[str],
+              keywords: dict[str, list[int]], kw_fp: str, opts: RecoveryOptions,
+              handles: dict[str, ModelHandle] | None, progress: ProgressFn | None,
+              executor: Executor | None = None) -> dict[str, Outcome]:
+    """Per-sample outcomes of one strategy on one model, through the study store (resumable)."""
+    job = ChunkJob(make_outcomes_compute, study, (model, strategy, keywords, opts.attribution.batch_size),
+                   {"handle": (handles or {}).get(model)})
     fp = study.fingerprint(model)
     if strategy.baseline:
         models, key = [fp], {"version": OPTIONS_VERSION, "strategy": strategy.key()}
     else:
         models, key = [fp, kw_fp], {"version": OPTIONS_VERSION, "strategy": strategy.key(),
                                     "attribution": opts.attribution.key()}
-    return run_batch(study.store, RECOVERY_KIND, models, key, ids, compute, chunk_size=64, progress=progress,
-                     desc=f"{strategy.name} on {model}")
+    return run_batch(study.store, RECOVERY_KIND, models, key, ids, job, chunk_size=64, progress=progress,
+                     desc=f"{strategy.name} on {model}", executor=executor)
 
 
 def _model_results(study: Study, model: str, opts: RecoveryOptions, ids: list[str], eligible: list[str],
                    handles: dict[str, ModelHandle] | None, stages: _Stages,
-                   plain_cache: dict[str, dict[str, Outcome]]) -> dict[str, Any]:
+                   plain_cache: dict[str, dict[str, Outcome]], executor: Executor | None = None) -> dict[str, Any]:
     source = "original" if opts.keywords_from == "original" else model
     attr = attribute_dataset(study, source, opts.attribution, sample_ids=ids, progress=stages.next(),
-                             handle=(handles or {}).get(source))
+                             handle=(handles or {}).get(source), executor=executor)
     keywords = {i: r.keywords for i, r in attr.results.items()}
     kw_fp = study.fingerprint(source)
     if model not in plain_cache:
         plain_cache[model] = _outcomes(study, model, get_emphasis("none"), ids, keywords, kw_fp, opts, handles,
-                                       stages.next())
+                                       stages.next(), executor)
     else:
         stages.next()
     plain = plain_cache[model]
     out = {}
     for strat in opts.emphases():
-        emph = _outcomes(study, model, strat, ids, keywords, kw_fp, opts, handles, stages.next())
+        emph = _outcomes(study, model, strat, ids, keywords, kw_fp, opts, handles, stages.next(), executor)
         out[strat.name] = strategy_recovery(strat.name, plain, emph, eligible)
     return out
 
@@ -370,14 +398,15 @@ def recovery_cached(study: Study, model: str, options: RecoveryOptions | None = 
 
 
 def recover(study: Study, model: str, options: RecoveryOptions | None = None, progress: ProgressFn | None = None,
-            handles: dict[str, ModelHandle] | None = None) -> RecoveryReport:
+            handles: dict[str, ModelHandle] | None = None, executor: Executor | None = None) -> RecoveryReport:
     """Keyword-emphasis recovery of ``model`` on the forget set, with the same numbers on the retrain control
     (study.manifest.retrain) and on the original model. Every per-sample outcome is stored in the study store
     (resumable; a second call is instant).
 
     Keywords: the KeyTokens of the original model's attribution of each forget sample (``keywords_from``
     "original"), or of each model's own attribution ("self"). Eligible samples, the recovery-rate
-    denominator and the probability gain are defined in analysis.attribution.result.StrategyRecovery."""
+    denominator and the probability gain are defined in analysis.attribution.result.StrategyRecovery.
+    Every batch job runs here or on ``executor`` (e.g. analysis.distributed.RayExecutor)."""
     opts = (options or RecoveryOptions()).validated()
     study.entry(model)
     if "original" not in study.manifest.models:
@@ -392,9 +421,10 @@ def recover(study: Study, model: str, options: RecoveryOptions | None = None, pr
     names = list(dict.fromkeys(["original", model, *([retrain] if retrain else [])]))
     stages = _Stages(progress, per_model * len(names))
     plain: dict[str, dict[str, Outcome]] = {}
-    plain["original"] = _outcomes(study, "original", get_emphasis("none"), ids, {}, "", opts, handles, None)
+    plain["original"] = _outcomes(study, "original", get_emphasis("none"), ids, {}, "", opts, handles, None,
+                                  executor)
     eligible = [i for i in ids if plain["original"][i].get("correct")]
-    results = {n: _model_results(study, n, opts, ids, eligible, handles, stages, plain) for n in names}
+    results = {n: _model_results(study, n, opts, ids, eligible, handles, stages, plain, executor) for n in names}
     if progress:
         progress(1.0, "recovery done")
     return RecoveryReport(model=model, retrain=retrain, strategies=list(opts.strategies or ()), options=opts.key(),

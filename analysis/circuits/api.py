@@ -20,38 +20,92 @@ from analysis.circuits.cud import (
 from analysis.circuits.eap import EAPOptions, baseline_outputs, edge_scores, faithfulness
 from analysis.circuits.graph import Graph
 from analysis.circuits.selection import circuit_stats, edge_mask, greedy_circuit
+from analysis.data.schema import Sample
 from analysis.errors import AnalysisInputError
-from analysis.scoring import make_batch, score_answers
-from analysis.store import ProgressFn, run_batch
+from analysis.models.device import memory_budget
+from analysis.models.handle import ModelHandle
+from analysis.scoring import default_batch_size, encode_pair, make_batch, score_answers
+from analysis.store import ChunkJob, Compute, Executor, ProgressFn, run_batch
 
 KIND = "eap_ig"
 VERSION = 1
+MAX_BATCH = 32  # samples per EAP-IG batch (and per stored chunk) when memory allows
+
+
+def one_device(handle: ModelHandle) -> ModelHandle:
+    """EAP-IG stacks every layer's node outputs in one tensor: a model split over GPUs cannot run it."""
+    if int(handle.model.cfg.n_devices) > 1:
+        raise AnalysisInputError(f"EAP-IG needs {handle.name!r} on one device; it is split over "
+                                 f"{handle.model.cfg.n_devices} (--n-devices 1)")
+    return handle
+
+
+def eap_batch_size(handle: ModelHandle, seq_len: int, cap: int = MAX_BATCH) -> int:
+    """Samples per EAP-IG batch: at most ``cap``, fewer when a batch's node outputs and gradients
+    ([T, nodes, d_model] per sample, several copies) and its forward/backward activations would not fit the
+    memory budget (half the free memory of a GPU, 1 GiB on the CPU: analysis.models.device.memory_budget)."""
+    g = Graph.of(handle.model)
+    budget = memory_budget(handle.device)
+    node_bytes = seq_len * int(handle.model.cfg.d_model) * 4 * (4 * len(g.upstream) + 2 * len(g.downstream))
+    by_nodes = (budget // 2) // max(node_bytes, 1)
+    by_activations = default_batch_size(handle, seq_len=seq_len, budget_bytes=budget // 2) // 3
+    return int(max(1, min(cap, by_nodes, by_activations)))
+
+
+def _todo_batch_size(handle: ModelHandle, todo: Sequence[Sample]) -> int:
+    """:func:`eap_batch_size` for the longest prompt + answer still to score."""
+    longest = max(sum(map(len, encode_pair(handle.tokenizer, s.prompt, s.answer, handle.prepend_bos)))
+                  for s in todo)
+    return eap_batch_size(handle, longest)
+
+
+def make_edge_scores_compute(study: Any, model: str, options: EAPOptions, handle: ModelHandle | None = None
+                             ) -> Compute:
+    """The per-chunk work of ``sample_edge_scores``: one EAP-IG batch per chunk, scores rounded to 6
+    significant digits for the store. Built here or in a Ray worker from the same arguments."""
+    by_id = {s.id: s for s in study.samples()}
+    state: dict[str, Any] = {}
+
+    def compute(chunk: list[str]) -> dict[str, Any]:
+        if "handle" not in state:  # load the model only when something is left to compute
+            h = state["handle"] = one_device(handle if handle is not None else study.load(model))
+            state["reference"] = None
+            if options.baseline == "mean":
+                ref = study.retain[:64] or study.forget[:64]
+                state["reference"] = make_batch(h, [s.prompt for s in ref], [s.answer for s in ref])
+        h = state["handle"]
+        ss = [by_id[i] for i in chunk]
+        batch = make_batch(h, [s.prompt for s in ss], [s.answer for s in ss])
+        scores = edge_scores(h.model, batch, options, reference=state["reference"])
+        return {i: [float(f"{x:.6g}") for x in row] for i, row in zip(chunk, scores, strict=True)}
+
+    return compute
 
 
 def sample_edge_scores(study: Any, model: str, sample_ids: Sequence[str], options: EAPOptions | None = None,
-                       batch_size: int = 32, progress: ProgressFn | None = None) -> dict[str, np.ndarray]:
-    """{id: [E] EAP-IG scores} on ``model``, computed in batches and stored per sample (resumable)."""
+                       batch_size: int | None = None, progress: ProgressFn | None = None,
+                       executor: Executor | None = None) -> dict[str, np.ndarray]:
+    """{id: [E] EAP-IG scores} on ``model``, computed in batches of ``batch_size`` samples (default:
+    :func:`eap_batch_size`) and stored per sample (resumable), here or on ``executor`` (e.g. Ray)."""
     opts = options or EAPOptions()
     if opts.baseline == "corrupted":
         raise AnalysisInputError("the study-level scorer supports the zero and mean baselines")
-    handle = study.load(model)
+    if batch_size is not None and batch_size < 1:
+        raise AnalysisInputError(f"batch size must be at least 1, got {batch_size}")
     by_id = {s.id: s for s in study.samples()}
     for sid in sample_ids:
         if sid not in by_id:
             raise AnalysisInputError(f"unknown sample id {sid!r}")
-    reference = None
-    if opts.baseline == "mean":
-        ref = study.retain[:64] or study.forget[:64]
-        reference = make_batch(handle, [s.prompt for s in ref], [s.answer for s in ref])
-
-    def compute(chunk: list[str]) -> dict[str, Any]:
-        ss = [by_id[i] for i in chunk]
-        batch = make_batch(handle, [s.prompt for s in ss], [s.answer for s in ss])
-        scores = edge_scores(handle.model, batch, opts, reference=reference)
-        return {i: [float(f"{x:.6g}") for x in row] for i, row in zip(chunk, scores, strict=True)}
-
-    got = run_batch(study.store, KIND, study.fingerprint(model), {**opts.to_dict(), "version": VERSION},
-                    list(sample_ids), compute, chunk_size=batch_size, progress=progress, desc=f"EAP-IG {model}")
+    key = {**opts.to_dict(), "version": VERSION}
+    fp = study.fingerprint(model)
+    if batch_size is None:
+        stored = study.store.get_many(KIND, fp, key, sample_ids)
+        todo = [by_id[i] for i in sample_ids if i not in stored]
+        # the memory rule needs the model: only load it when something is left to compute
+        batch_size = _todo_batch_size(study.load(model), todo) if todo else MAX_BATCH
+    job = ChunkJob(make_edge_scores_compute, study, (model, opts))
+    got = run_batch(study.store, KIND, fp, key, list(sample_ids), job, chunk_size=batch_size, progress=progress,
+                    desc=f"EAP-IG {model}", executor=executor)
     return {k: np.asarray(v, dtype=float) for k, v in got.items()}
 
 
@@ -76,7 +130,7 @@ def circuit_for_sample(study: Any, model: str, sample_id: str, top_n: int = 75,
     if top_n < 1:
         raise AnalysisInputError(f"--top must be >= 1, got {top_n}")
     sample = study.sample(sample_id)
-    handle = study.load(model)
+    handle = one_device(study.load(model))
     g = Graph.of(handle.model)
     scores = sample_edge_scores(study, model, [sample_id], opts)[sample_id]
     circuit = greedy_circuit(g, scores, top_n)
@@ -88,7 +142,7 @@ def circuit_for_sample(study: Any, model: str, sample_id: str, top_n: int = 75,
                                 reference=make_batch(handle, [s.prompt for s in ref], [s.answer for s in ref]))
     f = faithfulness(handle.model, batch, edge_mask(g, circuit)[None], opts.metric, base)
     faith = {"faithfulness": f.faithfulness[0], "metric_full": f.full[0], "metric_circuit": f.circuit[0],
-             "metric_empty": f.empty[0], "metric": opts.metric,
+             "metric_empty": f.empty[0], "metric": opts.metric, "note": f.notes[0],
              "definition": "(metric_circuit - metric_empty) / (metric_full - metric_empty)"}
     edges = [{"src": e.src, "dst": e.dst, "score": float(s)} for e, s in zip(g.edges, scores, strict=True)]
     return CircuitResult(model, sample_id, g.nodes, edges, circuit, faith, circuit_stats(g, scores, circuit),
@@ -100,14 +154,17 @@ SIGNATURE_KEYS = ("mean_edge_layer", "mean_path_length", "longest_path", "last_t
 
 def score_study(study: Any, distance: str = "cosine", top_n: int = 75, options: EAPOptions | None = None,
                 vector: str = "binary", quantile: float = 0.3, folds: int = 5, seed: int = 0,
-                progress: ProgressFn | None = None) -> CUDReport:
+                progress: ProgressFn | None = None, executor: Executor | None = None,
+                batch_size: int | None = None) -> CUDReport:
     """Cross-validated CUD of every forget sample on the original model, with baselines and the
-    depth / path-length signature of easy vs hard circuits (see :mod:`analysis.circuits.cud`)."""
+    depth / path-length signature of easy vs hard circuits (see :mod:`analysis.circuits.cud`). The per-sample
+    edge scores run here or on ``executor`` (e.g. analysis.distributed.RayExecutor)."""
     if distance not in DISTANCES:
         raise AnalysisInputError(f"unknown distance {distance!r} (expected one of {', '.join(DISTANCES)})")
     opts = options or EAPOptions()
     lab = difficulty_labels(study, quantile)
-    scores_by_id = sample_edge_scores(study, "original", lab.ids, opts, progress=progress)
+    scores_by_id = sample_edge_scores(study, "original", lab.ids, opts, batch_size=batch_size, progress=progress,
+                                      executor=executor)
     g = Graph.of(study.load("original").model)
     scores = np.stack([scores_by_id[i] for i in lab.ids])
     circuits = [greedy_circuit(g, s, top_n) for s in scores]
@@ -137,5 +194,8 @@ def score_study(study: Any, distance: str = "cosine", top_n: int = 75, options: 
                   "methods": lab.methods, "baselines": baselines,
                   "note": "CUD is out-of-fold; baselines need no fitting. original_loss predicts harder for "
                           "lower loss; exposures predicts harder for more exposures."}
+    anchors = {name: [float(f"{x:.6g}") for x in vecs[lab.labels == code].mean(0)]
+               for name, code in (("easy", -1), ("hard", 1)) if (lab.labels == code).any()}
     return CUDReport(lab.ids, score.tolist(), lab.observed.tolist(), lab.labels.tolist(), distance, validation,
-                     signature, {**opts.to_dict(), "top_n": top_n, "vector": vector, "quantile": quantile})
+                     signature, {**opts.to_dict(), "top_n": top_n, "vector": vector, "quantile": quantile},
+                     anchors)

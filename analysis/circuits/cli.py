@@ -40,11 +40,12 @@ def cmd_circuit(args: argparse.Namespace) -> None:
 
 def cmd_score(args: argparse.Namespace) -> None:
     from analysis.circuits.api import score_study
-    from analysis.study import Study
+    from analysis.distributed import executor_from_args, open_study
 
-    study = Study.open(args.study)
-    rep = score_study(study, distance=args.distance, top_n=args.top, options=_opts(args), vector=args.vector,
-                      quantile=args.quantile, folds=args.folds, seed=args.seed)
+    with executor_from_args(args) as executor:
+        rep = score_study(open_study(args), distance=args.distance, top_n=args.top, options=_opts(args),
+                          vector=args.vector, quantile=args.quantile, folds=args.folds, seed=args.seed,
+                          executor=executor)
     obj = {"samples": [{"id": i, "cud": c, "observed": o, "label": lb}
                        for i, c, o, lb in zip(rep.ids, rep.cud, rep.observed, rep.labels, strict=True)],
            "validation": rep.validation, "signature": rep.signature, "options": rep.options}
@@ -78,6 +79,7 @@ def _common(sp: argparse.ArgumentParser) -> None:
 def add_parser(sub: argparse._SubParsersAction, verb: VerbFn) -> None:
     """Register `erasure circuit` and `erasure score` through the CLI's ``verb`` helper (adds --json)."""
     from analysis.circuits.cud import DISTANCES
+    from analysis.distributed import add_ray_arguments
 
     sp = verb(sub, "circuit", cmd_circuit, "EAP-IG edge scores and the greedy circuit of one sample")
     sp.add_argument("study")
@@ -93,3 +95,4 @@ def add_parser(sub: argparse._SubParsersAction, verb: VerbFn) -> None:
     sp.add_argument("--folds", type=int, default=5)
     sp.add_argument("--seed", type=int, default=0)
     _common(sp)
+    add_ray_arguments(sp)

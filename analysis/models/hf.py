@@ -309,9 +309,10 @@ def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
 # ----------------------------------------------------------------------------------------------- load
 
 
-def load_hf_dir(path: Path, device: torch.device, dtype: torch.dtype
+def load_hf_dir(path: Path, device: torch.device, dtype: torch.dtype, n_devices: int = 1
                 ) -> tuple[HookedTransformer, PreTrainedTokenizerBase, dict[str, Any]]:
-    """Load a local HF causal-LM checkpoint directory into an unprocessed HookedTransformer on ``device``."""
+    """Load a local HF causal-LM checkpoint directory into an unprocessed HookedTransformer on ``device``
+    (split over ``n_devices`` GPUs from ``device`` on when > 1)."""
     from transformer_lens import HookedTransformer, HookedTransformerConfig
     from transformers import AutoConfig
 
@@ -337,7 +338,7 @@ def load_hf_dir(path: Path, device: torch.device, dtype: torch.dtype
     try:
         cfg = HookedTransformerConfig(
             **arch_cfg, model_name=path.name, tokenizer_name=str(path), device=str(device), dtype=dtype,
-            init_weights=False, default_prepend_bos=default_prepend_bos(arch, tokenizer))
+            n_devices=n_devices, init_weights=False, default_prepend_bos=default_prepend_bos(arch, tokenizer))
     except (AssertionError, TypeError, ValueError) as e:
         raise ModelLoadError(f"{path / 'config.json'} gives an invalid TransformerLens config: {_one_line(e)}"
                              ) from None

@@ -29,8 +29,8 @@ def organism_config(model: HookedTransformer) -> dict[str, Any]:
 
 
 def build_hooked(arch: dict[str, Any], tokenizer: PreTrainedTokenizerBase | None, device: torch.device | str,
-                 dtype: torch.dtype = torch.float32, seed: int | None = None) -> HookedTransformer:
-    cfg = HookedTransformerConfig(**arch, device=str(device), dtype=dtype, seed=seed,
+                 dtype: torch.dtype = torch.float32, seed: int | None = None, n_devices: int = 1) -> HookedTransformer:
+    cfg = HookedTransformerConfig(**arch, device=str(device), dtype=dtype, seed=seed, n_devices=n_devices,
                                   original_architecture="ErasureOrganism", model_name="erasure-organism")
     return HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=True)
 
@@ -58,7 +58,7 @@ def save_organism_dir(model: HookedTransformer, tokenizer: PreTrainedTokenizerBa
     return out
 
 
-def load_organism_dir(path: Path, device: torch.device, dtype: torch.dtype
+def load_organism_dir(path: Path, device: torch.device, dtype: torch.dtype, n_devices: int = 1
                       ) -> tuple[HookedTransformer, PreTrainedTokenizerBase, dict[str, Any]]:
     try:
         config = json.loads((path / ORGANISM_CONFIG).read_text())
@@ -75,7 +75,7 @@ def load_organism_dir(path: Path, device: torch.device, dtype: torch.dtype
         state = load_file(str(path / WEIGHTS))
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelLoadError(f"corrupt or truncated weights in {path / WEIGHTS}: {e}") from None
-    model = build_hooked(arch, tokenizer, device, dtype)
+    model = build_hooked(arch, tokenizer, device, dtype, n_devices=n_devices)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith((".IGNORE", ".mask"))]
     if missing or unexpected:

@@ -29,13 +29,14 @@ def cmd_sae_train(args: argparse.Namespace) -> None:
 
 
 def cmd_restore(args: argparse.Namespace) -> None:
+    from analysis.distributed import executor_from_args, open_study
     from analysis.sae import restore
-    from analysis.study import Study
 
-    study = Study.open(args.study)
+    study = open_study(args)
     alphas = [float(a) for a in args.alphas.split(",")] if args.alphas else None
     kw: dict[str, Any] = {"alphas": alphas} if alphas else {}
-    r = restore(study, args.model, layer=args.layer, k=args.k, **kw)
+    with executor_from_args(args) as executor:
+        r = restore(study, args.model, layer=args.layer, k=args.k, executor=executor, **kw)
     obj = {"model": r.model, "verdict": r.verdict, "restoration_rate": r.restoration_rate,
            "restoration_rate_net": r.restoration_rate_net, "feature_retention": r.feature_retention,
            "probe_accuracy": r.probe_accuracy, "per_alpha": r.per_alpha,
@@ -52,6 +53,8 @@ def cmd_restore(args: argparse.Namespace) -> None:
 
 def add_parser(sub: argparse._SubParsersAction, verb: VerbFn) -> None:
     """Register `erasure sae train` and `erasure restore` through the CLI's ``verb`` helper (adds --json)."""
+    from analysis.distributed import add_ray_arguments
+
     sae = sub.add_parser("sae", help="sparse autoencoders on the original model")
     sae_sub = sae.add_subparsers(dest="sub", required=True, parser_class=type(sae))
     sp = verb(sae_sub, "train", cmd_sae_train, "train (or load the cached) TopK SAE on the original model")
@@ -68,3 +71,4 @@ def add_parser(sub: argparse._SubParsersAction, verb: VerbFn) -> None:
     sp.add_argument("--layer", type=int, default=None, help="layer of the SAE (default n_layers // 2)")
     sp.add_argument("--k", type=int, default=16)
     sp.add_argument("--alphas", default=None, help="comma-separated steering strengths (default 1,2,5,10)")
+    add_ray_arguments(sp)

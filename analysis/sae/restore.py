@@ -39,6 +39,7 @@ from analysis.sae.features import ExpertFeatures, find_expert_features, last_pro
 from analysis.sae.probe import ProbeResult, run_probe
 from analysis.sae.train import TrainedSAE, load_sae
 from analysis.scoring import PairBatch, answer_correct, make_batch
+from analysis.store import ChunkJob, Compute, Executor, map_chunks
 
 ALPHAS: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0)
 PROBE_MARGIN = 0.25
@@ -301,16 +302,28 @@ def _check(study: Any, model: str) -> str:
 
 
 def restore(study: Any, model: str, layer: int | None = None, k: int = 16, alphas: Sequence[float] = ALPHAS,
-            trained: TrainedSAE | None = None, use_store: bool = True) -> RestorationReport:
+            trained: TrainedSAE | None = None, use_store: bool = True,
+            executor: Executor | None = None) -> RestorationReport:
     """Restoration report of ``model`` against the study's retrain control (stored in the study store)."""
-    return restore_all(study, [model], layer=layer, k=k, alphas=alphas, trained=trained, use_store=use_store)[model]
+    return restore_all(study, [model], layer=layer, k=k, alphas=alphas, trained=trained, use_store=use_store,
+                       executor=executor)[model]
+
+
+def make_signals_compute(study: Any, sae_path: str, experts: ExpertFeatures, alphas: Sequence[float],
+                         trained: TrainedSAE | None = None) -> Compute:
+    """The per-model work of ``restore_all``: ``compute(names) -> {name: Signals}`` with the SAE at
+    ``sae_path`` (``trained`` when already loaded). Built here or in a Ray worker."""
+    sae = trained or load_sae(study, path=sae_path)
+    return lambda names: {n: model_signals(study, n, sae, experts, alphas) for n in names}
 
 
 def restore_all(study: Any, names: Sequence[str] | None = None, layer: int | None = None, k: int = 16,
                 alphas: Sequence[float] = ALPHAS, trained: TrainedSAE | None = None,
-                use_store: bool = True) -> dict[str, RestorationReport]:
+                use_store: bool = True, executor: Executor | None = None) -> dict[str, RestorationReport]:
     """Reports for ``names`` (default: every non-original model), sharing the SAE, the expert features and
-    the retrain control's signals; each report is read from / written to the study store."""
+    the retrain control's signals; each report is read from / written to the study store as soon as its
+    model's signals are in. The signals of each model are computed here or, one model per worker, on
+    ``executor`` (e.g. analysis.distributed.RayExecutor)."""
     names = [n for n in study.model_names if n != "original"] if names is None else list(names)
     ref_name = ""
     for n in names:
@@ -328,10 +341,13 @@ def restore_all(study: Any, names: Sequence[str] | None = None, layer: int | Non
             todo.append((n, fps))
     if todo:
         experts = find_expert_features(study.load("original"), trained, study.forget, study.retain)
-        ref = model_signals(study, ref_name, trained, experts, alphas)
-        for n, fps in todo:
-            sig = ref if n == ref_name else model_signals(study, n, trained, experts, alphas)
-            out[n] = compare(sig, ref, options)
-            if use_store:
-                study.store.put(KIND, fps, options, out[n].to_dict())
+        job = ChunkJob(make_signals_compute, study, (str(trained.path), experts, tuple(alphas)), {"trained": trained})
+        pending, signals = dict(todo), {}
+        for _, values in map_chunks(job, [[ref_name], *[[n] for n in pending if n != ref_name]], executor):
+            signals.update(values)
+            for n in [n for n in pending if n in signals and ref_name in signals]:
+                out[n] = compare(signals[n], signals[ref_name], options)
+                if use_store:
+                    study.store.put(KIND, pending[n], options, out[n].to_dict())
+                del pending[n]
     return {n: out[n] for n in names}

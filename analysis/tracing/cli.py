@@ -35,12 +35,17 @@ def _grid(rows: list[list[float | None]], row_labels: list[str], col_labels: lis
 
 
 def cmd_trace(args: argparse.Namespace) -> None:
-    from analysis.study import Study
-    from analysis.tracing import trace_dataset, trace_sample
+    from analysis.distributed import executor_from_args, open_study
 
     if bool(args.sample) == bool(args.all):
         raise AnalysisInputError("give either --sample ID or --all")
-    study = Study.open(args.study)
+    with executor_from_args(args, batch=args.all) as executor:
+        _trace(args, open_study(args), executor)
+
+
+def _trace(args: argparse.Namespace, study: Any, executor: Any) -> None:
+    from analysis.tracing import trace_dataset, trace_sample
+
     study.entry(args.model)
     opts = _options(args)
     if args.sample:
@@ -54,7 +59,7 @@ def cmd_trace(args: argparse.Namespace) -> None:
                       _grid(rows, [f"layer {layer}" for layer in r.layers], cols)]
         _print(args, obj, "\n".join(lines))
         return
-    a = trace_dataset(study, args.model, opts, split=args.split)
+    a = trace_dataset(study, args.model, opts, split=args.split, executor=executor)
     obj = {**a.to_dict(), "model": args.model, "fingerprint": a.model, "split": args.split}
     lines = [f"{args.model}: average indirect effect over {a.n_samples} {args.split} samples "
              f"(clean {a.clean:.4f}, corrupted {a.corrupted:.4f})"
@@ -67,6 +72,7 @@ def cmd_trace(args: argparse.Namespace) -> None:
 
 def add_parser(sub: argparse._SubParsersAction, verb: VerbFn) -> None:
     """Register `erasure trace` on the CLI's subparsers, through the CLI's ``verb`` helper (adds --json)."""
+    from analysis.distributed import add_ray_arguments
     from analysis.tracing.corruptions import CORRUPTIONS
     from analysis.tracing.options import KINDS, METRICS
 
@@ -88,3 +94,4 @@ def add_parser(sub: argparse._SubParsersAction, verb: VerbFn) -> None:
     sp.add_argument("--samples", type=int, default=10, help="noise samples (default 10)")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--scale", type=float, default=3.0, help="noise std in units of the subject-embedding std")
+    add_ray_arguments(sp)

@@ -38,7 +38,6 @@ from analysis.tracing.corruptions import Corrupted
 from analysis.tracing.options import KINDS, METRICS, window_layers
 from analysis.tracing.tokens import TraceInput
 
-CPU_BUDGET_BYTES = 1 << 30
 # A block's fixed cost per forward, in FLOP at CPU speed: ~1 ms of TransformerLens Python, hooks and small kernels at
 # ~40 GFLOP/s, measured on the organism (benchmarks/bench_tracing.py). It only steers how rows are grouped.
 FORWARD_OVERHEAD_FLOP = 4e7
@@ -128,19 +127,6 @@ class TraceScores:
     scores: dict[str, np.ndarray]  # kind -> [n_layers, prompt_len]
     other_token: int | None
     n_forwards: int
-
-
-def budget_rows(handle: ModelHandle, seq_len: int, budget_bytes: int | None) -> int:
-    """Rows per patched forward: the project's batch-size rule applied to this trace's memory budget
-    (1 GiB on the CPU; half the free memory of a GPU)."""
-    if budget_bytes is None:
-        dev = handle.device
-        if dev.type == "cuda" and torch.cuda.is_available():
-            free, _ = torch.cuda.mem_get_info(dev)
-            budget_bytes = int(free * 0.5)
-        else:
-            budget_bytes = CPU_BUDGET_BYTES
-    return default_batch_size(handle, seq_len=seq_len, budget_bytes=budget_bytes)
 
 
 def _saver(store: dict[str, torch.Tensor]) -> HookFn:
@@ -264,7 +250,9 @@ def run_trace(handle: ModelHandle, inp: TraceInput, corrupted: Corrupted, kinds:
     # Positions before the first corrupted one are never changed: their cells are the corrupted metric.
     t0 = min(first_corrupted_position(inp, corrupted), P)
     starts = sorted({c.start for c in cells})
-    max_rows = budget_rows(handle, T, budget_bytes)
+    # Rows per patched forward: the project's batch-size rule under this trace's memory budget (default:
+    # analysis.models.device.memory_budget).
+    max_rows = default_batch_size(handle, seq_len=T, budget_bytes=budget_bytes)
     by_start: dict[int, list[int]] = defaultdict(list)
     for i, c in enumerate(cells):
         by_start[c.start].append(i)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from analysis.data.schema import Sample
 from analysis.errors import AnalysisInputError
 from analysis.models.handle import ModelHandle
-from analysis.store import ProgressFn, run_batch
+from analysis.store import ChunkJob, Compute, Executor, ProgressFn, run_batch
 from analysis.tracing.corruptions import get_corruption
 from analysis.tracing.engine import run_trace
 from analysis.tracing.options import KINDS, STORE_KIND, TraceOptions
@@ -108,35 +108,50 @@ def dataset_cached(study: Study, model: str, options: TraceOptions | None = None
     return bool(ids) and all(i in got for i in ids)
 
 
+def make_trace_compute(study: Study, model: str, options: TraceOptions, handle: ModelHandle | None = None
+                       ) -> Compute:
+    """The per-chunk work of ``trace_dataset``: each sample's trace (or {"error": why} for a sample that
+    cannot be traced) as a stored dict. Built here or in a Ray worker from the same arguments."""
+    by_id = {s.id: s for s in study.samples()}
+    loaded: dict[str, ModelHandle] = {}
+
+    def compute(chunk: list[str]) -> dict[str, Any]:
+        if "h" not in loaded:  # load the model only when something is left to compute
+            loaded["h"] = _load(study, model, handle)
+        h = loaded["h"]
+        pool = study_pool(study, h)
+        out: dict[str, Any] = {}
+        for sid in chunk:
+            try:
+                out[sid] = trace(h, by_id[sid], pool, options).to_dict()
+            except AnalysisInputError as e:
+                out[sid] = {"error": str(e)}
+        return out
+
+    return compute
+
+
 def trace_dataset(study: Study, model: str, options: TraceOptions | None = None, split: str = "forget",
                   sample_ids: Sequence[str] | None = None, progress: ProgressFn | None = None,
-                  handle: ModelHandle | None = None, chunk_size: int = 4) -> AIEResult:
+                  handle: ModelHandle | None = None, chunk_size: int = 4,
+                  executor: Executor | None = None) -> AIEResult:
     """Grouped average indirect effects over ``split`` (or ``sample_ids``) on one model. Each sample's trace
-    is stored as it is computed (analysis.store.run_batch: resumable, tqdm progress, ``progress`` callback);
-    samples that cannot be traced (no subject) are skipped and reported in ``skipped``."""
+    is stored as it is computed (analysis.store.run_batch: resumable, tqdm progress, ``progress`` callback),
+    in this process or on ``executor`` (e.g. analysis.distributed.RayExecutor); samples that cannot be
+    traced (no subject) are skipped and reported in ``skipped``."""
     h = _load(study, model, handle)
     opts = _dataset_options(options, h.n_layers)
     ids = list(sample_ids) if sample_ids is not None else dataset_sample_ids(study, split)
     if not ids:
         raise AnalysisInputError(f"no {split} samples to trace")
-    by_id = {s.id: s for s in study.samples()}
-    missing = [i for i in ids if i not in by_id]
+    known = {s.id for s in study.samples()}
+    missing = [i for i in ids if i not in known]
     if missing:
         raise AnalysisInputError(f"unknown sample id {missing[0]!r}")
-    pool = study_pool(study, h)
-
-    def compute(chunk: list[str]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for sid in chunk:
-            try:
-                out[sid] = trace(h, by_id[sid], pool, opts).to_dict()
-            except AnalysisInputError as e:
-                out[sid] = {"error": str(e)}
-        return out
-
+    job = ChunkJob(make_trace_compute, study, (model, opts), {"handle": h})
     fp = study.fingerprint(model)
-    values = run_batch(study.store, STORE_KIND, [fp], opts.key(), ids, compute, chunk_size=chunk_size,
-                       progress=progress, desc=f"trace {model}")
+    values = run_batch(study.store, STORE_KIND, [fp], opts.key(), ids, job, chunk_size=chunk_size,
+                       progress=progress, desc=f"trace {model}", executor=executor)
     results = [TraceResult.from_dict(v) for v in values.values() if "error" not in v]
     skipped = {sid: v["error"] for sid, v in values.items() if "error" in v}
     if not results:
