@@ -280,3 +280,27 @@ def test_difficulty_page(app_page: Callable[[str], Any], small_study: Any) -> No
     assert table["cud"].between(0, 1).all()
     at.selectbox(key="cud_dist").set_value("jaccard").run()
     assert not at.exception and not at.error
+
+
+def test_corrupted_baseline_is_tracings_token_replacement(organism: Any, small_study: Any) -> None:
+    from analysis.circuits.api import sample_edge_scores, subject_replaced
+    from analysis.scoring import make_batch
+    from analysis.tracing import SubjectPool, TraceOptions, get_corruption, trace_input
+
+    ss = small_study.forget[:3]
+    pool = SubjectPool.from_samples(organism.tokenizer, small_study.samples())
+    batch = make_batch(organism, [s.prompt for s in ss], [s.answer for s in ss])
+    corrupted = subject_replaced(organism, ss, batch, pool, seed=4)
+    for row, s in enumerate(ss):
+        inp = trace_input(organism, s)
+        want = get_corruption("str").corrupt(organism, inp, pool, TraceOptions(corruption="str", seed=4)).tokens[0]
+        assert corrupted[row, :len(inp.ids)].tolist() == want.tolist()
+        assert corrupted[row, len(inp.ids):].tolist() == batch.tokens[row, len(inp.ids):].tolist()  # padding
+    opts = EAPOptions(baseline="corrupted", steps=2, seed=4)
+    got = sample_edge_scores(small_study, "original", [s.id for s in ss], opts)
+    direct = edge_scores(organism.model, batch, opts, corrupted=corrupted)
+    for row, s in enumerate(ss):
+        np.testing.assert_allclose(got[s.id], direct[row], rtol=1e-5, atol=1e-9)
+    no_subject = next(s for s in small_study.samples() if not s.subject)
+    with pytest.raises(AnalysisInputError, match="no subject"):
+        sample_edge_scores(small_study, "original", [no_subject.id], opts)

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from analysis.circuits.cud import (
     DISTANCES,
@@ -24,8 +25,10 @@ from analysis.data.schema import Sample
 from analysis.errors import AnalysisInputError
 from analysis.models.device import memory_budget
 from analysis.models.handle import ModelHandle
-from analysis.scoring import default_batch_size, encode_pair, make_batch, score_answers
+from analysis.scoring import PairBatch, default_batch_size, encode_pair, make_batch, score_answers
 from analysis.store import ChunkJob, Compute, Executor, ProgressFn, run_batch
+from analysis.tracing.corruptions.replace import pick_replacement
+from analysis.tracing.tokens import SubjectPool, trace_input
 
 KIND = "eap_ig"
 VERSION = 1
@@ -59,6 +62,21 @@ def _todo_batch_size(handle: ModelHandle, todo: Sequence[Sample]) -> int:
     return eap_batch_size(handle, longest)
 
 
+def subject_replaced(handle: ModelHandle, samples: Sequence[Sample], batch: PairBatch, pool: SubjectPool,
+                     seed: int) -> torch.Tensor:
+    """The corrupted baseline input: ``batch.tokens`` with each sample's subject replaced by another subject
+    of the study with as many tokens (symmetric token replacement, the same choice causal tracing makes for
+    this seed), so positions and padding are unchanged."""
+    tokens = batch.tokens.clone()
+    for row, s in enumerate(samples):
+        inp = trace_input(handle, s)
+        if tuple(tokens[row, :len(inp.ids)].tolist()) != inp.ids:
+            raise RuntimeError(f"sample {s.id!r}: batch tokens and trace tokens disagree")
+        s0, s1 = inp.subject_range
+        tokens[row, s0:s1] = tokens.new_tensor(pick_replacement(inp.subject_ids, pool, seed))
+    return tokens
+
+
 def make_edge_scores_compute(study: Any, model: str, options: EAPOptions, handle: ModelHandle | None = None
                              ) -> Compute:
     """The per-chunk work of ``sample_edge_scores``: one EAP-IG batch per chunk, scores rounded to 6
@@ -73,10 +91,14 @@ def make_edge_scores_compute(study: Any, model: str, options: EAPOptions, handle
             if options.baseline == "mean":
                 ref = study.retain[:64] or study.forget[:64]
                 state["reference"] = make_batch(h, [s.prompt for s in ref], [s.answer for s in ref])
+            if options.baseline == "corrupted":
+                state["pool"] = SubjectPool.from_samples(h.tokenizer, study.samples())
         h = state["handle"]
         ss = [by_id[i] for i in chunk]
         batch = make_batch(h, [s.prompt for s in ss], [s.answer for s in ss])
-        scores = edge_scores(h.model, batch, options, reference=state["reference"])
+        corrupted = (subject_replaced(h, ss, batch, state["pool"], options.seed)
+                     if options.baseline == "corrupted" else None)
+        scores = edge_scores(h.model, batch, options, corrupted=corrupted, reference=state["reference"])
         return {i: [float(f"{x:.6g}") for x in row] for i, row in zip(chunk, scores, strict=True)}
 
     return compute
@@ -88,8 +110,6 @@ def sample_edge_scores(study: Any, model: str, sample_ids: Sequence[str], option
     """{id: [E] EAP-IG scores} on ``model``, computed in batches of ``batch_size`` samples (default:
     :func:`eap_batch_size`) and stored per sample (resumable), here or on ``executor`` (e.g. Ray)."""
     opts = options or EAPOptions()
-    if opts.baseline == "corrupted":
-        raise AnalysisInputError("the study-level scorer supports the zero and mean baselines")
     if batch_size is not None and batch_size < 1:
         raise AnalysisInputError(f"batch size must be at least 1, got {batch_size}")
     by_id = {s.id: s for s in study.samples()}
@@ -140,6 +160,10 @@ def circuit_for_sample(study: Any, model: str, sample_id: str, top_n: int = 75,
         ref = study.retain[:64] or study.forget[:64]
         base = baseline_outputs(handle.model, g, batch, "mean",
                                 reference=make_batch(handle, [s.prompt for s in ref], [s.answer for s in ref]))
+    if opts.baseline == "corrupted":
+        pool = SubjectPool.from_samples(handle.tokenizer, study.samples())
+        base = baseline_outputs(handle.model, g, batch, "corrupted",
+                                subject_replaced(handle, [sample], batch, pool, opts.seed))
     f = faithfulness(handle.model, batch, edge_mask(g, circuit)[None], opts.metric, base)
     faith = {"faithfulness": f.faithfulness[0], "metric_full": f.full[0], "metric_circuit": f.circuit[0],
              "metric_empty": f.empty[0], "metric": opts.metric, "note": f.notes[0],

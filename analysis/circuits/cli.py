@@ -73,7 +73,9 @@ def _common(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--metric", default="prob", choices=list(METRICS),
                     help="prob: length-normalised answer probability (CUD's); logprob; logit_diff")
     sp.add_argument("--steps", type=int, default=5, help="integrated-gradient steps (default 5)")
-    sp.add_argument("--baseline", default="zero", choices=[b for b in BASELINES if b != "corrupted"])
+    sp.add_argument("--baseline", default="zero", choices=list(BASELINES),
+                    help="zero embeddings, the mean embedding of retain samples, or a corrupted run (the subject "
+                         "replaced by another of the same token length; default zero)")
 
 
 def add_parser(sub: argparse._SubParsersAction, verb: VerbFn) -> None:

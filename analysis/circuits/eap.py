@@ -53,6 +53,7 @@ class EAPOptions:
     metric: str = "prob"
     steps: int = 5
     baseline: str = "zero"
+    seed: int = 0  # the corrupted baseline's choice of replacement subject
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:

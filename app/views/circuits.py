@@ -43,8 +43,9 @@ def page() -> None:
     others = study.unlearned_names
     other = c2.selectbox("Unlearned model", others, key="circ_model") if others else None
     top_n = c3.slider("top-n edges", 5, 200, 75, key="circ_top")
-    baseline = c4.selectbox("Baseline", [b for b in BASELINES if b != "corrupted"], key="circ_base",
-                            help="zero: all-zero input embeddings; mean: the mean embedding over retain samples")
+    baseline = c4.selectbox("Baseline", list(BASELINES), key="circ_base",
+                            help="zero: all-zero input embeddings; mean: the mean embedding over retain samples; "
+                                 "corrupted: the subject replaced by another subject of the same token length")
     s = study.sample(sample_id)
     st.caption(f"`{s.id}`: {s.prompt} → **{s.answer}**")
     handle = study.load("original")
