@@ -17,7 +17,7 @@ from analysis.errors import WorkbenchError
 DEFAULT_STUDY = "studies/demo"
 # Modules exposing add_parser(sub, verb) for their analysis verbs.
 ANALYSIS_VERBS: tuple[str, ...] = ("analysis.tracing.cli", "analysis.circuits.cli", "analysis.attribution.cli",
-                                    "analysis.sae.cli")
+                                    "analysis.sae.cli", "analysis.diagnosis.cli")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -57,7 +57,9 @@ def cmd_organism_train(args: argparse.Namespace) -> None:
 def cmd_model_info(args: argparse.Namespace) -> None:
     from analysis.models import load_model
 
-    info = load_model(args.path, device=args.device).info()
+    if args.n_devices < 1:
+        raise WorkbenchError(f"--n-devices must be at least 1, got {args.n_devices}")
+    info = load_model(args.path, device=args.device, n_devices=args.n_devices).info()
     _emit(args, info, "\n".join(f"{k:>16}: {v}" for k, v in info.items()))
 
 
@@ -155,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = verb(mod, "info", cmd_model_info, "load a model directory and print what it is")
     sp.add_argument("path")
     sp.add_argument("--device", default=None)
+    sp.add_argument("--n-devices", type=int, default=1,
+                    help="split the layers over this many GPUs (TransformerLens n_devices) for a model too big "
+                         "for one")
 
     sp = verb(sub, "demo", cmd_demo, "build the built-in demo study (idempotent)")
     sp.add_argument("--out", default=DEFAULT_STUDY)

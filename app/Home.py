@@ -21,5 +21,6 @@ PAGES = [
     st.Page(str(ROOT / "views" / "difficulty.py"), title="Difficulty", icon="🧗", url_path="difficulty"),
     st.Page(str(ROOT / "views" / "attribution.py"), title="Attribution", icon="🔎", url_path="attribution"),
     st.Page(str(ROOT / "views" / "sae.py"), title="Suppression vs deletion", icon="🧠", url_path="sae"),
+    st.Page(str(ROOT / "views" / "diagnosis.py"), title="Diagnosis", icon="🩺", url_path="diagnosis"),
 ]
 st.navigation(PAGES).run()

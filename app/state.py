@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,12 @@ from streamlit.runtime.scriptrunner_utils.exceptions import ScriptControlExcepti
 from analysis.errors import WorkbenchError
 
 DEFAULT_STUDY = "studies/demo"
+# One page script computes at a time. The analyses add TransformerLens hooks to, and switch graph-mode flags
+# on, model objects shared through the caches below; when a widget change reruns a page while the previous
+# run is still computing on the same model, the two runs would see each other's hooks (found by the
+# end-to-end browser walk: EAP-IG failed with a shape mismatch). The previous run stops at its next
+# Streamlit call (a progress update), so the wait is short.
+_RUN_LOCK = threading.RLock()
 
 
 def study_path() -> Path:
@@ -77,9 +84,10 @@ def load_model(name: str) -> Any:
 
 def guarded(fn: Callable[[], Any]) -> Any:
     """Run a page body: user-facing errors become st.error, anything else a short message (never a raw
-    traceback in the page; the traceback goes to the server log)."""
+    traceback in the page; the traceback goes to the server log). Page runs are serialised (_RUN_LOCK)."""
     try:
-        return fn()
+        with _RUN_LOCK:
+            return fn()
     except WorkbenchError as e:
         st.error(str(e))
     except ScriptControlException:  # st.stop / st.rerun must propagate

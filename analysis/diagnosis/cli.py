@@ -1,0 +1,78 @@
+"""`erasure report`: diagnose one model of a study and write a self-contained HTML report (and the data as
+JSON). Wired into analysis/cli.py with ``add_parser(sub, verb)``.
+
+``--json`` takes an optional path: ``--json report.json`` writes the data there; a bare ``--json`` prints it
+as one JSON object on stdout, like every other verb."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+VerbFn = Callable[[Any, str, Callable[[argparse.Namespace], None], str], argparse.ArgumentParser]
+STDOUT = "-"
+
+
+def diagnosis_options(args: argparse.Namespace) -> Any:
+    from analysis.attribution.runner import RecoveryOptions
+    from analysis.diagnosis.options import DiagnosisOptions, default_trace_options
+
+    trace = dataclasses.replace(default_trace_options(), n_samples=args.noise_samples)
+    strategies = tuple(args.strategy) if args.strategy else None
+    return DiagnosisOptions(trace=trace, recovery=RecoveryOptions(strategies=strategies))
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from tqdm.auto import tqdm
+
+    from analysis.diagnosis import check_model, diagnose
+    from analysis.diagnosis.report import output_paths, write_report
+    from analysis.study import Study
+
+    html_path, json_path = output_paths(args.out, None if args.json == STDOUT else args.json)  # before any work
+    study = Study.open(args.study)
+    check_model(study, args.model)
+    t0 = time.perf_counter()
+    bar = tqdm(total=100, desc=f"diagnose {args.model}", unit="%", leave=False, disable=None)
+
+    def progress(frac: float, msg: str) -> None:
+        bar.n = round(100 * frac)
+        bar.set_postfix_str(msg[-60:], refresh=True)
+
+    try:
+        d = diagnose(study, args.model, diagnosis_options(args), progress=progress)
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    sizes = write_report(d, html_path, json_path)
+    if args.json == STDOUT:
+        print(json.dumps({"html": str(html_path), "bytes": sizes, "seconds": seconds, "diagnosis": d.to_dict()}))
+        return
+    lines = [d.headline, *[f"  - {e}" for e in d.evidence]]
+    for title, key in (("agree", "agree"), ("disagree", "disagree")):
+        lines += [f"  {title}: {x}" for x in d.agreement.get(key, [])]
+    lines += [f"wrote {p} ({n / 1e6:.2f} MB)" for p, n in sizes.items()]
+    lines.append(f"{seconds:.1f}s")
+    print("\n".join(lines))
+
+
+def add_parser(sub: argparse._SubParsersAction, verb: VerbFn) -> None:
+    """Register `erasure report`. Its ``--json`` takes an optional path, so the parser is made here rather than
+    by ``verb`` (whose ``--json`` is a flag); a bare ``--json`` still prints one JSON object."""
+    from analysis.attribution.emphasis import strategy_names
+
+    help_ = "diagnose one model (every signal joined) and write a self-contained HTML report"
+    sp = sub.add_parser("report", help=help_, description=help_)
+    sp.set_defaults(fn=cmd_report)
+    sp.add_argument("study")
+    sp.add_argument("--model", required=True, help="unlearned model or control of the study")
+    sp.add_argument("--out", required=True, help="the HTML report to write (opens offline)")
+    sp.add_argument("--json", nargs="?", const=STDOUT, default=None, metavar="PATH",
+                    help="also write the data as JSON to PATH; without PATH, print it on stdout")
+    sp.add_argument("--noise-samples", type=int, default=3, help="noise samples per causal trace (default 3)")
+    sp.add_argument("--strategy", action="append", choices=strategy_names(),
+                    help="emphasis strategy (repeatable; default: all)")

@@ -1,0 +1,164 @@
+"""Diagnosis: every signal of one unlearned model joined — a summary verdict with its evidence, where the
+signals agree and disagree, the figures, and a per-sample table that links each sample to the other pages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pandas as pd
+import streamlit as st
+
+from analysis.diagnosis import Diagnosis, DiagnosisOptions, diagnose, stored_diagnosis
+from analysis.diagnosis.charts import diagnosis_charts
+from analysis.diagnosis.report import report_html
+from analysis.diagnosis.result import SAMPLE_COLUMNS
+from analysis.diagnosis.rules import capital
+from app.state import get_study, guarded, load_model
+
+VIEWS = Path(__file__).resolve().parent
+VERDICT_ICON = {"erased": "🟢", "suppressed": "🔴", "not unlearned": "⚪", "inconclusive": "🟡"}
+READING_ICON = {"gone": "🟢", "present": "🔴", "inconclusive": "🟡", "unavailable": "⚪", "context": "ℹ️"}
+# (column, url path and file of the page, label): pages that take ``?sample=ID`` (app.state.sample_picker)
+SAMPLE_PAGES: tuple[tuple[str, str, str], ...] = (("tracing", "tracing.py", "Causal tracing"),
+                                                  ("attribution", "attribution.py", "Attribution"),
+                                                  ("circuits", "circuits.py", "Circuits"))
+FILTER_ALL = "all"
+
+
+def _verdict(d: Diagnosis) -> None:
+    with st.container(border=True):
+        st.markdown(f"### {VERDICT_ICON.get(d.verdict, '')} {d.verdict.upper()}")
+        st.markdown(f"**{d.headline}**")
+        for c in d.caveats:
+            st.warning(f"Caveat: {c}", icon="⚠️")
+        for e in d.evidence:
+            st.markdown(f"- {capital(e)}")
+
+
+def _signals(d: Diagnosis) -> None:
+    st.subheader("Signals")
+    st.caption("gone: the signal finds no sign of the forget knowledge · present: it does · context: CUD predicts "
+               "difficulty before unlearning rather than reading this model")
+    for s in d.signals.values():
+        label = f"{READING_ICON.get(s.reading, '')} **{capital(s.title)}**: {s.reading}"
+        with st.expander(label, expanded=False):
+            for e in s.evidence or [s.summary]:
+                st.markdown(f"- {e}")
+
+
+def _agreement(d: Diagnosis) -> None:
+    st.subheader("Agreement")
+    a = d.agreement
+    for line in a.get("agree", []):
+        st.success(line)
+    for line in a.get("disagree", []):
+        st.warning(line)
+    if not a.get("agree") and not a.get("disagree"):
+        st.info("No two signals give a definite reading to compare.")
+    for line in a.get("silent", []) + a.get("context", []):
+        st.caption(line)
+
+
+def _figures(d: Diagnosis) -> None:
+    st.subheader("Figures")
+    for c in diagnosis_charts(d):
+        st.markdown(f"**{c.title}**")
+        st.caption(c.caption)
+        st.plotly_chart(c.figure, width="stretch", key=f"diag_{c.key}")
+
+
+def _filtered(frame: pd.DataFrame) -> pd.DataFrame:
+    c1, c2, c3 = st.columns([2, 1, 1])
+    verdicts = sorted({v for v in frame["sae_verdict"] if isinstance(v, str)})
+    chosen = c1.multiselect("SAE verdict", verdicts, default=verdicts, key="diag_f_sae")
+    after = c2.selectbox("Answers after unlearning", [FILTER_ALL, "yes", "no"], key="diag_f_after")
+    recovered = c3.selectbox("Recovered by emphasis", [FILTER_ALL, "yes", "no", "not applicable"], key="diag_f_rec")
+    keep = frame["sae_verdict"].isin(chosen) | (frame["sae_verdict"].isna() & (len(chosen) == len(verdicts)))
+    if after != FILTER_ALL:
+        keep &= frame["correct_after"] == (after == "yes")
+    if recovered != FILTER_ALL:
+        rec = frame["recovered"]
+        keep &= rec.isna() if recovered == "not applicable" else (rec.notna() & (rec == (recovered == "yes")))
+    return frame[keep]
+
+
+def _samples(d: Diagnosis) -> None:
+    st.subheader("Per-sample table")
+    frame = d.samples_frame()
+    shown = _filtered(frame)
+    st.caption(f"{len(shown)} of {len(frame)} forget samples. Click a column header to sort; the link columns open "
+               "the sample on that page.")
+    for col, path, _ in SAMPLE_PAGES:
+        shown = shown.assign(**{col: [f"{path.removesuffix('.py')}?sample={quote(str(i))}" for i in shown["id"]]})
+    config: dict[str, Any] = {c: st.column_config.Column(help=h) for c, h in SAMPLE_COLUMNS.items()}
+    config |= {c: st.column_config.NumberColumn(format="%.3f", help=SAMPLE_COLUMNS[c]) for c in
+               ("p_before", "p_after", "trace_before", "trace_after", "trace_shift", "cud", "observed_difficulty")}
+    config |= {col: st.column_config.LinkColumn(label, display_text="open", help=f"open the sample on {label}")
+               for col, _, label in SAMPLE_PAGES}
+    config["id"] = st.column_config.TextColumn(pinned=True, help=SAMPLE_COLUMNS["id"])
+    st.dataframe(shown, hide_index=True, width="stretch", height=380, column_config=config, key="diag_table")
+    if shown.empty:
+        return
+    prompts = dict(zip(shown["id"].astype(str), shown["prompt"], strict=True))
+    sid = st.selectbox("Open a sample on another page", list(prompts), key="diag_open",
+                       format_func=lambda i: f"{i} · {prompts[i]}")
+    cols = st.columns(len(SAMPLE_PAGES))
+    for c, (_, path, label) in zip(cols, SAMPLE_PAGES, strict=True):
+        c.page_link(str(VIEWS / path), label=label, query_params={"sample": sid})
+
+
+def _downloads(d: Diagnosis) -> None:
+    c1, c2 = st.columns(2)
+    c1.download_button("Download the HTML report", data=lambda: report_html(d), file_name=f"diagnosis-{d.model}.html",
+                       mime="text/html", key="diag_dl_html")
+    c2.download_button("Download the data (JSON)", data=lambda: json.dumps(d.to_dict()),
+                       file_name=f"diagnosis-{d.model}.json", mime="application/json", key="diag_dl_json")
+
+
+def page() -> None:
+    study = get_study()
+    st.title("Diagnosis")
+    st.caption("Did unlearning erase the forget set, or only hide it? Every signal of one model, each judged against "
+               "the retrain control where it has one: output metrics, the SAE verdict (feature retention, restoration, "
+               "probes), keyword-emphasis recovery (unPact), the subject's causal-trace effect, and CUD, the difficulty "
+               "predicted before unlearning. The rules that combine them are in `analysis/diagnosis/rules.py`.")
+    if "original" not in study.model_names:
+        st.error("This study has no 'original' model to compare with.")
+        return
+    names = [n for n in study.model_names if n != "original"]
+    if not names:
+        st.error("This study has no unlearned model to diagnose.")
+        return
+    unlearned = [n for n in names if study.entry(n).role == "unlearned"] or names
+    model = st.selectbox("Model", names, index=names.index(unlearned[0]), key="diag_model",
+                         format_func=lambda n: f"{n} ({study.entry(n).role})")
+    load_model(model)  # a model that fails to load: st.error, page stops
+    opts = DiagnosisOptions()
+    d = stored_diagnosis(study, model, opts)
+    if d is None:
+        slot = st.empty()  # the invitation, cleared once the diagnosis runs
+        with slot.container():
+            st.info(f"`{model}` has not been diagnosed yet. The diagnosis runs every analysis it needs that is not in "
+                    "the study store yet (about a minute on a laptop CPU for the built-in study, most of it training "
+                    "the SAE once); a second view is instant.")
+            go = st.button(f"Diagnose {model}", key="diag_go", type="primary")
+        if not go:
+            return
+        slot.empty()
+        bar = st.progress(0.0, text="starting")
+        try:
+            d = diagnose(study, model, opts, progress=lambda f, m: bar.progress(min(1.0, max(0.0, f)), text=m))
+        finally:
+            bar.empty()
+    _verdict(d)
+    _downloads(d)
+    _signals(d)
+    _agreement(d)
+    _samples(d)
+    _figures(d)
+
+
+guarded(page)
