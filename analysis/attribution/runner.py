@@ -338,19 +338,32 @@ def make_outcomes_compute(study: Study, model: str, strategy: Emphasis, keywords
     return compute
 
 
+def outcome_key(study: Study, model: str, strategy: Emphasis, opts: RecoveryOptions) -> tuple[list[str], dict[str, Any]]:
+    """Where one strategy's per-sample outcomes on ``model`` live in the study store: (model fingerprints,
+    options key). Emphasis outcomes depend on the keywords, so they are keyed by the keyword source too."""
+    fp = study.fingerprint(model)
+    if strategy.baseline:
+        return [fp], {"version": OPTIONS_VERSION, "strategy": strategy.key()}
+    source = "original" if opts.keywords_from == "original" else model
+    return [fp, study.fingerprint(source)], {"version": OPTIONS_VERSION, "strategy": strategy.key(),
+                                             "attribution": opts.attribution.key()}
+
+
+def stored_outcomes(study: Study, model: str, strategy: Emphasis, options: RecoveryOptions,
+                    ids: Sequence[str]) -> dict[str, Outcome]:
+    """The stored per-sample outcomes of one strategy on ``model`` (read only; absent ids are missing)."""
+    models, key = outcome_key(study, model, strategy, options)
+    return study.store.get_many(RECOVERY_KIND, models, key, ids)
+
+
 def _outcomes(study: Study, model: str, strategy: Emphasis, ids: list[str],
-              keywords: dict[str, list[int]], kw_fp: str, opts: RecoveryOptions,
+              keywords: dict[str, list[int]], opts: RecoveryOptions,
               handles: dict[str, ModelHandle] | None, progress: ProgressFn | None,
               executor: Executor | None = None) -> dict[str, Outcome]:
     """Per-sample outcomes of one strategy on one model, through the study store (resumable)."""
     job = ChunkJob(make_outcomes_compute, study, (model, strategy, keywords, opts.attribution.batch_size),
                    {"handle": (handles or {}).get(model)})
-    fp = study.fingerprint(model)
-    if strategy.baseline:
-        models, key = [fp], {"version": OPTIONS_VERSION, "strategy": strategy.key()}
-    else:
-        models, key = [fp, kw_fp], {"version": OPTIONS_VERSION, "strategy": strategy.key(),
-                                    "attribution": opts.attribution.key()}
+    models, key = outcome_key(study, model, strategy, opts)
     return run_batch(study.store, RECOVERY_KIND, models, key, ids, job, chunk_size=64, progress=progress,
                      desc=f"{strategy.name} on {model}", executor=executor)
 
@@ -362,16 +375,15 @@ def _model_results(study: Study, model: str, opts: RecoveryOptions, ids: list[st
     attr = attribute_dataset(study, source, opts.attribution, sample_ids=ids, progress=stages.next(),
                              handle=(handles or {}).get(source), executor=executor)
     keywords = {i: r.keywords for i, r in attr.results.items()}
-    kw_fp = study.fingerprint(source)
     if model not in plain_cache:
-        plain_cache[model] = _outcomes(study, model, get_emphasis("none"), ids, keywords, kw_fp, opts, handles,
+        plain_cache[model] = _outcomes(study, model, get_emphasis("none"), ids, keywords, opts, handles,
                                        stages.next(), executor)
     else:
         stages.next()
     plain = plain_cache[model]
     out = {}
     for strat in opts.emphases():
-        emph = _outcomes(study, model, strat, ids, keywords, kw_fp, opts, handles, stages.next(), executor)
+        emph = _outcomes(study, model, strat, ids, keywords, opts, handles, stages.next(), executor)
         out[strat.name] = strategy_recovery(strat.name, plain, emph, eligible)
     return out
 
@@ -384,17 +396,8 @@ def recovery_cached(study: Study, model: str, options: RecoveryOptions | None = 
     ids = [s.id for s in study.samples(opts.split)]
     last = opts.emphases()[-1]
     names = list(dict.fromkeys(["original", model, *([study.manifest.retrain] if study.manifest.retrain else [])]))
-    for name in names:
-        fp = study.fingerprint(name)
-        src = study.fingerprint("original" if opts.keywords_from == "original" else name)
-        checks = [([fp], {"version": OPTIONS_VERSION, "strategy": get_emphasis("none").key()}),
-                  ([fp, src], {"version": OPTIONS_VERSION, "strategy": last.key(),
-                               "attribution": opts.attribution.key()})]
-        for models, key in checks:
-            got = study.store.get_many(RECOVERY_KIND, models, key, ids)
-            if not all(i in got for i in ids):
-                return False
-    return True
+    return all(len(stored_outcomes(study, name, strategy, opts, ids)) == len(set(ids))
+               for name in names for strategy in (get_emphasis("none"), last))
 
 
 def recover(study: Study, model: str, options: RecoveryOptions | None = None, progress: ProgressFn | None = None,
@@ -421,7 +424,7 @@ def recover(study: Study, model: str, options: RecoveryOptions | None = None, pr
     names = list(dict.fromkeys(["original", model, *([retrain] if retrain else [])]))
     stages = _Stages(progress, per_model * len(names))
     plain: dict[str, dict[str, Outcome]] = {}
-    plain["original"] = _outcomes(study, "original", get_emphasis("none"), ids, {}, "", opts, handles, None,
+    plain["original"] = _outcomes(study, "original", get_emphasis("none"), ids, {}, opts, handles, None,
                                   executor)
     eligible = [i for i in ids if plain["original"][i].get("correct")]
     results = {n: _model_results(study, n, opts, ids, eligible, handles, stages, plain, executor) for n in names}

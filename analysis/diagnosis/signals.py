@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from analysis.attribution import runner
 from analysis.attribution.emphasis import Emphasis, get_emphasis
-from analysis.attribution.options import OPTIONS_VERSION, RECOVERY_KIND
 from analysis.attribution.result import Outcome
 from analysis.attribution.runner import RecoveryOptions, recover
 from analysis.circuits.api import score_study
@@ -135,20 +135,13 @@ def sae(study: Study, model: str, trained: TrainedSAE) -> Gathered:
 # ---- keyword-emphasis recovery ------------------------------------------------------------------------------
 def stored_outcomes(study: Study, name: str, strategy: Emphasis, options: RecoveryOptions,
                     ids: Sequence[str]) -> dict[str, Outcome]:
-    """Per-sample emphasis outcomes of ``name`` as analysis.attribution.runner stores them (read only: call
-    after ``recover``, which stores every one; a missing one is an error, never a silent "not recovered")."""
-    fp = study.fingerprint(name)
-    if strategy.baseline:
-        models, key = [fp], {"version": OPTIONS_VERSION, "strategy": strategy.key()}
-    else:
-        src = "original" if options.keywords_from == "original" else name
-        models, key = [fp, study.fingerprint(src)], {"version": OPTIONS_VERSION, "strategy": strategy.key(),
-                                                     "attribution": options.attribution.key()}
-    got = study.store.get_many(RECOVERY_KIND, models, key, ids)
+    """Per-sample emphasis outcomes of ``name`` (read only: call after ``recover``, which stores every one; a
+    missing one is an error, never a silent "not recovered")."""
+    got = runner.stored_outcomes(study, name, strategy, options, ids)
     missing = [i for i in ids if i not in got]
     if missing:
         raise StudyError(f"{len(missing)} stored emphasis outcomes of {name} ({strategy.name}) were not found, e.g. "
-                         f"{missing[0]!r}: the recovery store layout changed")
+                         f"{missing[0]!r}: run the recovery first")
     return got
 
 
