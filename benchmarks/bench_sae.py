@@ -1,5 +1,6 @@
 """SAE restoration: the alpha sweep in one batched forward (all alphas x all forget samples) vs a loop of
-one forward per (alpha, sample). Also reports SAE training throughput (tokens/s)."""
+one forward per (alpha, sample). Also reports SAE training throughput: tokens/s of SAELens's training runner,
+counting the model forwards that produce the activations (the runner re-runs the model every epoch)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def main() -> list[BenchRow]:
         study = bench_study(Path(tmp))
         trained = train_sae(study, SAEOptions(steps=500))
         h = trained.health
-        print(f"SAE training: {h.tokens_per_s:,.0f} tokens/s ({h.n_tokens} distinct tokens, {h.train_seconds:.1f}s; "
+        print(f"SAE training (SAELens runner): {h.tokens_per_s:,.0f} tokens/s ({h.n_tokens} distinct tokens, {h.train_seconds:.1f}s; "
               f"FVU {h.fvu:.3f}, L0 {h.l0:.1f}, dead {h.n_dead}/{h.d_sae})")
         original = study.load("original")
         name = next((n for n in ("npo", *study.unlearned_names) if n in study.model_names), "original")

@@ -1,11 +1,13 @@
-"""SAE analyses: SAE health, controls' verdicts (retrain -> erased, readout_suppression -> suppressed),
-alpha = 0 steering is a no-op, the probe never trains on a forget sample, bad inputs, the CLI and the page."""
+"""SAE analyses: SAE health, the cache key (every training option) and determinism per seed, the controls'
+verdicts (retrain -> erased, readout_suppression -> suppressed), alpha = 0 steering is a no-op, the probe never
+trains on a forget sample, bad inputs, the CLI, the page and the seeds table (benchmarks/sae_seeds.py)."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,7 @@ from analysis.sae import (
     train_sae,
 )
 from analysis.sae.restore import KIND, expert_mask, original_features, steered_correct, steered_logits
-from analysis.sae.train import META
+from analysis.sae.train import META, sae_dir
 from analysis.scoring import make_batch
 
 TEST_OPTS = SAEOptions(k=16, expansion=4, steps=300, batch_tokens=256)
@@ -55,6 +57,34 @@ def test_sae_health_and_cache(small_study, trained):
     assert again.path == trained.path
     assert torch.equal(again.sae.W_dec, trained.sae.W_dec)
     assert load_sae(small_study, layer=trained.layer).fingerprint == small_study.fingerprint("original")
+
+
+def test_cache_key_covers_every_option(small_study, trained):
+    handle = small_study.load("original")
+    fp, d_model = small_study.fingerprint("original"), int(handle.model.cfg.d_model)
+    base = SAEOptions(k=4, expansion=1, steps=20, batch_tokens=64)
+
+    def where(o: SAEOptions) -> Path:
+        return sae_dir(small_study, o.resolved(handle), o.expansion * d_model, fp)
+
+    variants = [base, *(replace(base, **{f: v}) for f, v in (("seed", 1), ("steps", 21), ("lr", 1e-3),
+                                                                ("batch_tokens", 32), ("expansion", 2)))]
+    assert len({where(o) for o in variants}) == len(variants)
+    assert where(base) == where(replace(base, layer=handle.n_layers // 2))  # the default layer, resolved
+    rng = torch.get_rng_state()
+    a = train_sae(small_study, base)
+    assert torch.equal(torch.get_rng_state(), rng)  # seeded inside, the caller's RNG untouched
+    b = train_sae(small_study, replace(base, seed=1))
+    assert a.path == where(base) and b.path == where(replace(base, seed=1))
+    assert not torch.equal(a.sae.W_dec, b.sae.W_dec)
+    assert load_sae(small_study, options=base).path == a.path
+    assert load_sae(small_study, options=replace(base, seed=1)).path == b.path
+    assert load_sae(small_study, options=replace(base, seed=1)).options["seed"] == 1
+    again = train_sae(small_study, base, force=True)  # same seed, retrained: the same SAE
+    assert torch.equal(again.sae.W_dec, a.sae.W_dec) and torch.equal(again.sae.W_enc, a.sae.W_enc)
+    with pytest.raises(AnalysisInputError, match="no SAE trained with these options"):
+        load_sae(small_study, options=replace(base, seed=2))
+    assert trained.path != where(base) and trained.options["steps"] == TEST_OPTS.steps
 
 
 def test_controls_verdicts(small_study, trained):
@@ -167,3 +197,21 @@ def test_page(small_study, trained, monkeypatch):
     assert "erased" in md and "suppressed" in md
     at.number_input(key="sae_layer").set_value(0).run()  # no SAE there yet: asks to train, no error
     assert not at.exception and not at.error
+
+
+def test_seed_table_reports_every_model_and_checks_the_controls(small_study, trained):
+    from benchmarks import sae_seeds
+
+    sae, rows = sae_seeds.seed_table(small_study, TEST_OPTS)
+    assert sae.path == trained.path
+    assert [r["model"] for r in rows] == [n for n in small_study.model_names if n != "original"]
+    by = {r["model"]: r for r in rows}
+    assert by["retrain"]["probe_gap"] == 0.0 and by["retrain"]["expected"] == "erased"
+    assert by["readout_suppression"]["probe_gap"] >= 0.25
+    assert sum(by["npo"]["per_sample"].values()) == len(small_study.forget)
+    assert sae_seeds.controls_pass(rows)
+    health = [{"seed": 0, "study": str(small_study.root), **sae.summary()}]
+    assert "**PASS**" in sae_seeds.markdown(health, rows)
+    flipped = [{**r, "verdict": "inconclusive"} if r["model"] == "retrain" else r for r in rows]
+    assert not sae_seeds.controls_pass(flipped)
+    assert "**FAIL**" in sae_seeds.markdown(health, flipped) and "✗ (want erased)" in sae_seeds.markdown(health, flipped)

@@ -18,15 +18,26 @@ VERDICT_ICON = {"erased": "🟢", "suppressed": "🔴", "inconclusive": "🟡"}
 
 
 def _sae(study: Any, layer: int, k: int, steps: int) -> Any:
+    """The SAE trained with exactly these settings; else the latest one at this layer and k (with a button to
+    train these settings); else a button to train one."""
+    want = SAEOptions(layer=layer, k=k, steps=steps)
     try:
-        return load_sae(study, layer=layer, k=k)
+        return load_sae(study, options=want)
     except WorkbenchError:
         pass
-    if not st.button(f"Train a TopK SAE at blocks.{layer}.hook_resid_post (k={k})", key="train_sae"):
-        st.info("No SAE at this layer yet. Training takes seconds to a minute on the built-in study.")
+    try:
+        have = load_sae(study, layer=layer, k=k)
+    except WorkbenchError:
+        have = None
+    if not st.button(f"Train a TopK SAE at blocks.{layer}.hook_resid_post (k={k}, {steps} steps)", key="train_sae"):
+        if have is not None:
+            st.caption(f"Showing the SAE trained with {have.options.get('steps', '?')} steps "
+                       f"(seed {have.options.get('seed', '?')}); the button trains one with {steps}.")
+            return have
+        st.info("No SAE at this layer yet. Training takes about a minute on the built-in study (SAELens's runner).")
         st.stop()
-    with st.spinner("Training the SAE on the original model…"):
-        return train_sae(study, SAEOptions(layer=layer, k=k, steps=steps))
+    with st.spinner("Training the SAE on the original model with SAELens…"):
+        return train_sae(study, want)
 
 
 def _health(trained: Any) -> None:
@@ -38,8 +49,10 @@ def _health(trained: Any) -> None:
     c[2].metric("dead features", f"{h.n_dead}/{h.d_sae}")
     c[3].metric("retain acc", f"{h.retain_acc:.2f}")
     c[4].metric("retain acc, SAE spliced", f"{h.retain_acc_spliced:.2f}")
-    st.caption(f"`{trained.hook}` · {h.n_tokens} training tokens · {h.tokens_per_s:,.0f} tokens/s · "
-               f"trained on the original (fingerprint `{trained.fingerprint}`)")
+    o = trained.options
+    st.caption(f"`{trained.hook}` · {h.n_tokens} distinct training tokens · SAELens runner, {o.get('steps', '?')} steps "
+               f"of {o.get('batch_tokens', '?')} tokens, lr {o.get('lr', '?')}, seed {o.get('seed', '?')} · "
+               f"{h.tokens_per_s:,.0f} tokens/s · trained on the original (fingerprint `{trained.fingerprint}`)")
 
 
 def _experts(study: Any, trained: Any) -> None:
