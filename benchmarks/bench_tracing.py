@@ -159,24 +159,34 @@ def organism_handle(path: str | None) -> tuple[ModelHandle, list[Any], list[Any]
     return handle, corpus.samples, corpus.split("forget")
 
 
-def gpt2_small_random(device: str, n_layers: int = 12, seq: int = 16, n_traces: int = 2) -> tuple[ModelHandle,
-                                                                                                   list[TraceInput],
-                                                                                                   SubjectPool]:
+GPT2_SMALL: dict[str, Any] = {"d_model": 768, "n_heads": 12, "d_mlp": 3072, "n_ctx": 1024, "d_vocab": 50257,
+                              "act_fn": "gelu_new", "normalization_type": "LN"}
+
+
+def gpt2_small_random(device: str, n_layers: int = 12, seq: int = 16, n_traces: int = 2,
+                      name: str = "gpt2-small-random", **arch: Any) -> tuple[ModelHandle, list[TraceInput],
+                                                                             SubjectPool]:
+    """A random-init HookedTransformer (GPT-2 small's shape; ``arch`` overrides HookedTransformerConfig fields,
+    e.g. ``d_model`` or a Llama's rotary / RMS norm / gated MLP / ``dtype``), ``n_traces`` random prompts of
+    ``seq`` tokens (prompt + one answer token) and a subject pool of random 3-token subjects."""
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-    cfg = HookedTransformerConfig(n_layers=n_layers, d_model=768, n_heads=12, d_head=64, d_mlp=3072, n_ctx=1024,
-                                  d_vocab=50257, act_fn="gelu_new", normalization_type="LN", device=device, seed=0)
+    spec = {**GPT2_SMALL, "n_layers": n_layers, **arch}
+    spec.setdefault("d_head", spec["d_model"] // spec["n_heads"])
+    cfg = HookedTransformerConfig(**spec, device=device, seed=0)
     model = HookedTransformer(cfg).eval()
-    handle = ModelHandle(model=model, tokenizer=None, name="gpt2-small-random", role="original", path=None,
+    handle = ModelHandle(model=model, tokenizer=None, name=name, role="original", path=None,
                          fingerprint="random", fmt="organism")
+    vocab = int(cfg.d_vocab)
+    bos, high = vocab - 1, min(50000, vocab - 1)  # GPT-2's <|endoftext|> is its last id
     gen = torch.Generator().manual_seed(0)
     inputs = []
     for i in range(n_traces):
-        ids = [50256, *torch.randint(0, 50000, (seq - 1,), generator=gen).tolist()]
+        ids = [bos, *torch.randint(0, high, (seq - 1,), generator=gen).tolist()]
         inputs.append(TraceInput(ids=tuple(ids), prompt_len=seq - 1, answer_ids=(ids[-1],),
                                  subject_range=(2, min(5, seq - 2)),
                                  sample_id=f"r{i}"))
-    pool = SubjectPool.from_ids([torch.randint(0, 50000, (3,), generator=gen).tolist() for _ in range(50)])
+    pool = SubjectPool.from_ids([torch.randint(0, high, (3,), generator=gen).tolist() for _ in range(50)])
     return handle, inputs, pool
 
 

@@ -37,9 +37,10 @@ class BenchRow:
                 f"{self.ratio:.1f}x on {self.device} ({self.model}); max |diff| {self.max_abs_diff:.2e}")
 
 
-def timeit(fn: Callable[[], Any], repeat: int = 3) -> tuple[float, Any]:
-    """Best wall time of ``repeat`` runs (after one warm-up) and the last result."""
-    out = fn()
+def timeit(fn: Callable[[], Any], repeat: int = 3, warmup: bool = True) -> tuple[float, Any]:
+    """Best wall time of ``repeat`` runs (after one warm-up run unless ``warmup`` is False) and the last
+    result."""
+    out = fn() if warmup else None
     best = float("inf")
     for _ in range(repeat):
         if torch.cuda.is_available():

@@ -1,0 +1,226 @@
+"""End-to-end walk through the app in a real browser (Playwright + the system Chromium) on the small study:
+every page is visited, its main control used, its charts must render and no exception box may appear; then
+the bad inputs a user can make (unknown sample id in the URL, empty prompt, a prompt longer than the
+model's context, a model directory that fails to load) must each show a clear error, never a traceback.
+
+Full-page screenshots of every page go to $ERASURE_SCREENSHOTS (else the test's tmp dir); the README's
+screenshots come from this walk (`ERASURE_SCREENSHOTS=docs/screenshots pytest tests/test_walkthrough.py`)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.app_server import running_app
+from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, _screenshot, _wait_idle
+
+pytestmark = pytest.mark.browser
+
+EXCEPTION = '[data-testid="stException"]'
+ERROR = '[data-testid="stAlertContentError"]'
+ATTRIBUTION_GRAD = "input × gradient"
+# At least n Plotly charts have drawn their SVG (each chart holds several svg.main-svg layers).
+DRAWN_CHARTS = ("n => [...document.querySelectorAll('[data-testid=\"stPlotlyChart\"]')]"
+                ".filter(c => c.querySelector('svg.main-svg')).length >= n")
+
+
+def _settle(page: Any) -> None:
+    """Wait until the script run has finished and the charts have been drawn."""
+    page.wait_for_timeout(300)  # a rerun triggered by the last interaction has started
+    _wait_idle(page)
+
+
+def _check(page: Any, min_charts: int) -> None:
+    assert page.locator(EXCEPTION).count() == 0, page.locator(EXCEPTION).all_inner_texts()
+    assert page.locator(ERROR).count() == 0, page.locator(ERROR).all_inner_texts()
+    if min_charts:  # charts draw one after another once the script has finished
+        page.wait_for_function(DRAWN_CHARTS, arg=min_charts)
+    charts = page.locator('[data-testid="stPlotlyChart"]')
+    assert charts.count() >= min_charts, f"{charts.count()} charts, expected >= {min_charts}"
+    for i in range(charts.count()):  # every chart has drawn its SVG
+        assert charts.nth(i).locator("svg.main-svg").count() > 0
+
+
+def _radio(page: Any, option: str) -> None:
+    """Pick a radio option by its label."""
+    page.locator('[data-testid="stRadio"]').get_by_text(option, exact=True).click()
+    _settle(page)
+
+
+def _select(page: Any, label: str, option: str) -> None:
+    """Pick a selectbox option (Streamlit's selectbox is a combobox labelled by its widget label)."""
+    page.get_by_role("combobox", name=label).click()
+    page.get_by_role("option", name=option, exact=True).click()
+    _settle(page)
+
+
+def _errors(page: Any) -> list[str]:
+    return page.locator(ERROR).all_inner_texts()
+
+
+def _click_if_present(page: Any, name: str) -> None:
+    """Press a 'compute' button when the page asks for one (results not yet in the study store)."""
+    button = page.get_by_role("button", name=name)
+    if button.count():
+        button.first.click()
+        _settle(page)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"system Chromium not found at {CHROMIUM} (CI installs Debian's chromium)")
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def new_page(browser: Any) -> Iterator[Callable[[], Any]]:
+    pages: list[Any] = []
+
+    def make() -> Any:
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(TIMEOUT_MS)
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.js_errors = errors
+        pages.append(page)
+        return page
+
+    yield make
+    for p in pages:
+        assert not p.js_errors, p.js_errors
+        p.close()
+
+
+def _shots(tmp_path: Path) -> Path:
+    out = Path(os.environ.get("ERASURE_SCREENSHOTS") or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def test_walk_every_page(small_study: Any, new_page: Callable[[], Any], tmp_path: Path) -> None:
+    shots = _shots(tmp_path)
+    forget = small_study.forget[0]
+    with running_app(small_study.root, log=tmp_path / "streamlit.log") as url:
+        page = new_page()
+
+        # Home: type a prompt; the top-k chart is drawn for it.
+        page.goto(url)
+        _settle(page)
+        prompt = page.get_by_label("Prompt", exact=True)
+        prompt.fill(small_study.retain[0].prompt)
+        prompt.press("Enter")
+        page.get_by_text(f"Sample {small_study.retain[0].id}", exact=False).wait_for()
+        _settle(page)
+        _check(page, 1)
+        _screenshot(page, shots / "home.png")
+
+        # Study: the scoreboard; the sample table on the retain split (no unlearning trajectories for it),
+        # then back on the forget split with the trajectories.
+        page.goto(f"{url}/study")
+        _settle(page)
+        _radio(page, "retain")
+        _check(page, 1)
+        _radio(page, "forget")
+        _check(page, 2)
+        _screenshot(page, shots / "study.png")
+
+        # Causal tracing: symmetric token replacement, then the forget-set average.
+        page.goto(f"{url}/tracing?sample={forget.id}")
+        _settle(page)
+        _radio(page, "token replacement (STR)")
+        _click_if_present(page, "Compute over the forget set")
+        _check(page, 4)
+        _screenshot(page, shots / "tracing.png")
+
+        # Circuits: a smaller circuit with the top-n slider (keyboard on the slider thumb).
+        page.goto(f"{url}/circuits?sample={forget.id}")
+        _settle(page)
+        thumb = page.get_by_role("slider").first
+        thumb.focus()
+        for _ in range(5):
+            thumb.press("ArrowLeft")
+        _settle(page)
+        _check(page, 2)
+        _screenshot(page, shots / "circuits.png")
+
+        # Difficulty: CUD with another distance.
+        page.goto(f"{url}/difficulty")
+        _settle(page)
+        _select(page, "Distance", "jaccard")
+        _check(page, 4)
+        _screenshot(page, shots / "difficulty.png")
+
+        # Attribution: the gradient method, then the dataset comparison and the recovery.
+        page.goto(f"{url}/attribution?sample={forget.id}")
+        _settle(page)
+        _radio(page, ATTRIBUTION_GRAD)
+        _click_if_present(page, "Compare over")
+        _click_if_present(page, "Compute recovery")
+        _check(page, 3)
+        _screenshot(page, shots / "attribution.png")
+
+        # Suppression vs deletion: train the SAE if needed; steering mode "add".
+        page.goto(f"{url}/sae")
+        _settle(page)
+        _click_if_present(page, "Train a TopK SAE")
+        _radio(page, "add expert decoder directions")
+        _check(page, 2)
+        _screenshot(page, shots / "sae.png")
+
+        # Diagnosis: one unlearned model, every signal.
+        page.goto(f"{url}/diagnosis")
+        _settle(page)
+        _click_if_present(page, "Diagnose")
+        _check(page, 1)
+        _screenshot(page, shots / "diagnosis.png")
+
+
+def test_bad_inputs_show_clear_errors(small_study: Any, new_page: Callable[[], Any], tmp_path: Path) -> None:
+    # A copy of the study whose first unlearned model has a truncated weights file.
+    broken_root = tmp_path / "broken"
+    shutil.copytree(small_study.root, broken_root, ignore=shutil.ignore_patterns("results.sqlite*", "sae"))
+    victim = "npo" if "npo" in small_study.model_names else small_study.unlearned_names[0]
+    weights = next((broken_root / small_study.entry(victim).path).glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])
+    n_ctx = int(small_study.load("original").model.cfg.n_ctx)
+
+    with running_app(small_study.root, log=tmp_path / "ok.log") as url:
+        page = new_page()
+        page.goto(f"{url}/tracing?sample=ghost")  # unknown sample id in the URL
+        _settle(page)
+        assert any("ghost" in e for e in _errors(page)), _errors(page)
+        assert page.locator(EXCEPTION).count() == 0
+
+        page.goto(url)
+        _settle(page)
+        prompt = page.get_by_label("Prompt", exact=True)
+        prompt.fill("")  # empty prompt
+        prompt.press("Enter")
+        _settle(page)
+        assert any("Enter a prompt" in e for e in _errors(page)), _errors(page)
+        prompt.fill(" ".join(["the"] * (n_ctx + 5)))  # longer than the model's context
+        prompt.press("Enter")
+        _settle(page)
+        assert any("context" in e for e in _errors(page)), _errors(page)
+        assert page.locator(EXCEPTION).count() == 0
+
+    with running_app(broken_root, log=tmp_path / "broken.log") as url:
+        page = new_page()
+        page.goto(url)  # the Home page loads npo by default
+        _settle(page)
+        errs = _errors(page)
+        assert any(victim in e and "could not be loaded" in e for e in errs), errs
+        assert page.locator(EXCEPTION).count() == 0
+        _screenshot(page, _shots(tmp_path) / "error_broken_model.png")
