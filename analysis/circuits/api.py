@@ -18,7 +18,7 @@ from analysis.circuits.cud import (
     difficulty_labels,
     spearman,
 )
-from analysis.circuits.eap import EAPOptions, baseline_outputs, edge_scores, faithfulness
+from analysis.circuits.eap import CIRCUIT_DEFAULTS, EAPOptions, baseline_outputs, edge_scores, faithfulness
 from analysis.circuits.graph import Graph
 from analysis.circuits.selection import circuit_stats, edge_mask, greedy_circuit
 from analysis.data.schema import Sample
@@ -146,7 +146,9 @@ class CircuitResult:
 
 def circuit_for_sample(study: Any, model: str, sample_id: str, top_n: int = 75,
                        options: EAPOptions | None = None) -> CircuitResult:
-    opts = options or EAPOptions()
+    """EAP-IG edge scores of one sample on ``model`` (default options: CIRCUIT_DEFAULTS, which give faithful
+    circuits), its greedy top-n circuit, the circuit's faithfulness and statistics."""
+    opts = options or CIRCUIT_DEFAULTS
     if top_n < 1:
         raise AnalysisInputError(f"--top must be >= 1, got {top_n}")
     sample = study.sample(sample_id)

@@ -66,28 +66,31 @@ def cmd_score(args: argparse.Namespace) -> None:
     print("\n".join(lines))
 
 
-def _common(sp: argparse.ArgumentParser) -> None:
+def _common(sp: argparse.ArgumentParser, defaults: Any) -> None:
     from analysis.circuits.eap import BASELINES, METRICS
 
     sp.add_argument("--top", type=int, default=75, help="edges in the greedy circuit (default 75)")
-    sp.add_argument("--metric", default="prob", choices=list(METRICS),
-                    help="prob: length-normalised answer probability (CUD's); logprob; logit_diff")
-    sp.add_argument("--steps", type=int, default=5, help="integrated-gradient steps (default 5)")
-    sp.add_argument("--baseline", default="zero", choices=list(BASELINES),
+    sp.add_argument("--metric", default=defaults.metric, choices=list(METRICS),
+                    help=f"prob: length-normalised answer probability (CUD's); logprob; logit_diff (default "
+                         f"{defaults.metric})")
+    sp.add_argument("--steps", type=int, default=defaults.steps,
+                    help=f"integrated-gradient steps (default {defaults.steps})")
+    sp.add_argument("--baseline", default=defaults.baseline, choices=list(BASELINES),
                     help="zero embeddings, the mean embedding of retain samples, or a corrupted run (the subject "
-                         "replaced by another of the same token length; default zero)")
+                         f"replaced by another of the same token length; default {defaults.baseline})")
 
 
 def add_parser(sub: argparse._SubParsersAction, verb: VerbFn) -> None:
     """Register `erasure circuit` and `erasure score` through the CLI's ``verb`` helper (adds --json)."""
     from analysis.circuits.cud import DISTANCES
+    from analysis.circuits.eap import CIRCUIT_DEFAULTS, EAPOptions
     from analysis.distributed import add_ray_arguments
 
     sp = verb(sub, "circuit", cmd_circuit, "EAP-IG edge scores and the greedy circuit of one sample")
     sp.add_argument("study")
     sp.add_argument("--model", default="original")
     sp.add_argument("--sample", required=True)
-    _common(sp)
+    _common(sp, CIRCUIT_DEFAULTS)  # faithful single-sample circuits (see analysis.circuits.eap)
 
     sp = verb(sub, "score", cmd_score, "CUD: circuit-guided unlearning difficulty of every forget sample")
     sp.add_argument("study")
@@ -96,5 +99,5 @@ def add_parser(sub: argparse._SubParsersAction, verb: VerbFn) -> None:
     sp.add_argument("--quantile", type=float, default=0.3, help="top/bottom share per method (default 0.3)")
     sp.add_argument("--folds", type=int, default=5)
     sp.add_argument("--seed", type=int, default=0)
-    _common(sp)
+    _common(sp, EAPOptions())  # CUD's own setting
     add_ray_arguments(sp)

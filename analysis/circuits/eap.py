@@ -67,6 +67,13 @@ class EAPOptions:
         return asdict(self)
 
 
+# The defaults for one sample's circuit (`erasure circuit`, the Circuits page). EAPOptions() itself keeps CUD's
+# setting (probability, zero baseline, 5 steps), which CUD scoring replicates. On the demo organism (16 forget
+# samples, top-75 circuits of 479 edges) the median faithfulness was 0.000 with CUD's setting, 0.11 with
+# log-prob and the zero baseline, 0.91 with the mean baseline and 0.96 with the corrupted one.
+CIRCUIT_DEFAULTS = EAPOptions(metric="logprob", baseline="corrupted")
+
+
 def metric_values(logits: torch.Tensor, batch: PairBatch, metric: str) -> torch.Tensor:
     """[B] the metric of each row. Differentiable."""
     if metric == "logprob":

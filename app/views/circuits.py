@@ -8,15 +8,15 @@ import pandas as pd
 import streamlit as st
 
 from analysis.circuits.api import CircuitResult, circuit_for_sample
-from analysis.circuits.eap import BASELINES, EAPOptions
+from analysis.circuits.eap import BASELINES, CIRCUIT_DEFAULTS, METRICS, EAPOptions
 from analysis.figures import circuit_diff_table, circuit_graph
 from app.state import get_study, guarded, sample_picker
 
 
-def _circuit(study: Any, model: str, sample_id: str, top_n: int, baseline: str) -> CircuitResult:
+def _circuit(study: Any, model: str, sample_id: str, top_n: int, options: EAPOptions) -> CircuitResult:
     # edge scores are cached per sample in the study store; selection and faithfulness are cheap
     with st.spinner(f"EAP-IG on {model}…"):
-        return circuit_for_sample(study, model, sample_id, top_n=top_n, options=EAPOptions(baseline=baseline))
+        return circuit_for_sample(study, model, sample_id, top_n=top_n, options=options)
 
 
 def _stats_table(stats: dict[str, Any]) -> pd.DataFrame:
@@ -32,29 +32,35 @@ def _stats_table(stats: dict[str, Any]) -> pd.DataFrame:
 def page() -> None:
     study = get_study()
     st.title("Circuits")
-    st.caption("EAP-IG edge attribution (5 integrated-gradient steps, length-normalised answer probability) and "
-               "the greedy top-n circuit grown from the logits. Edge width = |score|; blue positive, red negative. "
-               "Faithfulness = (circuit - all ablated) / (full model - all ablated), edges outside the circuit "
-               "ablated to the baseline.")
-    c1, c2, c3, c4 = st.columns([3, 2, 2, 1])
+    st.caption("EAP-IG edge attribution (5 integrated-gradient steps) and the greedy top-n circuit grown from the "
+               "logits. Edge width = |score|; blue positive, red negative. Faithfulness = (circuit - all ablated) / "
+               "(full model - all ablated), edges outside the circuit ablated to the baseline. The defaults "
+               "(answer log-prob, corrupted baseline) give faithful circuits on the organism (median 0.96 at 75 "
+               "edges); CUD's setting (probability, zero baseline) gives circuits of faithfulness ~0 there.")
+    c1, c2, c3, c4, c5 = st.columns([3, 2, 2, 1, 1])
     sample_id = sample_picker(study, key="circ_sample", label="Sample", container=c1)
     if sample_id is None:
         return
     others = study.unlearned_names
     other = c2.selectbox("Unlearned model", others, key="circ_model") if others else None
     top_n = c3.slider("top-n edges", 5, 200, 75, key="circ_top")
-    baseline = c4.selectbox("Baseline", list(BASELINES), key="circ_base",
+    metric = c4.selectbox("Metric", list(METRICS), index=METRICS.index(CIRCUIT_DEFAULTS.metric), key="circ_metric",
+                          help="logprob: mean answer log-prob; prob: its exp (CUD's); logit_diff: answer logit "
+                               "minus the largest other")
+    baseline = c5.selectbox("Baseline", list(BASELINES), index=BASELINES.index(CIRCUIT_DEFAULTS.baseline),
+                            key="circ_base",
                             help="zero: all-zero input embeddings; mean: the mean embedding over retain samples; "
                                  "corrupted: the subject replaced by another subject of the same token length")
+    opts = EAPOptions(metric=metric, baseline=baseline)
     s = study.sample(sample_id)
     st.caption(f"`{s.id}`: {s.prompt} → **{s.answer}**")
     handle = study.load("original")
     n_layers, n_heads = handle.n_layers, int(handle.model.cfg.n_heads)
-    orig = _circuit(study, "original", sample_id, top_n, baseline)
+    orig = _circuit(study, "original", sample_id, top_n, opts)
     cols = st.columns(2 if other else 1)
     results = [("original", orig)]
     if other:
-        results.append((other, _circuit(study, other, sample_id, top_n, baseline)))
+        results.append((other, _circuit(study, other, sample_id, top_n, opts)))
     for col, (name, r) in zip(cols, results, strict=True):
         f = r.faithfulness["faithfulness"]
         col.plotly_chart(circuit_graph(r.edges, r.circuit, n_layers, n_heads,
