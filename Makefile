@@ -23,7 +23,7 @@ app: venv
 	$(VENV)/bin/erasure app --study $(STUDY) --port $(PORT)
 
 test: venv
-	$(PY) -m pytest -q --timeout=900 tests
+	$(PY) -m pytest -q --timeout=900 --durations=15 tests
 
 lint: venv
 	$(VENV)/bin/ruff check analysis app tests benchmarks
