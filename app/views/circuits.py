@@ -37,7 +37,7 @@ def page() -> None:
                "(full model - all ablated), edges outside the circuit ablated to the baseline. The defaults "
                "(answer log-prob, corrupted baseline) give faithful circuits on the organism (median 0.96 at 75 "
                "edges); CUD's setting (probability, zero baseline) gives circuits of faithfulness ~0 there.")
-    c1, c2, c3, c4, c5 = st.columns([3, 2, 2, 1, 1])
+    c1, c2, c3, c4, c5 = st.columns([3, 2, 2, 1.4, 1.4])
     sample_id = sample_picker(study, key="circ_sample", label="Sample", container=c1)
     if sample_id is None:
         return
