@@ -1,7 +1,6 @@
-import multiprocessing as mp
-import os
-import signal
 import sqlite3
+import subprocess
+import sys
 import time
 
 import pytest
@@ -42,33 +41,36 @@ def test_resume_after_exception_mid_job(tmp_path):
     assert [s for c in calls for s in c] == ["s6", "s7", "s8", "s9"]  # nothing finished is recomputed
 
 
-def _slow_job(path: str) -> None:
-    st = ResultStore(path)
+# A batch job in its own interpreter (not multiprocessing's spawn, whose child re-imports the test module and
+# started slowly late in the full suite): 20 chunks of 0.5 s once it has started.
+SLOW_JOB = """
+import sys, time
+from analysis.store import ResultStore, run_batch
 
-    def compute(chunk):
-        time.sleep(0.5)  # 20 chunks: about 10 s of work once the child has started
-        return {s: s for s in chunk}
+def compute(chunk):
+    time.sleep(0.5)
+    return {s: s for s in chunk}
 
-    run_batch(st, "slow", ["m"], {}, [f"s{i}" for i in range(40)], compute, chunk_size=2)
+run_batch(ResultStore(sys.argv[1]), "slow", ["m"], {}, [f"s{i}" for i in range(40)], compute, chunk_size=2)
+"""
 
 
 def test_killed_job_resumes_and_reads_during_write(tmp_path):
     path = str(tmp_path / "r.sqlite")
     ResultStore(path)
-    proc = mp.get_context("spawn").Process(target=_slow_job, args=(path,))
-    proc.start()
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_JOB, path], stderr=subprocess.DEVNULL)
     reader = ResultStore(path)
     seen = [0]
     # Concurrent reads while the job writes: wait (generously: a loaded machine starts the spawned child
     # slowly) until three chunks have landed one after another, then kill the job mid-way.
     deadline = time.time() + 600
-    while time.time() < deadline and len(seen) < 4 and proc.is_alive():
+    while time.time() < deadline and len(seen) < 4 and proc.poll() is None:
         n = len(reader.get_many("slow", ["m"], {}))
         if n > seen[-1]:
             seen.append(n)
         time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.join()
+    proc.kill()  # SIGKILL: no cleanup in the job
+    proc.wait()
     stored = reader.get_many("slow", ["m"], {})
     assert 0 < len(stored) < 40 and len(stored) % 2 == 0  # whole chunks only
     assert seen == sorted(seen) and len(seen) >= 4
