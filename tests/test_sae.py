@@ -32,12 +32,7 @@ TEST_OPTS = SAEOptions(k=16, expansion=4, steps=300, batch_tokens=256)
 PAGE = str(Path(__file__).resolve().parent.parent / "app" / "views" / "sae.py")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
