@@ -61,6 +61,11 @@ class PairBatch:
         return PairBatch(*(t.to(device) for t in (self.tokens, self.target_mask, self.prompt_lens,
                                                     self.answer_lens, self.lengths)))
 
+    def repeat(self, n: int) -> PairBatch:
+        """The batch stacked ``n`` times (row r of copy i is row i * B + r)."""
+        return PairBatch(*(t.repeat(n, *([1] * (t.dim() - 1))) for t in (
+            self.tokens, self.target_mask, self.prompt_lens, self.answer_lens, self.lengths)))
+
 
 def make_batch(handle: ModelHandle, prompts: Sequence[str], answers: Sequence[str]) -> PairBatch:
     if len(prompts) != len(answers):

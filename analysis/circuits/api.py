@@ -29,6 +29,7 @@ from analysis.scoring import PairBatch, default_batch_size, encode_pair, make_ba
 from analysis.store import ChunkJob, Compute, Executor, ProgressFn, run_batch
 from analysis.tracing.corruptions.replace import pick_replacement
 from analysis.tracing.tokens import SubjectPool, trace_input
+from analysis.tracing.tracer import study_pool
 
 KIND = "eap_ig"
 VERSION = 1
@@ -77,6 +78,13 @@ def subject_replaced(handle: ModelHandle, samples: Sequence[Sample], batch: Pair
     return tokens
 
 
+def mean_reference(study: Any, handle: ModelHandle) -> PairBatch:
+    """The reference batch the mean baseline averages the input embeddings over (64 retain samples, else
+    forget samples)."""
+    ref = study.retain[:64] or study.forget[:64]
+    return make_batch(handle, [s.prompt for s in ref], [s.answer for s in ref])
+
+
 def make_edge_scores_compute(study: Any, model: str, options: EAPOptions, handle: ModelHandle | None = None
                              ) -> Compute:
     """The per-chunk work of ``sample_edge_scores``: one EAP-IG batch per chunk, scores rounded to 6
@@ -87,16 +95,11 @@ def make_edge_scores_compute(study: Any, model: str, options: EAPOptions, handle
     def compute(chunk: list[str]) -> dict[str, Any]:
         if "handle" not in state:  # load the model only when something is left to compute
             h = state["handle"] = one_device(handle if handle is not None else study.load(model))
-            state["reference"] = None
-            if options.baseline == "mean":
-                ref = study.retain[:64] or study.forget[:64]
-                state["reference"] = make_batch(h, [s.prompt for s in ref], [s.answer for s in ref])
-            if options.baseline == "corrupted":
-                state["pool"] = SubjectPool.from_samples(h.tokenizer, study.samples())
+            state["reference"] = mean_reference(study, h) if options.baseline == "mean" else None
         h = state["handle"]
         ss = [by_id[i] for i in chunk]
         batch = make_batch(h, [s.prompt for s in ss], [s.answer for s in ss])
-        corrupted = (subject_replaced(h, ss, batch, state["pool"], options.seed)
+        corrupted = (subject_replaced(h, ss, batch, study_pool(study, h), options.seed)
                      if options.baseline == "corrupted" else None)
         scores = edge_scores(h.model, batch, options, corrupted=corrupted, reference=state["reference"])
         return {i: [float(f"{x:.6g}") for x in row] for i, row in zip(chunk, scores, strict=True)}
@@ -157,20 +160,15 @@ def circuit_for_sample(study: Any, model: str, sample_id: str, top_n: int = 75,
     scores = sample_edge_scores(study, model, [sample_id], opts)[sample_id]
     circuit = greedy_circuit(g, scores, top_n)
     batch = make_batch(handle, [sample.prompt], [sample.answer])
-    base = baseline_outputs(handle.model, g, batch, "zero") if opts.baseline == "zero" else None
-    if opts.baseline == "mean":
-        ref = study.retain[:64] or study.forget[:64]
-        base = baseline_outputs(handle.model, g, batch, "mean",
-                                reference=make_batch(handle, [s.prompt for s in ref], [s.answer for s in ref]))
-    if opts.baseline == "corrupted":
-        pool = SubjectPool.from_samples(handle.tokenizer, study.samples())
-        base = baseline_outputs(handle.model, g, batch, "corrupted",
-                                subject_replaced(handle, [sample], batch, pool, opts.seed))
+    reference = mean_reference(study, handle) if opts.baseline == "mean" else None
+    corrupted = (subject_replaced(handle, [sample], batch, study_pool(study, handle), opts.seed)
+                 if opts.baseline == "corrupted" else None)
+    base = baseline_outputs(handle.model, g, batch, opts.baseline, corrupted, reference)
     f = faithfulness(handle.model, batch, edge_mask(g, circuit)[None], opts.metric, base)
     faith = {"faithfulness": f.faithfulness[0], "metric_full": f.full[0], "metric_circuit": f.circuit[0],
              "metric_empty": f.empty[0], "metric": opts.metric, "note": f.notes[0],
              "definition": "(metric_circuit - metric_empty) / (metric_full - metric_empty)"}
-    edges = [{"src": e.src, "dst": e.dst, "score": float(s)} for e, s in zip(g.edges, scores, strict=True)]
+    edges = g.edge_dicts(scores)
     return CircuitResult(model, sample_id, g.nodes, edges, circuit, faith, circuit_stats(g, scores, circuit),
                          {**opts.to_dict(), "top_n": top_n})
 

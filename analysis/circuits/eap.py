@@ -164,12 +164,6 @@ def baseline_outputs(model: Any, g: Graph, batch: PairBatch, baseline: str, corr
     raise AnalysisInputError(f"unknown baseline {baseline!r} (expected one of {', '.join(BASELINES)})")
 
 
-def _repeat_batch(batch: PairBatch, k: int) -> PairBatch:
-    """The batch stacked ``k`` times (row r of copy i is row i * B + r)."""
-    return PairBatch(*(t.repeat(k, *([1] * (t.dim() - 1))) for t in (
-        batch.tokens, batch.target_mask, batch.prompt_lens, batch.answer_lens, batch.lengths)))
-
-
 def ig_gradients(model: Any, g: Graph, batch: PairBatch, base_embed: torch.Tensor, delta_embed: torch.Tensor,
                  alphas: Sequence[float], metric: str) -> torch.Tensor:
     """[B, T, n_down, d] sum over ``alphas`` of the gradients of the metric at every downstream input, with
@@ -178,7 +172,7 @@ def ig_gradients(model: Any, g: Graph, batch: PairBatch, base_embed: torch.Tenso
     k, b = len(alphas), batch.tokens.shape[0]
     a = torch.tensor(list(alphas), dtype=delta_embed.dtype, device=delta_embed.device)
     embed = (base_embed[None] + a[:, None, None, None] * delta_embed[None]).reshape(k * b, *delta_embed.shape[1:])
-    big = _repeat_batch(batch, k) if k > 1 else batch
+    big = batch.repeat(k) if k > 1 else batch
     stored: dict[str, torch.Tensor] = {}
 
     def set_input(t: torch.Tensor, hook: Any) -> torch.Tensor:

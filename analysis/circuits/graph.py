@@ -138,6 +138,11 @@ class Graph:
     def n_edges(self) -> int:
         return int(self.valid.sum())
 
+    def edge_dicts(self, values: np.ndarray | list[float]) -> list[dict[str, str | float]]:
+        """``[{"src", "dst", "score"}]`` per edge, ``score`` from ``values`` (one per edge, in edge order): the
+        form the CLI prints and analysis.figures.circuit_graph draws."""
+        return [{"src": e.src, "dst": e.dst, "score": float(v)} for e, v in zip(self.edges, values, strict=True)]
+
     def edge_layer(self, i: int) -> int:
         """Layer of edge ``i`` = the layer of its downstream node (edges into the logits: ``n_layers``)."""
         return self.node_layer(self.edges[i].dst_node)

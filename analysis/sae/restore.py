@@ -59,12 +59,6 @@ def expert_mask(experts: ExpertFeatures, samples: Sequence[Sample], d_sae: int) 
     return mask
 
 
-def _repeat(batch: PairBatch, n: int) -> PairBatch:
-    return PairBatch(*(t.repeat(n, *([1] * (t.dim() - 1))) for t in (batch.tokens, batch.target_mask,
-                                                                       batch.prompt_lens, batch.answer_lens,
-                                                                       batch.lengths)))
-
-
 @torch.no_grad()
 def original_features(original: ModelHandle, trained: TrainedSAE, batch: PairBatch) -> torch.Tensor:
     """[N, T, d_sae] the original's SAE features on ``batch`` at the SAE's hook."""
@@ -79,7 +73,7 @@ def steered_correct(handle: ModelHandle, trained: TrainedSAE, batch: PairBatch, 
                     add_scale: torch.Tensor | None = None) -> torch.Tensor:
     """[A, N] bool answer correctness of ``handle`` steered at each alpha, in ONE batched forward."""
     logits = steered_logits(handle, trained, batch, f_o, mask, alphas, mode, add_scale)
-    return answer_correct(logits, _repeat(batch, len(alphas))).view(len(alphas), -1).cpu()
+    return answer_correct(logits, batch.repeat(len(alphas))).view(len(alphas), -1).cpu()
 
 
 @torch.no_grad()
@@ -90,7 +84,7 @@ def steered_logits(handle: ModelHandle, trained: TrainedSAE, batch: PairBatch, f
     if mode not in ("replace", "add"):
         raise AnalysisInputError(f"unknown steering mode {mode!r} (replace or add)")
     n, a = batch.tokens.shape[0], len(alphas)
-    big = _repeat(batch, a)
+    big = batch.repeat(a)
     alpha = torch.tensor([float(x) for x in alphas], device=batch.tokens.device).repeat_interleave(n)
     m = mask.to(f_o.device).float()[:, None, :].repeat(a, 1, 1)  # [A*N, 1, d_sae]
     sae = trained.sae

@@ -33,7 +33,7 @@ def _anchor_circuits(study: Study, anchors: dict[str, list[float]], top_n: int) 
     cols = st.columns(2)
     for col, name in zip(cols, ("easy", "hard"), strict=True):
         a = np.asarray(anchors[name])
-        edges = [{"src": e.src, "dst": e.dst, "score": float(x)} for e, x in zip(g.edges, a, strict=True)]
+        edges = g.edge_dicts(a)
         top = [int(i) for i in np.argsort(-a)[:top_n] if a[i] > 0]
         col.plotly_chart(circuit_graph(edges, top, g.n_layers, g.n_heads, title=f"{name} anchor"),
                          width="stretch", key=f"anchor_{name}")
