@@ -8,10 +8,10 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
 
+from analysis.cli_common import Parser, emit, tqdm_progress, verb
 from analysis.errors import WorkbenchError
 
 DEFAULT_STUDY = "studies/demo"
@@ -20,37 +20,14 @@ ANALYSIS_VERBS: tuple[str, ...] = ("analysis.tracing.cli", "analysis.circuits.cl
                                     "analysis.sae.cli", "analysis.diagnosis.cli")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, not the usage block
-        self.exit(2, f"erasure: error: {message} (see `{self.prog} --help`)\n")
-
-
-def _emit(args: argparse.Namespace, obj: Any, text: str) -> None:
-    print(json.dumps(obj, indent=None if args.json else 2, default=str) if args.json else text)
-
-
-def _tqdm_progress(desc: str) -> Callable[[float, str], None]:
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=1000, desc=desc, leave=False, disable=None)
-
-    def update(frac: float, msg: str) -> None:
-        bar.n = int(frac * 1000)
-        bar.set_postfix_str(msg[-60:], refresh=True)
-        if frac >= 1:
-            bar.close()
-
-    return update
-
-
 # ---- organism / model ------------------------------------------------------------------------------
 def cmd_organism_train(args: argparse.Namespace) -> None:
     from analysis.organism import OrganismConfig, train_organism
 
     cfg = OrganismConfig(seed=args.seed, n_people=args.people, steps=args.steps, device=args.device)
-    _, report = train_organism(cfg, out=args.out, progress=_tqdm_progress("organism"))
+    _, report = train_organism(cfg, out=args.out, progress=tqdm_progress("organism"))
     d = report.to_dict()
-    _emit(args, d, f"trained organism -> {report.path}\n  recall {report.recall:.4f}  utility {report.utility:.3f}"
+    emit(args, d, f"trained organism -> {report.path}\n  recall {report.recall:.4f}  utility {report.utility:.3f}"
                    f"  {report.seconds:.1f}s  ({report.steps} steps, {report.n_params:,} params, {report.device})")
 
 
@@ -60,16 +37,16 @@ def cmd_model_info(args: argparse.Namespace) -> None:
     if args.n_devices < 1:
         raise WorkbenchError(f"--n-devices must be at least 1, got {args.n_devices}")
     info = load_model(args.path, device=args.device, n_devices=args.n_devices).info()
-    _emit(args, info, "\n".join(f"{k:>16}: {v}" for k, v in info.items()))
+    emit(args, info, "\n".join(f"{k:>16}: {v}" for k, v in info.items()))
 
 
 # ---- study ------------------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> None:
     from analysis.demo import build_demo
 
-    study, timings = build_demo(args.out, seed=args.seed, progress=_tqdm_progress("demo"))
+    study, timings = build_demo(args.out, seed=args.seed, progress=tqdm_progress("demo"))
     obj = {"study": str(study.root), "models": study.model_names, "seconds": timings}
-    _emit(args, obj, f"demo study at {study.root}: {', '.join(study.model_names)} "
+    emit(args, obj, f"demo study at {study.root}: {', '.join(study.model_names)} "
                      f"({timings.get('total', 0):.1f}s)")
 
 
@@ -92,7 +69,7 @@ def cmd_study_create(args: argparse.Namespace) -> None:
                          forget=args.forget, retain=args.retain, utility=args.utility, retrain=args.retrain)
     obj = {"study": str(study.root), "models": {n: e.to_dict() for n, e in study.manifest.models.items()},
            "samples": {s: len(study.samples(s)) for s in study.manifest.samples}}
-    _emit(args, obj, f"created study at {study.root} with models {', '.join(study.model_names)}")
+    emit(args, obj, f"created study at {study.root} with models {', '.join(study.model_names)}")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -104,14 +81,14 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if names:
         for n in names:
             study.entry(n)
-    res = evaluate_study(study, names, progress=_tqdm_progress("eval"))
+    res = evaluate_study(study, names, progress=tqdm_progress("eval"))
     obj = {"models": {n: r.to_dict() for n, r in res.items()}}
     lines = [f"{'model':<22}{'forget':>8}{'f.prob':>8}{'para':>8}{'retain':>8}{'utility':>8}{'FQ':>10}"]
     for n, r in res.items():
         fq = "-" if r.forget_quality is None else f"{r.forget_quality:.2e}"
         lines.append(f"{n:<22}{r.forget_acc:>8.3f}{r.forget_prob:>8.3f}{(r.paraphrase_acc or 0):>8.3f}"
                      f"{r.retain_acc:>8.3f}{(r.utility or 0):>8.3f}{fq:>10}")
-    _emit(args, obj, "\n".join(lines))
+    emit(args, obj, "\n".join(lines))
 
 
 # ---- app --------------------------------------------------------------------------------------------
@@ -134,17 +111,11 @@ def cmd_app(args: argparse.Namespace) -> None:
 
 # ---- parser -----------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="erasure", description="Erasure Workbench: interpretability for machine unlearning.")
-    sub = p.add_subparsers(dest="verb", required=True, parser_class=_Parser)
-
-    def verb(parent: Any, name: str, fn: Callable[[argparse.Namespace], None], help_: str) -> argparse.ArgumentParser:
-        sp = parent.add_parser(name, help=help_, description=help_)
-        sp.add_argument("--json", action="store_true", help="print one JSON object")
-        sp.set_defaults(fn=fn)
-        return sp
+    p = Parser(prog="erasure", description="Erasure Workbench: interpretability for machine unlearning.")
+    sub = p.add_subparsers(dest="verb", required=True, parser_class=Parser)
 
     org = sub.add_parser("organism", help="the built-in model organism").add_subparsers(dest="sub", required=True,
-                                                                                      parser_class=_Parser)
+                                                                                      parser_class=Parser)
     sp = verb(org, "train", cmd_organism_train, "train the model organism and save it to a directory")
     sp.add_argument("--out", required=True)
     sp.add_argument("--seed", type=int, default=0)
@@ -153,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--device", default=None)
 
     mod = sub.add_parser("model", help="inspect models").add_subparsers(dest="sub", required=True,
-                                                                        parser_class=_Parser)
+                                                                        parser_class=Parser)
     sp = verb(mod, "info", cmd_model_info, "load a model directory and print what it is")
     sp.add_argument("path")
     sp.add_argument("--device", default=None)
@@ -166,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
 
     st = sub.add_parser("study", help="create studies").add_subparsers(dest="sub", required=True,
-                                                                       parser_class=_Parser)
+                                                                       parser_class=Parser)
     sp = verb(st, "create", cmd_study_create, "create a study from local checkpoints and sample files")
     sp.add_argument("--out", required=True)
     sp.add_argument("--original", required=True, help="model directory before unlearning")

@@ -11,7 +11,6 @@ Ray is an optional extra (``pip install 'erasure-workbench[ray]'``) and imported
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import socket
@@ -250,46 +249,23 @@ class RayExecutor:
                 self._discard(i)
 
 
-# ---- the CLI ---------------------------------------------------------------------------------------------
-def add_ray_arguments(sp: argparse.ArgumentParser) -> None:
-    """--ray [ADDRESS], --workers N and --n-devices N on a batch verb."""
-    g = sp.add_argument_group("scaling out")
-    g.add_argument("--ray", nargs="?", const=LOCAL, default=None, metavar="ADDRESS",
-                   help="compute on a Ray actor pool: a local Ray instance, or the cluster at ADDRESS "
-                        "(host:port, ray://host:port or auto); needs the ray extra")
-    g.add_argument("--workers", type=int, default=None,
-                   help="Ray workers, one model replica each (default: one per GPU, else 2)")
-    g.add_argument("--n-devices", type=int, default=1,
-                   help="split each model over N GPUs (TransformerLens n_devices) for models too big for one")
-
-
-def open_study(args: argparse.Namespace) -> Any:
-    """``Study.open(args.study)`` with the verb's --n-devices applied to every model it loads."""
-    from analysis.study import Study
-
-    if args.n_devices < 1:
-        raise AnalysisInputError(f"--n-devices must be at least 1, got {args.n_devices}")
-    study = Study.open(args.study)
-    study.n_devices = args.n_devices
-    return study
-
-
 @contextmanager
-def executor_from_args(args: argparse.Namespace, batch: bool = True) -> Iterator[RayExecutor | None]:
-    """The verb's Ray executor (None without --ray), closed when the verb ends. ``batch`` False: the verb
-    runs one sample, which --ray cannot speed up."""
-    if args.ray is None:
-        if args.workers is not None:
+def ray_executor(ray: str | None, workers: int | None = None, n_devices: int = 1,
+                 batch: bool = True) -> Iterator[RayExecutor | None]:
+    """A Ray executor for one job (None when ``ray`` is None), closed when the job ends. ``ray``: LOCAL for a
+    local instance, else a cluster address. ``batch`` False: the job runs one sample, which Ray cannot speed
+    up."""
+    if ray is None:
+        if workers is not None:
             raise AnalysisInputError("--workers needs --ray")
         yield None
         return
     if not batch:
         raise AnalysisInputError("--ray runs batch jobs (e.g. --all), not one sample")
     import_ray()
-    if args.ray != LOCAL:
-        check_address(args.ray)
-    executor = RayExecutor(address=None if args.ray == LOCAL else args.ray, workers=args.workers,
-                           n_devices=args.n_devices)
+    if ray != LOCAL:
+        check_address(ray)
+    executor = RayExecutor(address=None if ray == LOCAL else ray, workers=workers, n_devices=n_devices)
     try:
         yield executor
     finally:

@@ -25,6 +25,7 @@ from analysis.models import ModelHandle, load_model
 from analysis.models.handle import ROLES, fingerprint_dir, tokenizer_signature
 from analysis.models.loader import detect_format
 from analysis.store import ResultStore
+from analysis.subjects import SubjectPool
 
 MANIFEST = "study.json"
 SAMPLE_SPLITS = ("forget", "retain", "utility")
@@ -40,6 +41,21 @@ class ModelEntry:
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "role": self.role, "method": self.method, "fingerprint": self.fingerprint}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The models a before/after analysis of one judged model needs: the original, the judged model and the
+    study's reference control (the retrain model, true deletion; None when the study has none).
+    ``names`` lists them once each, in that order."""
+
+    original: str
+    model: str
+    reference: str | None
+
+    @property
+    def names(self) -> list[str]:
+        return list(dict.fromkeys([self.original, self.model, *([self.reference] if self.reference else [])]))
 
 
 @dataclass
@@ -75,6 +91,7 @@ class Study:
         self._handles: dict[tuple[str, str | None], ModelHandle] = {}
         self.n_devices = 1  # GPUs each model is split over when loaded (TransformerLens n_devices)
         self._samples: dict[str, list[Sample]] = {}
+        self._subject_pool: SubjectPool | None = None
 
     # ---- opening and creating -------------------------------------------------------------------
     @classmethod
@@ -189,6 +206,18 @@ class Study:
                     raise StudyError(f"model {name!r} has a different tokenizer from 'original'")
             self._handles[key] = handle
         return self._handles[key]
+
+    def comparison(self, model: str) -> Comparison:
+        """The models judging ``model`` involves: original, ``model`` and the reference (retrain) control."""
+        self.entry(model)
+        return Comparison("original", model, self.manifest.retrain)
+
+    def subject_pool(self) -> SubjectPool:
+        """The subjects of every sample of the study as token ids (tracing's noise scale and replacements,
+        the corrupted EAP-IG baseline). Built once per Study: all its models share one tokenizer."""
+        if self._subject_pool is None:
+            self._subject_pool = SubjectPool.from_samples(self.load("original").tokenizer, self.samples())
+        return self._subject_pool
 
     def fingerprint(self, name: str) -> str:
         entry = self.entry(name)

@@ -34,7 +34,7 @@ from analysis.models.device import pick_device, pick_dtype
 from analysis.models.handle import ModelHandle
 from analysis.organism import build_tokenizer
 from analysis.scoring import encode_pair, score_answers
-from analysis.tracing import SubjectPool, TraceInput, TraceOptions, get_corruption, run_trace
+from analysis.tracing import SubjectInput, SubjectPool, TraceOptions, get_corruption, run_trace
 from analysis.tracing.options import ROME_WINDOW
 from benchmarks.bench_circuits import batched, one_by_one
 from benchmarks.bench_scoring import naive_scores
@@ -80,7 +80,7 @@ class TracePoint:
         return None if self.naive_s is None else self.naive_s / max(self.ours_s, 1e-12)
 
 
-def trace_point(handle: ModelHandle, inp: TraceInput, pool: SubjectPool, opts: TraceOptions, naive: bool,
+def trace_point(handle: ModelHandle, inp: SubjectInput, pool: SubjectPool, opts: TraceOptions, naive: bool,
                 strict: bool = True) -> TracePoint:
     """Time ``run_trace`` (one run after a warm-up) and, with ``naive``, ROME's loop once on the same
     corrupted input. ``strict``: assert the scores agree (float32); otherwise only report the difference."""

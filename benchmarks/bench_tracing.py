@@ -19,17 +19,17 @@ import numpy as np
 import torch
 
 from analysis.models.handle import ModelHandle
+from analysis.subjects import subject_input
 from analysis.tracing import (
     Corrupted,
     Metric,
+    SubjectInput,
     SubjectPool,
-    TraceInput,
     TraceOptions,
     get_corruption,
     run_trace,
 )
 from analysis.tracing.options import window_layers
-from analysis.tracing.tokens import trace_input
 from benchmarks.common import CACHE, BenchRow
 
 HOOK = {"resid": "hook_resid_post", "mlp": "hook_mlp_out", "attn": "hook_attn_out"}
@@ -38,7 +38,7 @@ MAX_REL_DIFF = 1e-3
 
 
 @torch.no_grad()
-def rome_naive(handle: ModelHandle, inp: TraceInput, corrupted: Corrupted, metric: str, kinds: Sequence[str],
+def rome_naive(handle: ModelHandle, inp: SubjectInput, corrupted: Corrupted, metric: str, kinds: Sequence[str],
                window: int) -> tuple[float, float, dict[str, np.ndarray]]:
     """ROME's calculate_hidden_flow / trace_with_patch: row 0 is the clean run, rows 1.. the corrupted runs;
     for every cell a full forward from the input in which the restored states are copied from row 0."""
@@ -85,7 +85,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def compare(handle: ModelHandle, inputs: Sequence[TraceInput], pool: SubjectPool, opts: TraceOptions,
+def compare(handle: ModelHandle, inputs: Sequence[SubjectInput], pool: SubjectPool, opts: TraceOptions,
             label: str, repeats: int = 1) -> dict[str, Any]:
     """Time both implementations on the same corrupted inputs; check they agree."""
     opts = opts.validated(handle.n_layers)
@@ -164,7 +164,7 @@ GPT2_SMALL: dict[str, Any] = {"d_model": 768, "n_heads": 12, "d_mlp": 3072, "n_c
 
 
 def gpt2_small_random(device: str, n_layers: int = 12, seq: int = 16, n_traces: int = 2,
-                      name: str = "gpt2-small-random", **arch: Any) -> tuple[ModelHandle, list[TraceInput],
+                      name: str = "gpt2-small-random", **arch: Any) -> tuple[ModelHandle, list[SubjectInput],
                                                                              SubjectPool]:
     """A random-init HookedTransformer (GPT-2 small's shape; ``arch`` overrides HookedTransformerConfig fields,
     e.g. ``d_model`` or a Llama's rotary / RMS norm / gated MLP / ``dtype``), ``n_traces`` random prompts of
@@ -183,7 +183,7 @@ def gpt2_small_random(device: str, n_layers: int = 12, seq: int = 16, n_traces: 
     inputs = []
     for i in range(n_traces):
         ids = [bos, *torch.randint(0, high, (seq - 1,), generator=gen).tolist()]
-        inputs.append(TraceInput(ids=tuple(ids), prompt_len=seq - 1, answer_ids=(ids[-1],),
+        inputs.append(SubjectInput(ids=tuple(ids), prompt_len=seq - 1, answer_ids=(ids[-1],),
                                  subject_range=(2, min(5, seq - 2)),
                                  sample_id=f"r{i}"))
     pool = SubjectPool.from_ids([torch.randint(0, high, (3,), generator=gen).tolist() for _ in range(50)])
@@ -207,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> list[BenchRow]:
 
     handle, samples, forget = organism_handle(args.organism)
     pool = SubjectPool.from_samples(handle.tokenizer, samples)
-    inputs = [trace_input(handle, s) for s in forget[: args.samples]]
+    inputs = [subject_input(handle, s) for s in forget[: args.samples]]
     opts = TraceOptions(n_samples=args.noise)
     results["organism_cpu"] = compare(handle, inputs, pool, opts, "organism")
 

@@ -37,11 +37,11 @@ from analysis.attribution import (
     recovery_cached,
     strategy_names,
 )
+from analysis.attribution.figures import attribution_heatmap, contribution_change_bars, recovery_bars
 from analysis.cli import main
 from analysis.data.schema import Sample
 from analysis.errors import AnalysisInputError, WorkbenchError
-from analysis.figures import attribution_heatmap, contribution_change_bars, recovery_bars
-from analysis.tracing.tokens import subject_token_range
+from analysis.subjects import subject_token_range
 
 TOL = 1e-4
 

@@ -285,14 +285,14 @@ def test_difficulty_page(app_page: Callable[[str], Any], small_study: Any) -> No
 def test_corrupted_baseline_is_tracings_token_replacement(organism: Any, small_study: Any) -> None:
     from analysis.circuits.api import sample_edge_scores, subject_replaced
     from analysis.scoring import make_batch
-    from analysis.tracing import SubjectPool, TraceOptions, get_corruption, trace_input
+    from analysis.tracing import SubjectPool, TraceOptions, get_corruption, subject_input
 
     ss = small_study.forget[:3]
     pool = SubjectPool.from_samples(organism.tokenizer, small_study.samples())
     batch = make_batch(organism, [s.prompt for s in ss], [s.answer for s in ss])
     corrupted = subject_replaced(organism, ss, batch, pool, seed=4)
     for row, s in enumerate(ss):
-        inp = trace_input(organism, s)
+        inp = subject_input(organism, s)
         want = get_corruption("str").corrupt(organism, inp, pool, TraceOptions(corruption="str", seed=4)).tokens[0]
         assert corrupted[row, :len(inp.ids)].tolist() == want.tolist()
         assert corrupted[row, len(inp.ids):].tolist() == batch.tokens[row, len(inp.ids):].tolist()  # padding

@@ -24,11 +24,10 @@ from analysis.tracing import (
     TraceResult,
     cached_trace,
     get_corruption,
-    study_pool,
+    subject_input,
     trace,
     trace_dataset,
     trace_difference,
-    trace_input,
     trace_sample,
     window_layers,
 )
@@ -41,7 +40,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def pool(small_study, organism) -> SubjectPool:
-    return study_pool(small_study, organism)
+    return small_study.subject_pool()
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +64,7 @@ def _metric(kind: str, prompt_len: int, answer: int, other: int | None = None):
 @pytest.mark.parametrize("metric", ["prob", "logit_diff"])
 def test_known_answers(organism, sample, pool, metric):
     r = trace(organism, sample, pool, TraceOptions(metric=metric, n_samples=4))
-    assert len(trace_input(organism, sample).answer_ids) == 1  # one-token answers: restoring the end is exact
+    assert len(subject_input(organism, sample).answer_ids) == 1  # one-token answers: restoring the end is exact
     s0, s1 = r.subject_range
     assert r.tokens[s0:s1] == sample.subject.split() and r.layers == list(range(organism.n_layers))
     resid = r.array("resid")
@@ -78,7 +77,7 @@ def test_known_answers(organism, sample, pool, metric):
         np.testing.assert_allclose(r.array(kind)[:, :s0], r.corrupted, atol=TOL)
     np.testing.assert_allclose(resid[-1, :-1], r.corrupted, atol=TOL)
     # Restoring nothing: the corrupted run on its own (same seeded noise, applied here by a plain hook).
-    inp = trace_input(organism, sample)
+    inp = subject_input(organism, sample)
     opts = TraceOptions(metric=metric, n_samples=4).validated(organism.n_layers)
     corrupted = get_corruption("noise").corrupt(organism, inp, pool, opts)
     with torch.no_grad():
@@ -101,7 +100,7 @@ def test_str_equals_transformer_lens_patching(organism, sample, pool, metric):
     model = organism.model
     opts = TraceOptions(corruption="str", metric=metric, window=1).validated(organism.n_layers)
     r = trace(organism, sample, pool, opts)
-    inp = trace_input(organism, sample)
+    inp = subject_input(organism, sample)
     corrupted = get_corruption("str").corrupt(organism, inp, pool, opts)
     P, a0 = inp.prompt_len, inp.answer_ids[0]
     clean_tokens = inp.tensor(organism.device)[None]
@@ -154,7 +153,7 @@ def test_batched_equals_naive_loop(organism, sample, pool):
     # A 1 MB budget forces several chunks per start layer.
     opts = TraceOptions(n_samples=3, window=2, seed=7, memory_budget_mb=1).validated(organism.n_layers)
     r = trace(organism, sample, pool, opts)
-    inp = trace_input(organism, sample)
+    inp = subject_input(organism, sample)
     corrupted = get_corruption("noise").corrupt(organism, inp, pool, opts)
     f = _metric("prob", inp.prompt_len, inp.answer_ids[0])
     for kind in ("resid", "mlp", "attn"):
@@ -169,17 +168,17 @@ def test_kv_reuse_groupings_equal_naive_loop(monkeypatch, tmp_path, organism, sa
     (learned positions) and on a tiny Llama (rotary, grouped-query attention)."""
     import analysis.tracing.engine as engine
     from analysis.models import load_model
-    from analysis.tracing import TraceInput
+    from analysis.tracing import SubjectInput
     from tests.hf_fixtures import make_tiny_checkpoint
 
     if arch == "organism":
-        handle, inp = organism, trace_input(organism, sample)
+        handle, inp = organism, subject_input(organism, sample)
         p = pool
     else:
         handle = load_model(make_tiny_checkpoint("llama", tmp_path / "tiny-llama",
                                                  config_overrides={"num_key_value_heads": 2}), device="cpu")
         ids = (1, 5, 9, 12, 7, 3, 11, 4)
-        inp = TraceInput(ids=ids, prompt_len=7, answer_ids=(4,), subject_range=(2, 4), sample_id="x")
+        inp = SubjectInput(ids=ids, prompt_len=7, answer_ids=(4,), subject_range=(2, 4), sample_id="x")
         p = SubjectPool.from_ids([[8, 6], [10, 13], [14, 2]])
     opts = TraceOptions(n_samples=3, window=2, seed=3).validated(handle.n_layers)
     corrupted = get_corruption("noise").corrupt(handle, inp, p, opts)

@@ -86,7 +86,7 @@ def cmd_attribute(args: argparse.Namespace) -> None:
 
 def cmd_recover(args: argparse.Namespace) -> None:
     from analysis.attribution import recover
-    from analysis.distributed import executor_from_args, open_study
+    from analysis.cli_common import executor_from_args, open_study
 
     study = open_study(args)
     study.entry(args.model)
@@ -128,7 +128,7 @@ def _attribution_arguments(sp: argparse.ArgumentParser) -> None:
 def add_parser(sub: argparse._SubParsersAction, verb: VerbFn) -> None:
     """Register `erasure attribute` and `erasure recover` through the CLI's ``verb`` helper (adds --json)."""
     from analysis.attribution import KEYWORD_SOURCES, strategy_names
-    from analysis.distributed import add_ray_arguments
+    from analysis.cli_common import add_ray_arguments
 
     sp = verb(sub, "attribute", cmd_attribute,
               "unPact prompt-token contributions of a sample's answer (or before vs after over the study)")

@@ -27,9 +27,7 @@ from analysis.models.device import memory_budget
 from analysis.models.handle import ModelHandle
 from analysis.scoring import PairBatch, default_batch_size, encode_pair, make_batch, score_answers
 from analysis.store import ChunkJob, Compute, Executor, ProgressFn, run_batch
-from analysis.tracing.corruptions.replace import pick_replacement
-from analysis.tracing.tokens import SubjectPool, trace_input
-from analysis.tracing.tracer import study_pool
+from analysis.subjects import SubjectPool, pick_replacement, subject_input
 
 KIND = "eap_ig"
 VERSION = 1
@@ -70,7 +68,7 @@ def subject_replaced(handle: ModelHandle, samples: Sequence[Sample], batch: Pair
     this seed), so positions and padding are unchanged."""
     tokens = batch.tokens.clone()
     for row, s in enumerate(samples):
-        inp = trace_input(handle, s)
+        inp = subject_input(handle, s)
         if tuple(tokens[row, :len(inp.ids)].tolist()) != inp.ids:
             raise RuntimeError(f"sample {s.id!r}: batch tokens and trace tokens disagree")
         s0, s1 = inp.subject_range
@@ -99,7 +97,7 @@ def make_edge_scores_compute(study: Any, model: str, options: EAPOptions, handle
         h = state["handle"]
         ss = [by_id[i] for i in chunk]
         batch = make_batch(h, [s.prompt for s in ss], [s.answer for s in ss])
-        corrupted = (subject_replaced(h, ss, batch, study_pool(study, h), options.seed)
+        corrupted = (subject_replaced(h, ss, batch, study.subject_pool(), options.seed)
                      if options.baseline == "corrupted" else None)
         scores = edge_scores(h.model, batch, options, corrupted=corrupted, reference=state["reference"])
         return {i: [float(f"{x:.6g}") for x in row] for i, row in zip(chunk, scores, strict=True)}
@@ -161,7 +159,7 @@ def circuit_for_sample(study: Any, model: str, sample_id: str, top_n: int = 75,
     circuit = greedy_circuit(g, scores, top_n)
     batch = make_batch(handle, [sample.prompt], [sample.answer])
     reference = mean_reference(study, handle) if opts.baseline == "mean" else None
-    corrupted = (subject_replaced(handle, [sample], batch, study_pool(study, handle), opts.seed)
+    corrupted = (subject_replaced(handle, [sample], batch, study.subject_pool(), opts.seed)
                  if opts.baseline == "corrupted" else None)
     base = baseline_outputs(handle.model, g, batch, opts.baseline, corrupted, reference)
     f = faithfulness(handle.model, batch, edge_mask(g, circuit)[None], opts.metric, base)

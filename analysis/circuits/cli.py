@@ -40,7 +40,7 @@ def cmd_circuit(args: argparse.Namespace) -> None:
 
 def cmd_score(args: argparse.Namespace) -> None:
     from analysis.circuits.api import score_study
-    from analysis.distributed import executor_from_args, open_study
+    from analysis.cli_common import executor_from_args, open_study
 
     with executor_from_args(args) as executor:
         rep = score_study(open_study(args), distance=args.distance, top_n=args.top, options=_opts(args),
@@ -84,7 +84,7 @@ def add_parser(sub: argparse._SubParsersAction, verb: VerbFn) -> None:
     """Register `erasure circuit` and `erasure score` through the CLI's ``verb`` helper (adds --json)."""
     from analysis.circuits.cud import DISTANCES
     from analysis.circuits.eap import CIRCUIT_DEFAULTS, EAPOptions
-    from analysis.distributed import add_ray_arguments
+    from analysis.cli_common import add_ray_arguments
 
     sp = verb(sub, "circuit", cmd_circuit, "EAP-IG edge scores and the greedy circuit of one sample")
     sp.add_argument("study")

@@ -140,7 +140,7 @@ class Graph:
 
     def edge_dicts(self, values: np.ndarray | list[float]) -> list[dict[str, str | float]]:
         """``[{"src", "dst", "score"}]`` per edge, ``score`` from ``values`` (one per edge, in edge order): the
-        form the CLI prints and analysis.figures.circuit_graph draws."""
+        form the CLI prints and analysis.circuits.figures.circuit_graph draws."""
         return [{"src": e.src, "dst": e.dst, "score": float(v)} for e, v in zip(self.edges, values, strict=True)]
 
     def edge_layer(self, i: int) -> int:

@@ -1,5 +1,5 @@
 """The figures of a diagnosis, in the order the page and the HTML report show them, built from the stored
-results with the shared builders of analysis.figures (so the page, the report and a notebook show the same
+results with the figure builders of each analysis (so the page, the report and a notebook show the same
 plots)."""
 
 from __future__ import annotations
@@ -10,21 +10,16 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
+from analysis.attribution.figures import recovery_bars
 from analysis.attribution.result import RecoveryReport
 from analysis.circuits.cud import CUDReport
+from analysis.circuits.figures import cud_histogram, cud_scatter, cud_table
+from analysis.diagnosis.figures import reading_map
 from analysis.diagnosis.result import Diagnosis
 from analysis.diagnosis.rules import SAE_READING, TRACE_MIN_EFFECT, trace_reading
-from analysis.figures import (
-    aie_lines,
-    cud_histogram,
-    cud_scatter,
-    cud_table,
-    probe_layers,
-    reading_map,
-    recovery_bars,
-    restoration_curves,
-    scoreboard_bars,
-)
+from analysis.figures import scoreboard_bars
+from analysis.sae.figures import probe_layers, restoration_curves
+from analysis.tracing.figures import aie_lines
 from analysis.tracing.result import AIEResult
 
 

@@ -29,7 +29,7 @@ def cmd_sae_train(args: argparse.Namespace) -> None:
 
 
 def cmd_restore(args: argparse.Namespace) -> None:
-    from analysis.distributed import executor_from_args, open_study
+    from analysis.cli_common import executor_from_args, open_study
     from analysis.sae import restore
 
     study = open_study(args)
@@ -53,7 +53,7 @@ def cmd_restore(args: argparse.Namespace) -> None:
 
 def add_parser(sub: argparse._SubParsersAction, verb: VerbFn) -> None:
     """Register `erasure sae train` and `erasure restore` through the CLI's ``verb`` helper (adds --json)."""
-    from analysis.distributed import add_ray_arguments
+    from analysis.cli_common import add_ray_arguments
 
     sae = sub.add_parser("sae", help="sparse autoencoders on the original model")
     sae_sub = sae.add_subparsers(dest="sub", required=True, parser_class=type(sae))

@@ -3,6 +3,7 @@ subject (Gaussian noise on its embeddings, or symmetric token replacement), rest
 cell of the residual stream / MLP outputs / attention outputs from the clean run, and measure how much of
 the answer comes back. Batched: one forward per start layer over all tokens and noise samples."""
 
+from analysis.subjects import SubjectInput, SubjectPool, subject_input, subject_token_range
 from analysis.tracing.corruptions import (
     CORRUPTIONS,
     Corrupted,
@@ -28,11 +29,9 @@ from analysis.tracing.result import (
     role_positions,
     trace_difference,
 )
-from analysis.tracing.tokens import SubjectPool, TraceInput, subject_token_range, trace_input
 from analysis.tracing.tracer import (
     cached_trace,
     dataset_cached,
-    study_pool,
     trace,
     trace_dataset,
     trace_models,
@@ -41,8 +40,8 @@ from analysis.tracing.tracer import (
 
 __all__ = [
     "CORRUPTIONS", "HOOKS", "KINDS", "METRICS", "ROLES", "STORE_KIND", "AIEResult", "Corrupted", "Corruption",
-    "Metric", "SubjectPool", "TraceInput", "TraceOptions", "TraceResult", "TraceScores", "average_indirect_effect",
+    "Metric", "SubjectPool", "SubjectInput", "TraceOptions", "TraceResult", "TraceScores", "average_indirect_effect",
     "cached_trace", "dataset_cached", "get_corruption", "parse_kinds", "register_corruption", "role_positions",
-    "run_trace", "study_pool", "subject_token_range", "trace", "trace_dataset", "trace_difference", "trace_input",
+    "run_trace", "subject_token_range", "trace", "trace_dataset", "trace_difference", "subject_input",
     "trace_models", "trace_sample", "window_layers",
 ]

@@ -35,7 +35,7 @@ def _grid(rows: list[list[float | None]], row_labels: list[str], col_labels: lis
 
 
 def cmd_trace(args: argparse.Namespace) -> None:
-    from analysis.distributed import executor_from_args, open_study
+    from analysis.cli_common import executor_from_args, open_study
 
     if bool(args.sample) == bool(args.all):
         raise AnalysisInputError("give either --sample ID or --all")
@@ -72,7 +72,7 @@ def _trace(args: argparse.Namespace, study: Any, executor: Any) -> None:
 
 def add_parser(sub: argparse._SubParsersAction, verb: VerbFn) -> None:
     """Register `erasure trace` on the CLI's subparsers, through the CLI's ``verb`` helper (adds --json)."""
-    from analysis.distributed import add_ray_arguments
+    from analysis.cli_common import add_ray_arguments
     from analysis.tracing.corruptions import CORRUPTIONS
     from analysis.tracing.options import KINDS, METRICS
 

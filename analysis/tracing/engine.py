@@ -34,9 +34,9 @@ from transformer_lens.utilities import apply_softcap
 from analysis.errors import AnalysisInputError
 from analysis.models.handle import ModelHandle
 from analysis.scoring import PairBatch, answer_logprob, batch_from_ids, default_batch_size
+from analysis.subjects import SubjectInput
 from analysis.tracing.corruptions import Corrupted
 from analysis.tracing.options import KINDS, METRICS, window_layers
-from analysis.tracing.tokens import TraceInput
 
 # A block's fixed cost per forward, in FLOP at CPU speed: ~1 ms of TransformerLens Python, hooks and small kernels at
 # ~40 GFLOP/s, measured on the organism (benchmarks/bench_tracing.py). It only steers how rows are grouped.
@@ -58,7 +58,7 @@ class Metric:
     token other than the answer, from its mean logits over noise samples) at the last prompt position.
     """
 
-    def __init__(self, name: str, inp: TraceInput, device: torch.device, other_token: int | None = None) -> None:
+    def __init__(self, name: str, inp: SubjectInput, device: torch.device, other_token: int | None = None) -> None:
         if name not in METRICS:
             raise AnalysisInputError(f"unknown metric {name!r} (expected one of {', '.join(METRICS)})")
         self.name = name
@@ -89,7 +89,7 @@ class Metric:
         return self(logits[:, self.tail])
 
     @staticmethod
-    def top_other(corrupted_logits: torch.Tensor, inp: TraceInput) -> int:
+    def top_other(corrupted_logits: torch.Tensor, inp: SubjectInput) -> int:
         mean = corrupted_logits[:, inp.prompt_len - 1].float().mean(0)
         mean[int(inp.answer_ids[0])] = -torch.inf
         return int(mean.argmax())
@@ -206,7 +206,7 @@ def overhead_rows(model: HookedTransformer) -> float:
     return FORWARD_OVERHEAD_FLOP / (2 * block_params)
 
 
-def first_corrupted_position(inp: TraceInput, corrupted: Corrupted) -> int:
+def first_corrupted_position(inp: SubjectInput, corrupted: Corrupted) -> int:
     """The first position where a corrupted input differs from the clean one. Before it, clean and corrupted
     activations are equal at every layer (causal attention), so restoring them is a no-op."""
     clean = inp.tensor(corrupted.tokens.device)
@@ -226,7 +226,7 @@ def _unembed(model: HookedTransformer, resid: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def run_trace(handle: ModelHandle, inp: TraceInput, corrupted: Corrupted, kinds: Sequence[str], metric: str,
+def run_trace(handle: ModelHandle, inp: SubjectInput, corrupted: Corrupted, kinds: Sequence[str], metric: str,
               window: int, budget_bytes: int | None = None) -> TraceScores:
     """Scores [n_layers, prompt_len] per kind: the metric with the cell restored at each prompt token,
     averaged over the corrupted inputs (noise samples)."""

@@ -11,23 +11,20 @@ from analysis.data.schema import Sample
 from analysis.errors import AnalysisInputError
 from analysis.models.handle import ModelHandle
 from analysis.store import ChunkJob, Compute, Executor, ProgressFn, run_batch
+from analysis.subjects import SubjectPool, subject_input, token_strings
 from analysis.tracing.corruptions import get_corruption
 from analysis.tracing.engine import run_trace
 from analysis.tracing.options import KINDS, STORE_KIND, TraceOptions
 from analysis.tracing.result import AIEResult, TraceResult, average_indirect_effect
-from analysis.tracing.tokens import SubjectPool, token_strings, trace_input
 
 if TYPE_CHECKING:
     from analysis.study import Study
-
-_POOLS: dict[tuple[str, int], SubjectPool] = {}
-
 
 def trace(handle: ModelHandle, sample: Sample, pool: SubjectPool, options: TraceOptions | None = None) -> TraceResult:
     """Trace one sample on one model (no store). ``pool`` holds the study's subjects: the noise scale is
     computed from their embeddings and STR draws its replacement from them."""
     opts = (options or TraceOptions()).validated(handle.n_layers)
-    inp = trace_input(handle, sample)
+    inp = subject_input(handle, sample)
     corrupted = get_corruption(opts.corruption).corrupt(handle, inp, pool, opts)
     ts = run_trace(handle, inp, corrupted, opts.kinds, opts.metric, opts.window, opts.budget_bytes)
     info: dict[str, Any] = dict(corrupted.info or {})
@@ -38,14 +35,6 @@ def trace(handle: ModelHandle, sample: Sample, pool: SubjectPool, options: Trace
                        corrupted=ts.corrupted, scores={k: v.tolist() for k, v in ts.scores.items()},
                        options={**opts.key(), **info}, model=handle.fingerprint, sample_id=sample.id,
                        answer=sample.answer)
-
-
-def study_pool(study: Study, handle: ModelHandle) -> SubjectPool:
-    """The subjects of every sample of the study (cached: all models of a study share one tokenizer)."""
-    key = (str(study.root), id(study))
-    if key not in _POOLS:
-        _POOLS[key] = SubjectPool.from_samples(handle.tokenizer, study.samples())
-    return _POOLS[key]
 
 
 def _load(study: Study, model: str, handle: ModelHandle | None) -> ModelHandle:
@@ -79,7 +68,7 @@ def trace_sample(study: Study, model: str, sample_id: str, options: TraceOptions
         hit = cached_trace(study, model, sample_id, opts)
         if hit is not None:
             return hit
-    result = trace(h, sample, study_pool(study, h), opts)
+    result = trace(h, sample, study.subject_pool(), opts)
     if use_store:
         study.store.put(STORE_KIND, [study.fingerprint(model)], opts.key(), result.to_dict(), sample_id=sample_id)
     return result
@@ -119,7 +108,7 @@ def make_trace_compute(study: Study, model: str, options: TraceOptions, handle: 
         if "h" not in loaded:  # load the model only when something is left to compute
             loaded["h"] = _load(study, model, handle)
         h = loaded["h"]
-        pool = study_pool(study, h)
+        pool = study.subject_pool()
         out: dict[str, Any] = {}
         for sid in chunk:
             try:

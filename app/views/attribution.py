@@ -22,9 +22,9 @@ from analysis.attribution import (
     strategy_names,
 )
 from analysis.attribution.emphasis import EMPHASES
+from analysis.attribution.figures import attribution_heatmap, contribution_change_bars, recovery_bars
 from analysis.attribution.options import METHOD_LABELS
 from analysis.errors import WorkbenchError
-from analysis.figures import attribution_heatmap, contribution_change_bars, recovery_bars
 from app.state import get_study, guarded, load_model, run_per_model, sample_picker
 
 

@@ -9,7 +9,7 @@ import streamlit as st
 
 from analysis.circuits.api import CircuitResult, circuit_for_sample
 from analysis.circuits.eap import BASELINES, CIRCUIT_DEFAULTS, METRICS, EAPOptions
-from analysis.figures import circuit_diff_table, circuit_graph
+from analysis.circuits.figures import circuit_diff_table, circuit_graph
 from app.state import get_study, guarded, sample_picker
 
 

@@ -11,8 +11,8 @@ import streamlit as st
 
 from analysis.circuits.api import score_study
 from analysis.circuits.cud import DISTANCES
+from analysis.circuits.figures import circuit_graph, cud_histogram, cud_scatter, cud_table, signature_bars
 from analysis.circuits.graph import Graph
-from analysis.figures import circuit_graph, cud_histogram, cud_scatter, cud_table, signature_bars
 from app.state import get_study, guarded
 
 if TYPE_CHECKING:

@@ -9,8 +9,8 @@ import pandas as pd
 import streamlit as st
 
 from analysis.errors import WorkbenchError
-from analysis.figures import probe_layers, restoration_curves
 from analysis.sae import SAEOptions, find_expert_features, load_sae, restore_all, train_sae
+from analysis.sae.figures import probe_layers, restoration_curves
 from analysis.sae.restore import ERASE_PROBE_GAP, PROBE_MARGIN, RESTORE_NET
 from app.state import get_study, guarded, load_model
 

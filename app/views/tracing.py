@@ -5,7 +5,6 @@ from __future__ import annotations
 import streamlit as st
 
 from analysis.errors import WorkbenchError
-from analysis.figures import aie_lines, trace_heatmaps, trace_title, trace_value_range
 from analysis.tracing import (
     CORRUPTIONS,
     KINDS,
@@ -16,6 +15,7 @@ from analysis.tracing import (
     trace_difference,
     trace_sample,
 )
+from analysis.tracing.figures import aie_lines, trace_heatmaps, trace_title, trace_value_range
 from analysis.tracing.options import METRIC_LABELS, default_window
 from app.state import get_study, guarded, load_model, run_per_model, sample_picker
 

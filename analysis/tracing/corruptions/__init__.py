@@ -17,8 +17,8 @@ from analysis.errors import AnalysisInputError
 
 if TYPE_CHECKING:
     from analysis.models.handle import ModelHandle
+    from analysis.subjects import SubjectInput, SubjectPool
     from analysis.tracing.options import TraceOptions
-    from analysis.tracing.tokens import SubjectPool, TraceInput
 
 
 @dataclass
@@ -41,7 +41,7 @@ class Corruption(ABC):
     uses_noise_scale: ClassVar[bool] = False
 
     @abstractmethod
-    def corrupt(self, handle: ModelHandle, inp: TraceInput, pool: SubjectPool, options: TraceOptions) -> Corrupted:
+    def corrupt(self, handle: ModelHandle, inp: SubjectInput, pool: SubjectPool, options: TraceOptions) -> Corrupted:
         """The corrupted inputs of ``inp``; raise AnalysisInputError when this sample cannot be corrupted."""
 
 

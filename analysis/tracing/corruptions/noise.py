@@ -16,8 +16,8 @@ from analysis.tracing.corruptions import Corrupted, Corruption, register_corrupt
 
 if TYPE_CHECKING:
     from analysis.models.handle import ModelHandle
+    from analysis.subjects import SubjectInput, SubjectPool
     from analysis.tracing.options import TraceOptions
-    from analysis.tracing.tokens import SubjectPool, TraceInput
 
 
 def gaussian_noise(n: int, n_tokens: int, d_model: int, std: float, seed: int) -> torch.Tensor:
@@ -32,7 +32,7 @@ class GaussianNoise(Corruption):
     stochastic = True
     uses_noise_scale = True
 
-    def corrupt(self, handle: ModelHandle, inp: TraceInput, pool: SubjectPool, options: TraceOptions) -> Corrupted:
+    def corrupt(self, handle: ModelHandle, inp: SubjectInput, pool: SubjectPool, options: TraceOptions) -> Corrupted:
         base_std = pool.embedding_std(handle)
         std = float(options.noise_scale) * base_std
         s0, s1 = inp.subject_range

@@ -4,30 +4,15 @@ the same. The replacement is a deterministic function of the seed and the subjec
 
 from __future__ import annotations
 
-import hashlib
-import random
 from typing import TYPE_CHECKING
 
-from analysis.errors import AnalysisInputError
+from analysis.subjects import pick_replacement
 from analysis.tracing.corruptions import Corrupted, Corruption, register_corruption
 
 if TYPE_CHECKING:
     from analysis.models.handle import ModelHandle
+    from analysis.subjects import SubjectInput, SubjectPool
     from analysis.tracing.options import TraceOptions
-    from analysis.tracing.tokens import SubjectPool, TraceInput
-
-
-def pick_replacement(own: tuple[int, ...], pool: SubjectPool, seed: int) -> tuple[int, ...]:
-    """Another subject with as many tokens; preferably one that differs at every position (a replacement
-    sharing e.g. the first name would leave that token uncorrupted)."""
-    candidates = sorted({s for s in pool.subjects if len(s) == len(own) and s != own})
-    if not candidates:
-        raise AnalysisInputError(f"no other subject of {len(own)} token(s) in the study to replace the subject "
-                                 "with (symmetric token replacement); use noise corruption")
-    disjoint = [c for c in candidates if all(a != b for a, b in zip(c, own, strict=True))]
-    candidates = disjoint or candidates
-    digest = hashlib.sha256(f"{seed}|{','.join(map(str, own))}".encode()).hexdigest()
-    return random.Random(int(digest[:16], 16)).choice(candidates)
 
 
 @register_corruption
@@ -35,7 +20,7 @@ class SymmetricTokenReplacement(Corruption):
     name = "str"
     label = "symmetric token replacement of the subject"
 
-    def corrupt(self, handle: ModelHandle, inp: TraceInput, pool: SubjectPool, options: TraceOptions) -> Corrupted:
+    def corrupt(self, handle: ModelHandle, inp: SubjectInput, pool: SubjectPool, options: TraceOptions) -> Corrupted:
         s0, s1 = inp.subject_range
         repl = pick_replacement(inp.subject_ids, pool, options.seed)
         tokens = inp.tensor(handle.device).clone()

@@ -1,5 +1,7 @@
-"""Prompt tokens of a sample for tracing: where the subject is, and the pool of the study's subjects
-(their token ids in context) that corruptions draw on (embedding std, symmetric replacements).
+"""The subject of a prompt, shared by every analysis that corrupts or locates it (causal tracing, the
+corrupted EAP-IG baseline): where the subject's tokens are (:func:`subject_input`), the pool of the study's
+subjects (their token ids in context; ``Study.subject_pool()`` caches it per study) and symmetric token
+replacement's choice of another subject (:func:`pick_replacement`).
 
 Token ids come from analysis.scoring (the one tokenisation path); this module only maps the subject's
 character span onto those ids.
@@ -7,6 +9,8 @@ character span onto those ids.
 
 from __future__ import annotations
 
+import hashlib
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,7 +24,7 @@ from analysis.scoring import encode_pair, encode_text
 
 
 @dataclass(frozen=True)
-class TraceInput:
+class SubjectInput:
     """One (prompt, answer) pair as token ids: the prompt, then the answer teacher-forced after it."""
 
     ids: tuple[int, ...]  # prompt + answer
@@ -70,17 +74,17 @@ def subject_token_range(tokenizer: PreTrainedTokenizerBase, sample: Sample, prep
     return hits[0] + offset, hits[-1] + 1 + offset
 
 
-def trace_input(handle: ModelHandle, sample: Sample) -> TraceInput:
-    """Token ids of a sample for tracing; AnalysisInputError when it cannot be traced (no subject, subject not
-    in the prompt, too long for the model)."""
+def subject_input(handle: ModelHandle, sample: Sample, purpose: str = "causal tracing") -> SubjectInput:
+    """Token ids of a sample with its subject located; AnalysisInputError when the subject cannot be
+    corrupted (no subject, subject not in the prompt) or the sample is too long for the model."""
     if not sample.subject:
-        raise AnalysisInputError(f"sample {sample.id!r} has no subject to corrupt; causal tracing needs one")
+        raise AnalysisInputError(f"sample {sample.id!r} has no subject to corrupt; {purpose} needs one")
     p_ids, a_ids = encode_pair(handle.tokenizer, sample.prompt, sample.answer, handle.prepend_bos)
     if len(p_ids) + len(a_ids) > handle.model.cfg.n_ctx:
         raise AnalysisInputError(f"sample {sample.id!r}: prompt + answer is {len(p_ids) + len(a_ids)} tokens, "
                                  f"longer than the model's context of {handle.model.cfg.n_ctx}")
     rng = subject_token_range(handle.tokenizer, sample, handle.prepend_bos)
-    return TraceInput(ids=tuple(p_ids + a_ids), prompt_len=len(p_ids), answer_ids=tuple(a_ids), subject_range=rng,
+    return SubjectInput(ids=tuple(p_ids + a_ids), prompt_len=len(p_ids), answer_ids=tuple(a_ids), subject_range=rng,
                       sample_id=sample.id, answer=sample.answer)
 
 
@@ -136,3 +140,17 @@ class SubjectPool:
         s2 = float((w * emb * emb).sum())
         var = (s2 - s1 * s1 / m) / max(m - 1, 1)
         return float(max(var, 0.0) ** 0.5)
+
+
+def pick_replacement(own: tuple[int, ...], pool: SubjectPool, seed: int) -> tuple[int, ...]:
+    """Symmetric token replacement's choice (STR, Zhang & Nanda 2023): another subject of the study with as
+    many tokens, preferably one that differs at every position (a replacement sharing e.g. the first name
+    would leave that token uncorrupted). A deterministic function of the seed and the subject."""
+    candidates = sorted({s for s in pool.subjects if len(s) == len(own) and s != own})
+    if not candidates:
+        raise AnalysisInputError(f"no other subject of {len(own)} token(s) in the study to replace the subject "
+                                 "with (symmetric token replacement); use noise corruption")
+    disjoint = [c for c in candidates if all(a != b for a, b in zip(c, own, strict=True))]
+    candidates = disjoint or candidates
+    digest = hashlib.sha256(f"{seed}|{','.join(map(str, own))}".encode()).hexdigest()
+    return random.Random(int(digest[:16], 16)).choice(candidates)
