@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from analysis.data.corpus import build_corpus
@@ -17,21 +16,16 @@ from analysis.evaluation import evaluate_study
 from analysis.models import load_model
 from analysis.models.organism_io import ORGANISM_CONFIG, WEIGHTS, save_organism_dir
 from analysis.organism import OrganismConfig, train_organism
+from analysis.store import ProgressFn
 from analysis.study import MANIFEST, Manifest, Study
-from analysis.unlearning.base import UnlearnConfig, run_unlearning
-from analysis.unlearning_log import LOG_FILE, write_unlearning_log
+from analysis.unlearning import UNLEARNING_METHODS, UnlearnConfig, run_unlearning
+from analysis.unlearning.log import LOG_FILE, write_unlearning_log
 
-ProgressFn = Callable[[float, str], None]
-
-# Models of the demo study, in build order: name -> (method, role).
+# Models of the demo study, in build order: name -> (method, role); each model is named after its method and
+# takes the role its method's class declares ("control" for the two controls, else "unlearned").
 DEMO_MODELS: dict[str, tuple[str, str]] = {
-    "retrain": ("retrain", "control"),
-    "readout_suppression": ("readout_suppression", "control"),
-    "grad_ascent": ("grad_ascent", "unlearned"),
-    "grad_diff": ("grad_diff", "unlearned"),
-    "npo": ("npo", "unlearned"),
-    "simnpo": ("simnpo", "unlearned"),
-    "rmu": ("rmu", "unlearned"),
+    m: (m, UNLEARNING_METHODS.get(m).role)
+    for m in ("retrain", "readout_suppression", "grad_ascent", "grad_diff", "npo", "simnpo", "rmu")
 }
 # Rough share of build time per stage, for one progress bar over the whole build.
 _WEIGHTS = {"original": 0.35, "retrain": 0.35, **{n: 0.05 for n in DEMO_MODELS if n != "retrain"}}

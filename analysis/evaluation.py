@@ -22,6 +22,7 @@ from scipy import stats
 from analysis.data.schema import Sample
 from analysis.models.handle import ModelHandle
 from analysis.scoring import score_answers
+from analysis.store import ProgressFn
 
 if TYPE_CHECKING:
     from analysis.study import Study
@@ -128,7 +129,7 @@ def model_scores(study: Study, name: str) -> dict[str, Any]:
 
 
 def evaluate_study(study: Study, names: list[str] | None = None,
-                   progress: Any = None) -> dict[str, ModelEval]:
+                   progress: ProgressFn | None = None) -> dict[str, ModelEval]:
     """The scoreboard: ModelEval per model; forget quality against the study's retrain model (None for
     the retrain model itself and for studies without one)."""
     names = names or study.model_names

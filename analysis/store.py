@@ -20,9 +20,12 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    from analysis.study import Study
 
 DATASET = ""  # sample_id of dataset-level results
 
@@ -122,7 +125,7 @@ class ChunkJob:
     """
 
     factory: Callable[..., Compute]
-    study: Any
+    study: Study | str | Path  # the live Study, or (pickled for a worker) its root
     args: tuple[Any, ...] = ()
     local: dict[str, Any] = field(default_factory=dict)
 
@@ -130,7 +133,7 @@ class ChunkJob:
     def root(self) -> str:
         return str(self.study if isinstance(self.study, str | Path) else self.study.root)
 
-    def build(self, study: Any | None = None) -> Compute:
+    def build(self, study: Study | None = None) -> Compute:
         """The compute function, on ``study`` (a worker's) or on the job's own study."""
         if study is None and isinstance(self.study, str | Path):
             raise RuntimeError("a pickled ChunkJob needs the worker's study to build")

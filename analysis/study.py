@@ -22,7 +22,7 @@ from typing import Any
 from analysis.data.schema import Sample, read_jsonl, validate_samples, write_jsonl
 from analysis.errors import ModelLoadError, StudyError
 from analysis.models import ModelHandle, load_model
-from analysis.models.handle import ROLES, fingerprint_dir, tokenizer_signature
+from analysis.models.handle import MODEL_ROLES, fingerprint_dir, tokenizer_signature
 from analysis.models.loader import detect_format
 from analysis.store import ResultStore
 from analysis.subjects import SubjectPool
@@ -161,8 +161,8 @@ class Study:
         os.replace(tmp, self.root / MANIFEST)
 
     def add_model(self, name: str, path: str | os.PathLike[str], role: str, method: str | None = None) -> None:
-        if role not in ROLES:
-            raise StudyError(f"unknown role {role!r} (expected one of {', '.join(ROLES)})")
+        if role not in MODEL_ROLES:
+            raise StudyError(f"unknown role {role!r} (expected one of {', '.join(MODEL_ROLES)})")
         p = Path(path)
         rel = os.path.relpath(p, self.root) if p.is_absolute() and p.is_relative_to(self.root) else str(p)
         self.manifest.models[name] = ModelEntry(name, rel, role, method, fingerprint_dir(self.model_path_of(rel)))

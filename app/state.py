@@ -9,12 +9,16 @@ import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 from streamlit.runtime.scriptrunner_utils.exceptions import ScriptControlException
 
 from analysis.errors import WorkbenchError
+
+if TYPE_CHECKING:
+    from analysis.models import ModelHandle
+    from analysis.study import Study
 
 DEFAULT_STUDY = "studies/demo"
 # One page script computes at a time. The analyses add TransformerLens hooks to, and switch graph-mode flags
@@ -34,13 +38,13 @@ def study_path() -> Path:
 
 
 @st.cache_resource(show_spinner=False)
-def _open_study(path: str) -> Any:
+def _open_study(path: str) -> Study:
     from analysis.study import Study
 
     return Study.open(path)
 
 
-def get_study() -> Any:
+def get_study() -> Study:
     """The open Study; builds the built-in demo study on first run (with a progress bar)."""
     from analysis.study import MANIFEST
 
@@ -69,11 +73,11 @@ def get_study() -> Any:
 
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=16)
-def _load(path: str, name: str) -> Any:
+def _load(path: str, name: str) -> ModelHandle:
     return _open_study(path).load(name)
 
 
-def load_model(name: str) -> Any:
+def load_model(name: str) -> ModelHandle:
     """A cached ModelHandle of the open study; shows st.error and stops the page if it fails to load."""
     try:
         return _load(str(study_path()), name)
@@ -98,7 +102,7 @@ def guarded(fn: Callable[[], Any]) -> Any:
     return None
 
 
-def sample_picker(study: Any, key: str = "sample", label: str = "Sample (forget set first)",
+def sample_picker(study: Study, key: str = "sample", label: str = "Sample (forget set first)",
                   container: Any = None) -> str | None:
     """The sample selectbox shared by the analysis pages: forget samples first, then the rest; a
     ``?sample=ID`` in the URL selects that sample once (later picks in the box are kept), and an unknown

@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from analysis.circuits.eap import EAPOptions, edge_scores
+from analysis.circuits.eap import edge_scores
+from analysis.circuits.options import EAPOptions
 from analysis.data.corpus import build_corpus
 from analysis.scoring import make_batch
 from benchmarks.common import BenchRow, bench_organism, model_label, timeit

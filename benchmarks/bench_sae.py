@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from analysis.sae import ALPHAS, SAEOptions, find_expert_features, train_sae
-from analysis.sae.restore import expert_mask, original_features, steered_correct, steered_correct_loop
+from analysis.sae.restoration import expert_mask, original_features, steered_correct, steered_correct_loop
 from analysis.scoring import make_batch
 from analysis.study import Study
 from benchmarks.common import CACHE, BenchRow, model_label, timeit

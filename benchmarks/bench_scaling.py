@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from analysis.circuits.api import eap_batch_size
-from analysis.circuits.eap import EAPOptions
+from analysis.circuits.options import EAPOptions
+from analysis.circuits.runner import eap_batch_size
 from analysis.data.corpus import build_corpus
 from analysis.models.device import pick_device, pick_dtype
 from analysis.models.handle import ModelHandle

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from analysis import hooks
 from analysis.models.handle import ModelHandle
 from analysis.subjects import subject_input
 from analysis.tracing import (
@@ -32,7 +33,6 @@ from analysis.tracing import (
 from analysis.tracing.options import window_layers
 from benchmarks.common import CACHE, BenchRow
 
-HOOK = {"resid": "hook_resid_post", "mlp": "hook_mlp_out", "attn": "hook_attn_out"}
 MAX_ABS_DIFF = 1e-4
 MAX_REL_DIFF = 1e-3
 
@@ -58,12 +58,12 @@ def rome_naive(handle: ModelHandle, inp: SubjectInput, corrupted: Corrupted, met
             act[1:, t] = act[0, t]
             return act
 
-        hooks: list[tuple[str, Callable[..., torch.Tensor]]] = [("hook_embed", corrupt)]
-        hooks += [(name, restore) for name in patch]
-        return model.run_with_hooks(tokens, fwd_hooks=hooks)
+        fwd_hooks: list[tuple[str, Callable[..., torch.Tensor]]] = [(hooks.EMBED, corrupt)]
+        fwd_hooks += [(name, restore) for name in patch]
+        return model.run_with_hooks(tokens, fwd_hooks=fwd_hooks)
 
     base = run({})
-    other = Metric.top_other(base[1:], inp) if metric == "logit_diff" else None
+    other = Metric.top_other(base[1:], inp) if metric == "logit_diff_corrupted" else None
     fn = Metric(metric, inp, handle.device, other)
     clean = float(fn.full(base[:1])[0])
     low = float(fn.full(base[1:]).double().mean())
@@ -73,7 +73,7 @@ def rome_naive(handle: ModelHandle, inp: SubjectInput, corrupted: Corrupted, met
         for layer in range(L):
             layers = [layer] if kind == "resid" else list(window_layers(layer, window, L))
             for t in range(P):
-                logits = run({f"blocks.{j}.{HOOK[kind]}": t for j in layers})
+                logits = run({hooks.kind_hook(kind, j): t for j in layers})
                 out[layer, t] = float(fn.full(logits[1:]).double().mean())
         scores[kind] = out
     assert n == len(tokens) - 1

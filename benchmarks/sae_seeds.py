@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.sae import RestorationReport, SAEOptions, TrainedSAE, restore_all, train_sae
-from analysis.sae.restore import (
+from analysis.sae.options import (
     ERASE_PROBE_GAP,
     ERASE_RESTORE_NET,
     ERASE_RETENTION_GAP,
@@ -30,13 +30,6 @@ from analysis.study import Study
 EXPECTED = {"retrain": "erased", "readout_suppression": "suppressed"}
 
 
-def probe_gap(r: RestorationReport) -> float | None:
-    """Largest probe-accuracy gap over the retrain control, over layers (None when nothing is decodable)."""
-    gaps = [v - (r.retrain["probe_by_layer"].get(layer) or 0.0) for layer, v in r.probe_by_layer.items()
-            if v is not None]
-    return max(gaps) if gaps else None
-
-
 def model_row(seed: int, r: RestorationReport) -> dict[str, Any]:
     counts = {v: sum(s["verdict"] == v for s in r.per_sample) for v in ("suppressed", "erased", "inconclusive")}
     injection = [x for x in r.injection_by_alpha.values() if x is not None]
@@ -45,7 +38,7 @@ def model_row(seed: int, r: RestorationReport) -> dict[str, Any]:
             "restoration_rate": r.restoration_rate, "injection": max(injection) if injection else None,
             "restoration_rate_net": r.restoration_rate_net, "feature_retention": r.feature_retention,
             "retrain_feature_retention": r.retrain["feature_retention"], "probe_accuracy": r.probe_accuracy,
-            "probe_gap": probe_gap(r), "per_sample": counts}
+            "probe_gap": r.probe_gap, "reasons": r.reasons, "per_sample": counts}
 
 
 def seed_table(study: Study, options: SAEOptions | None = None) -> tuple[TrainedSAE, list[dict[str, Any]]]:
@@ -63,7 +56,7 @@ def _f(x: float | None, signed: bool = False) -> str:
 def markdown(health: list[dict[str, Any]], rows: list[dict[str, Any]]) -> str:
     studies = " ".join(str(h["study"]) for h in health)
     out = ["# Suppression vs deletion: the verdict over demo seeds", "",
-           f"`python -m benchmarks.sae_seeds {studies}` with the rule of `analysis/sae/restore.py` "
+           f"`python -m benchmarks.sae_seeds {studies}` with the rule of `analysis/sae/verdict.py` "
            f"(PROBE_MARGIN {PROBE_MARGIN}, RESTORE_NET {RESTORE_NET}, ERASE_PROBE_GAP {ERASE_PROBE_GAP}, "
            f"ERASE_RESTORE_NET {ERASE_RESTORE_NET}, ERASE_RETENTION_GAP {ERASE_RETENTION_GAP}). "
            "`train s` is the wall time of SAELens's runner where the SAE was trained (machine-dependent).", "",

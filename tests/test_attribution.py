@@ -8,13 +8,18 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pytest
 import torch
 
 from analysis.attribution import (
-    ATTRIBUTION_KIND,
+    ABLATIONS,
+    ATTRIBUTION_METHODS,
+    ATTRIBUTION_STORE_KIND,
+    EMPHASES,
+    KEYWORD_SOURCES,
     AttributionComparison,
     AttributionOptions,
     EmphasisParams,
@@ -27,6 +32,7 @@ from analysis.attribution import (
     attribute_pairs,
     attribute_sample,
     attribute_samples,
+    compare_attributions,
     compare_models,
     emphasis_outcomes,
     get_emphasis,
@@ -35,12 +41,15 @@ from analysis.attribution import (
     prompt_ids,
     recover,
     recovery_cached,
+    stored_outcomes,
     strategy_names,
 )
 from analysis.attribution.figures import attribution_heatmap, contribution_change_bars, recovery_bars
+from analysis.attribution.options import AttributionMethod, KeywordSource
 from analysis.cli import main
 from analysis.data.schema import Sample
 from analysis.errors import AnalysisInputError, WorkbenchError
+from analysis.hooks import EMBED, attn_pattern, attn_scores
 from analysis.subjects import subject_token_range
 
 TOL = 1e-4
@@ -211,8 +220,8 @@ def test_store_roundtrip(small_study, sample):
     r = attribute_sample(small_study, "npo", sample.id)
     back = TokenAttribution.from_dict(json.loads(json.dumps(r.to_dict())))
     assert back == r and back.model == small_study.fingerprint("npo")
-    stored = small_study.store.get(ATTRIBUTION_KIND, [small_study.fingerprint("npo")], AttributionOptions().key(),
-                                   sample_id=sample.id)
+    stored = small_study.store.get(ATTRIBUTION_STORE_KIND, [small_study.fingerprint("npo")],
+                                   AttributionOptions().key(), sample_id=sample.id)
     assert stored is not None and TokenAttribution.from_dict(stored) == r
     ds = attribute_dataset(small_study, "npo", split="forget")
     assert set(ds.results) == {s.id for s in small_study.forget} and ds.results[sample.id] == r
@@ -249,6 +258,109 @@ def test_recovery_report(small_study):
     fig = recovery_bars({"rmu": rep})
     assert [t.name for t in fig.data] == ["rmu", f"{rep.retrain} (control)"] and list(fig.data[0].x) == rep.strategies
     assert strategy_names()[:2] == ["repeat", "prefix"] and "none" not in strategy_names()
+
+
+def test_recovery_readings(small_study):
+    """The report carries its readings: each strategy net of the retrain control, the best of them, and per
+    sample which strategies bring the answer back (recounted here by hand from the stored outcomes)."""
+    opts = RecoveryOptions(strategies=("repeat", "prefix", "attn_scores")).validated()
+    rep = recover(small_study, "rmu", opts)
+    retrain = small_study.manifest.retrain
+    assert rep.retrain == retrain and rep.retrain_results is not None
+    assert set(rep.net_by_strategy) == set(rep.strategies)
+    for s in rep.strategies:
+        rate, base = rep.results[s].recovery_rate, rep.retrain_results[s].recovery_rate
+        expected = None if rate is None else rate - (base or 0.0)
+        assert rep.net_by_strategy[s] == (None if expected is None else pytest.approx(expected, abs=1e-12))
+    defined = {s: v for s, v in rep.net_by_strategy.items() if v is not None}
+    if defined:
+        assert rep.best_strategy in defined and rep.best_net == max(defined.values())
+    else:
+        assert rep.best_strategy is None and rep.best_net is None
+    assert [r["net_recovery_rate"] for r in rep.table()] == [rep.net_by_strategy[s] for s in rep.strategies]
+    # the control is net of itself: zero wherever it has a rate
+    ctrl = recover(small_study, retrain, opts)
+    assert all(v in (None, 0.0) for v in ctrl.net_by_strategy.values())
+    assert all(row["recovered"] in (None, False) for row in ctrl.per_sample.values())
+
+    # per sample, by hand from the stored outcomes
+    ids = [s.id for s in small_study.samples(opts.split)]
+    assert list(rep.per_sample) == ids
+    none = get_emphasis("none")
+
+    def correct(name: str, strategy: str, sid: str) -> bool:
+        got = stored_outcomes(small_study, name, get_emphasis(strategy, opts.params), opts, [sid])
+        return bool(got[sid].get("correct", False))
+
+    n_applies = 0
+    for sid in ids:
+        plain = stored_outcomes(small_study, "rmu", none, opts, [sid])[sid]
+        if not correct("original", "none", sid) or plain.get("correct") or "error" in plain:
+            assert rep.per_sample[sid] == {"recovered": None, "recovered_by": ""}, sid
+            continue
+        n_applies += 1
+        by = []
+        for s in rep.strategies:
+            invented = not correct(retrain, "none", sid) and correct(retrain, s, sid)
+            if correct("rmu", s, sid) and not invented:
+                by.append(s)
+        assert rep.per_sample[sid] == {"recovered": bool(by), "recovered_by": ", ".join(by)}, sid
+    for r in rep.results.values():  # recovery applies on the denominator (plus samples a strategy could not take)
+        assert n_applies == r.n_denominator if r.n_skipped == 0 else n_applies >= r.n_denominator
+    for s in rep.strategies:  # a sample recovered net of the control was recovered on the model
+        assert sum(s in row["recovered_by"].split(", ") for row in rep.per_sample.values()) <= rep.results[s].n_recovered
+
+    # serialised with the report; a report stored before it carried its readings derives the net rates
+    back = RecoveryReport.from_dict(json.loads(json.dumps(rep.to_dict())))
+    assert back.per_sample == rep.per_sample and back.net_by_strategy == rep.net_by_strategy
+    old = {k: v for k, v in rep.to_dict().items() if k not in ("net_by_strategy", "best_strategy", "best_net",
+                                                                 "per_sample")}
+    legacy = RecoveryReport.from_dict(old)
+    assert legacy.net_by_strategy == rep.net_by_strategy and legacy.best_strategy == rep.best_strategy
+    assert legacy.per_sample == {}
+
+
+def test_registries(organism, sample):
+    """Every choice is a registry the CLI and the page read, and matches the options' Literal types."""
+    assert ATTRIBUTION_METHODS.names() == get_args(AttributionMethod)
+    assert KEYWORD_SOURCES.names() == get_args(KeywordSource)
+    assert ABLATIONS.names() == ("delete", "replace")
+    assert set(strategy_names(include_baseline=True)) == set(EMPHASES.names())
+    with pytest.raises(AnalysisInputError, match="unknown ablation 'mask'.*delete, replace"):
+        AttributionOptions(ablation="mask").validated()
+    with pytest.raises(AnalysisInputError, match="unknown keyword source 'theirs'"):
+        RecoveryOptions(keywords_from="theirs").validated()
+    assert RecoveryOptions(keywords_from="self").keyword_source("npo") == "npo"
+    assert RecoveryOptions().keyword_source("npo") == "original"
+    item = prompt_ids(organism, sample.prompt, sample.answer)
+    assert ABLATIONS.get("delete")(list(item.prompt), 2, None) == [*item.prompt[:2], *item.prompt[3:]]
+    # activation strategies hook TransformerLens's own hook names
+    mask = torch.zeros(1, len(item.prompt), dtype=torch.bool)
+    layers = range(organism.n_layers)
+    assert [h for h, _ in get_emphasis("attn_scores").hooks(organism, mask)] == [attn_scores(la) for la in layers]
+    assert [h for h, _ in get_emphasis("attn_pattern").hooks(organism, mask)] == [attn_pattern(la) for la in layers]
+    assert [h for h, _ in get_emphasis("embed_scale").hooks(organism, mask)] == [EMBED]
+    # the CLI's choices are the registries'
+    from analysis.attribution.cli import add_parser
+    from analysis.cli_common import Parser, verb
+
+    parser = Parser(prog="erasure")
+    add_parser(parser.add_subparsers(), verb)
+    actions = {a.dest: a for sp in parser._subparsers._group_actions[0].choices.values() for a in sp._actions}
+    assert tuple(actions["method"].choices) == ATTRIBUTION_METHODS.names()
+    assert tuple(actions["keywords_from"].choices) == KEYWORD_SOURCES.names()
+    assert list(actions["strategy"].choices) == strategy_names()
+
+
+def test_compare_attributions_is_compare_models(small_study):
+    """compare_models is compare_attributions over the stored attributions of both models."""
+    c = compare_models(small_study, "npo")
+    assert c.samples
+    ds_b = attribute_dataset(small_study, "original", split=["forget", "retain"])
+    ds_a = attribute_dataset(small_study, "npo", split=["forget", "retain"])
+    again = compare_attributions(ds_b.results, ds_a.results, {s.sample_id: s.split for s in c.samples}, "original",
+                                 "npo", options=c.options, skipped=c.skipped)
+    assert again == c
 
 
 # ---- CLI and page ---------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import pytest
@@ -13,8 +13,9 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from analysis.circuits.cud import cross_validate, cud, distance, labels_from_auc
-from analysis.circuits.eap import EAPOptions, edge_scores, metric_values, run_with_edges
+from analysis.circuits.eap import edge_scores, metric_values, run_with_edges
 from analysis.circuits.graph import Graph
+from analysis.circuits.options import EAPOptions
 from analysis.circuits.selection import circuit_stats, edge_mask, greedy_circuit, threshold_circuit
 from analysis.errors import AnalysisInputError, StudyError, WorkbenchError
 from analysis.scoring import batch_from_ids
@@ -199,6 +200,126 @@ def test_bad_inputs() -> None:
         labels_from_auc({})
 
 
+def test_every_registered_metric_is_reachable_by_name() -> None:
+    from analysis.circuits.eap import METRICS, MIN_GAP, faithfulness
+    from analysis.circuits.options import METRIC_LABELS, MetricName
+
+    assert METRICS.names() == get_args(MetricName) == ("prob", "logprob", "logit_margin")
+    assert METRICS.labels() == METRIC_LABELS and set(MIN_GAP) == set(METRICS.names())
+    assert METRICS.label("logit_margin") == "logit margin (answer - largest other logit)"
+    m = _toy()
+    g = Graph.of(m)
+    tokens = [1, 2, 3]
+    b = _toy_batch(tokens)
+    with torch.no_grad():
+        logits = m(b.tokens)
+    for name in METRICS:
+        got = metric_values(logits, b, name)
+        assert got.shape == (3,) and torch.isfinite(got).all()
+        torch.testing.assert_close(got, METRICS.get(name)(logits, b))
+        assert EAPOptions(metric=name).metric == name
+        s = edge_scores(m, b, EAPOptions(metric=name, steps=2))
+        assert s.shape == (3, g.n_edges) and np.isfinite(s).all()
+        f = faithfulness(m, b, np.ones(g.n_edges, dtype=bool), name)  # every edge kept: the full model
+        np.testing.assert_allclose(f.circuit, f.full, atol=1e-5)
+    # known answers: prob = exp(logprob); the logit margin by hand (the one answer token is read at position 1)
+    torch.testing.assert_close(metric_values(logits, b, "prob"), metric_values(logits, b, "logprob").exp())
+    want = []
+    for row, t in enumerate(tokens):
+        ans = (t + 1) % V
+        want.append(logits[row, 1, ans] - max(logits[row, 1, j] for j in range(V) if j != ans))
+    torch.testing.assert_close(metric_values(logits, b, "logit_margin"), torch.stack(want))
+
+
+def test_registered_baselines_distances_and_vectors() -> None:
+    from analysis.circuits.cud import DISTANCES, VECTORS, circuit_vectors
+    from analysis.circuits.eap import BASELINES, baseline_outputs
+    from analysis.circuits.options import (
+        BASELINE_LABELS,
+        DISTANCE_LABELS,
+        VECTOR_LABELS,
+        BaselineName,
+        DistanceName,
+        VectorKind,
+    )
+
+    assert BASELINES.names() == get_args(BaselineName) and BASELINES.labels() == BASELINE_LABELS
+    assert DISTANCES.names() == get_args(DistanceName) and DISTANCES.labels() == DISTANCE_LABELS
+    assert VECTORS.names() == get_args(VectorKind) and VECTORS.labels() == VECTOR_LABELS
+    m = _toy()
+    g = Graph.of(m)
+    b = _toy_batch([1, 2])
+    for name, run in BASELINES.items():
+        out = baseline_outputs(m, g, b, name, corrupted=_toy_batch([3, 4]).tokens if run.needs_corrupted else None,
+                               reference=_toy_batch([0, 5]) if run.needs_reference else None)
+        assert out.shape == (2, b.tokens.shape[1], len(g.upstream), m.cfg.d_model)
+    assert not baseline_outputs(m, g, b, "zero")[:, :, 0].any()  # the input node's baseline: zero embeddings
+    easy, hard = np.array([1.0, 1, 0, 0]), np.array([0.0, 0, 1, 1])
+    for name in DISTANCES:
+        assert distance(easy, easy, name)[0] == pytest.approx(0.0) and distance(hard, easy, name)[0] > 0
+        assert cud(hard, easy, hard, name)[0] == pytest.approx(1.0)
+    scores = np.array([[0.5, -2.0, 0.1, 3.0]])
+    for name in VECTORS:
+        assert circuit_vectors(scores, [[1, 3]], name)[0, 0] == 0
+
+
+def test_unknown_choices_name_the_choices(small_study: Any) -> None:
+    from analysis.circuits.cud import circuit_vectors
+    from analysis.circuits.eap import baseline_outputs
+    from analysis.circuits.options import CUDOptions
+    from analysis.circuits.runner import score_study
+
+    m = _toy()
+    b = _toy_batch([1])
+    metric = r"unknown metric 'logit_diff' \(expected one of prob, logprob, logit_margin\)"
+    with pytest.raises(AnalysisInputError, match=metric):
+        EAPOptions(metric="logit_diff")
+    with pytest.raises(AnalysisInputError, match=metric):
+        metric_values(m(b.tokens), b, "logit_diff")
+    baseline = r"unknown baseline 'noise' \(expected one of zero, mean, corrupted\)"
+    with pytest.raises(AnalysisInputError, match=baseline):
+        EAPOptions(baseline="noise")
+    with pytest.raises(AnalysisInputError, match=baseline):
+        baseline_outputs(m, Graph.of(m), b, "noise")
+    dist = r"unknown distance 'euclid' \(expected one of cosine, jaccard, hamming\)"
+    with pytest.raises(AnalysisInputError, match=dist):
+        distance(np.ones(2), np.ones(2), "euclid")
+    with pytest.raises(AnalysisInputError, match=dist):
+        CUDOptions(distance="euclid").validated()  # type: ignore[arg-type]
+    with pytest.raises(AnalysisInputError, match=dist):
+        score_study(small_study, distance="euclid")  # type: ignore[arg-type]
+    with pytest.raises(AnalysisInputError, match=r"expected one of binary, weighted"):
+        circuit_vectors(np.ones((1, 2)), [[0]], "dense")
+    with pytest.raises(AnalysisInputError, match="CUDOptions"):
+        score_study(small_study, EAPOptions())  # type: ignore[arg-type]
+    for bad in (CUDOptions(top_n=0), CUDOptions(quantile=0.7), CUDOptions(folds=1)):
+        with pytest.raises(AnalysisInputError):
+            bad.validated()
+    with pytest.raises(SystemExit):  # the CLI's choices are the registry's
+        _parser().parse_args(["circuit", "study", "--sample", "x", "--metric", "logit_diff"])
+
+
+def test_results_round_trip() -> None:
+    from analysis.circuits.result import CircuitResult, CUDReport, Faithfulness
+
+    c = CircuitResult("original", "s1", ["input", "logits"], [{"src": "input", "dst": "logits", "score": 0.5}], [0],
+                      {"faithfulness": 1.0}, {"n_edges": 1}, {"metric": "logprob", "top_n": 1})
+    assert CircuitResult.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    r = CUDReport(["s1", "s2"], [0.2, 0.8], [0.1, 0.9], [-1, 1], "cosine", {"n": 2}, {"all": {"n": 2}},
+                  {"top_n": 75}, {"easy": [1.0, 0.0], "hard": [0.0, 1.0]})
+    assert CUDReport.from_dict(json.loads(json.dumps(r.to_dict()))) == r
+    f = Faithfulness([1.0], [0.5], [0.0], [0.5], [None])
+    assert Faithfulness.from_dict(f.to_dict()) == f
+
+
+def test_circuits_do_not_import_tracing() -> None:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "analysis" / "circuits"
+    for path in root.glob("*.py"):
+        assert "analysis.tracing" not in path.read_text(), path.name
+
+
 def _parser() -> argparse.ArgumentParser:
     from analysis.circuits.cli import add_parser
 
@@ -234,9 +355,9 @@ def test_cli_circuit_and_score(small_study: Any, capsys: pytest.CaptureFixture[s
         args = p.parse_args(["circuit", str(small_study.root), "--sample", "nope", "--json"])
         args.fn(args)
     # stored: a second run recomputes nothing
-    from analysis.circuits.api import KIND
+    from analysis.circuits.options import STORE_KIND
 
-    assert dict(small_study.store.kinds())[KIND] >= len(small_study.forget)
+    assert dict(small_study.store.kinds())[STORE_KIND] >= len(small_study.forget)
 
 
 @pytest.fixture
@@ -283,9 +404,10 @@ def test_difficulty_page(app_page: Callable[[str], Any], small_study: Any) -> No
 
 
 def test_corrupted_baseline_is_tracings_token_replacement(organism: Any, small_study: Any) -> None:
-    from analysis.circuits.api import sample_edge_scores, subject_replaced
+    from analysis.circuits.runner import sample_edge_scores, subject_replaced
     from analysis.scoring import make_batch
-    from analysis.tracing import SubjectPool, TraceOptions, get_corruption, subject_input
+    from analysis.subjects import SubjectPool, subject_input
+    from analysis.tracing import TraceOptions, get_corruption
 
     ss = small_study.forget[:3]
     pool = SubjectPool.from_samples(organism.tokenizer, small_study.samples())

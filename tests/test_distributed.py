@@ -107,7 +107,8 @@ def test_trace_all_on_ray_equals_single_process_after_an_interruption(study, exe
 
 
 def test_score_on_ray_equals_single_process(study, executor):
-    from analysis.circuits.api import KIND, score_study
+    from analysis.circuits.options import STORE_KIND as KIND
+    from analysis.circuits.runner import score_study
 
     # batch_size 4: four chunks of the 16 forget samples, so both workers get some
     local, remote = _local_then_ray(study, [KIND], lambda ex: score_study(study, executor=ex, batch_size=4), executor)
@@ -116,7 +117,8 @@ def test_score_on_ray_equals_single_process(study, executor):
 
 def test_recover_on_ray_equals_single_process(study, executor):
     from analysis.attribution import RecoveryOptions, recover
-    from analysis.attribution.options import ATTRIBUTION_KIND, RECOVERY_KIND
+    from analysis.attribution.options import ATTRIBUTION_STORE_KIND as ATTRIBUTION_KIND
+    from analysis.attribution.options import RECOVERY_STORE_KIND as RECOVERY_KIND
 
     opts = RecoveryOptions(strategies=("prefix", "attn_scores"))
     local, remote = _local_then_ray(study, [ATTRIBUTION_KIND, RECOVERY_KIND],
@@ -126,7 +128,7 @@ def test_recover_on_ray_equals_single_process(study, executor):
 
 def test_restore_on_ray_equals_single_process(study, executor):
     from analysis.sae import SAEOptions, restore, train_sae
-    from analysis.sae.restore import KIND
+    from analysis.sae.options import STORE_KIND as KIND
 
     train_sae(study, SAEOptions(steps=30))
     local, remote = _local_then_ray(study, [KIND], lambda ex: restore(study, "npo", executor=ex), executor)
@@ -230,7 +232,7 @@ def test_splitting_over_more_gpus_than_the_machine_has_is_a_load_error(organism_
 
 
 def test_batch_sizes_follow_the_memory_budget(organism, monkeypatch):
-    from analysis.circuits import api
+    from analysis.circuits import runner as api
     from analysis.scoring import default_batch_size
 
     assert api.eap_batch_size(organism, 12) == api.MAX_BATCH  # the organism fits 32 rows in 1 GiB
@@ -244,7 +246,7 @@ def test_batch_sizes_follow_the_memory_budget(organism, monkeypatch):
 def test_eap_refuses_a_model_split_over_gpus():
     from types import SimpleNamespace
 
-    from analysis.circuits.api import one_device
+    from analysis.circuits.runner import one_device
 
     split = SimpleNamespace(name="big", model=SimpleNamespace(cfg=SimpleNamespace(n_devices=2)))
     with pytest.raises(AnalysisInputError, match="EAP-IG needs 'big' on one device"):

@@ -24,8 +24,18 @@ from analysis.sae import (
     run_probe,
     train_sae,
 )
-from analysis.sae.restore import KIND, expert_mask, original_features, steered_correct, steered_logits
+from analysis.sae.options import PROBE_MARGIN, RESTORE_NET, STORE_KIND, RestoreOptions
+from analysis.sae.restoration import (
+    STEERING_MODES,
+    expert_mask,
+    model_signals,
+    original_features,
+    steered_correct,
+    steered_logits,
+)
+from analysis.sae.result import RestorationReport, Signals
 from analysis.sae.train import META, sae_dir
+from analysis.sae.verdict import verdict_of
 from analysis.scoring import make_batch
 
 TEST_OPTS = SAEOptions(k=16, expansion=4, steps=300, batch_tokens=256)
@@ -94,8 +104,59 @@ def test_controls_verdicts(small_study, trained):
     assert sum(s["verdict"] == "suppressed" for s in sup.per_sample) > len(sup.per_sample) / 2
     assert len(sup.per_sample) == len(small_study.forget)
     fps = [small_study.fingerprint(n) for n in ("original", "readout_suppression", "retrain")]
-    stored = small_study.store.get(KIND, fps, sup.options)
+    stored = small_study.store.get(STORE_KIND, fps, sup.options)
     assert stored is not None and stored["verdict"] == "suppressed"
+
+
+def test_report_carries_its_probe_gap_and_reasons(small_study, trained):
+    ret = restore(small_study, "retrain", trained=trained)
+    for name in ("readout_suppression", "npo", "retrain"):
+        r = restore(small_study, name, trained=trained)
+        ref = r.retrain["probe_by_layer"]
+        assert ref == ret.probe_by_layer  # the reference is the retrain control's own probe
+        gaps = {int(layer): v - (ref.get(layer) or 0.0) for layer, v in r.probe_by_layer.items() if v is not None}
+        assert r.probe_gap == pytest.approx(max(gaps.values())) and gaps[r.probe_gap_layer] == r.probe_gap
+        assert r.verdict == verdict_of(r.probe_gap, r.restoration_rate_net, r.feature_retention,
+                                       r.retrain["feature_retention"])
+        assert r.reasons, (name, r.verdict)
+        if r.verdict == "suppressed":
+            assert any(c.startswith("probe +") for c in r.reasons) == (r.probe_gap >= PROBE_MARGIN)
+            assert any(c.startswith("net restoration") for c in r.reasons) == (
+                r.restoration_rate_net is not None and r.restoration_rate_net >= RESTORE_NET)
+    sup = restore(small_study, "readout_suppression", trained=trained)
+    assert sup.verdict == "suppressed" and f"probe {sup.probe_gap:+.2f} over the retrain control" in sup.reasons
+    assert ret.probe_gap == 0.0
+
+
+def test_report_round_trip_and_old_rows(small_study, trained):
+    sup = restore(small_study, "readout_suppression", trained=trained)
+    d = json.loads(json.dumps(sup.to_dict()))
+    assert RestorationReport.from_dict(d) == sup
+    old = {k: v for k, v in d.items() if k not in ("probe_gap", "probe_gap_layer", "reasons")}  # stored before
+    assert RestorationReport.from_dict(old) == sup
+    sig = model_signals(small_study, "retrain", trained, find_expert_features(
+        small_study.load("original"), trained, small_study.forget, small_study.retain), probe_layers=[0, 1])
+    again = Signals.from_dict(json.loads(json.dumps(sig.to_dict())))
+    assert again == sig and again.probe.best_layer() == sig.probe.best_layer()
+
+
+def test_restore_options_and_steering_modes(small_study, trained):
+    assert STEERING_MODES.names() == ("replace", "add")
+    with pytest.raises(AnalysisInputError, match="unknown steering mode"):
+        STEERING_MODES.get("subtract")
+    assert RestoreOptions(alphas=[1, 2]).validated().alphas == (1.0, 2.0)
+    for bad, match in ((RestoreOptions(alphas=()), "at least one"), (RestoreOptions(alphas=(float("nan"),)), "finite"),
+                       (RestoreOptions(k=0), "k must be"), (RestoreOptions(probe_layers=()), "probe layer")):
+        with pytest.raises(AnalysisInputError, match=match):
+            bad.validated()
+    with pytest.raises(AnalysisInputError, match="out of range"):
+        restore(small_study, "npo", RestoreOptions(probe_layers=(0, 99)), trained=trained)
+    # chosen probe layers are part of the store key; every layer (None) keeps the key it always had
+    assert "probe_layers" not in RestoreOptions().key("sae", 1)
+    assert RestoreOptions(probe_layers=(0,)).key("sae", 1)["probe_layers"] == [0]
+    few = restore(small_study, "readout_suppression", RestoreOptions(alphas=(2.0,), probe_layers=(0, 1)),
+                  trained=trained)
+    assert set(few.per_alpha) == {"2"} and set(few.probe_by_layer) == {"0", "1"}
 
 
 def test_alpha_zero_changes_nothing(small_study, trained):
@@ -172,6 +233,10 @@ def test_cli(small_study, trained, capsys):
     assert {"verdict", "restoration_rate", "restoration_rate_net", "feature_retention", "probe_accuracy",
             "per_alpha", "per_sample"} <= set(out)
     assert out["verdict"] == "suppressed" and set(out["per_alpha"]) == {"1", "2", "5", "10"}
+    assert out["reasons"] and out["probe_gap"] >= 0.25 and out["probe_gap_layer"] is not None
+    assert main(["restore", str(small_study.root), "--model", "readout_suppression", "--alphas", "2,5"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("readout_suppression: SUPPRESSED (probe +") and "alpha    2:" in text
     assert main(["sae", "train", str(small_study.root), "--layer", "99", "--json"]) == 2
     assert "out of range" in capsys.readouterr().err
 

@@ -12,16 +12,19 @@ import pytest
 import torch
 from transformer_lens import patching
 
+from analysis import hooks
 from analysis.cli import main
 from analysis.data.schema import Sample
 from analysis.errors import AnalysisInputError, StudyError
 from analysis.tracing import (
-    ROLES,
+    CORRUPTIONS,
     STORE_KIND,
+    TOKEN_ROLES,
     AIEResult,
     SubjectPool,
     TraceOptions,
     TraceResult,
+    average_indirect_effect,
     cached_trace,
     get_corruption,
     subject_input,
@@ -49,8 +52,8 @@ def sample(small_study) -> Sample:
 
 
 def _metric(kind: str, prompt_len: int, answer: int, other: int | None = None):
-    """Independent of analysis.tracing: p(answer) or logit(answer) - logit(other) at the last prompt
-    position, averaged over the batch."""
+    """Independent of analysis.tracing: p(answer) or (logit_diff_corrupted) logit(answer) - logit(other) at the
+    last prompt position, averaged over the batch."""
 
     def f(logits: torch.Tensor) -> torch.Tensor:
         last = logits[:, prompt_len - 1].double()
@@ -61,7 +64,7 @@ def _metric(kind: str, prompt_len: int, answer: int, other: int | None = None):
     return f
 
 
-@pytest.mark.parametrize("metric", ["prob", "logit_diff"])
+@pytest.mark.parametrize("metric", ["prob", "logit_diff_corrupted"])
 def test_known_answers(organism, sample, pool, metric):
     r = trace(organism, sample, pool, TraceOptions(metric=metric, n_samples=4))
     assert len(subject_input(organism, sample).answer_ids) == 1  # one-token answers: restoring the end is exact
@@ -82,10 +85,10 @@ def test_known_answers(organism, sample, pool, metric):
     corrupted = get_corruption("noise").corrupt(organism, inp, pool, opts)
     with torch.no_grad():
         logits = organism.model.run_with_hooks(corrupted.tokens, fwd_hooks=[
-            ("hook_embed", lambda act, hook: act + corrupted.embed_delta)])
+            (hooks.EMBED, lambda act, hook: act + corrupted.embed_delta)])
         clean_logits = organism.model(inp.tensor(organism.device)[None])
     other = None
-    if metric == "logit_diff":
+    if metric == "logit_diff_corrupted":
         mean = logits[:, inp.prompt_len - 1].mean(0)
         mean[inp.answer_ids[0]] = -torch.inf
         other = int(mean.argmax())
@@ -95,7 +98,7 @@ def test_known_answers(organism, sample, pool, metric):
     assert r.clean > r.corrupted  # the corruption hurts the trained organism's recall
 
 
-@pytest.mark.parametrize("metric", ["prob", "logit_diff"])
+@pytest.mark.parametrize("metric", ["prob", "logit_diff_corrupted"])
 def test_str_equals_transformer_lens_patching(organism, sample, pool, metric):
     model = organism.model
     opts = TraceOptions(corruption="str", metric=metric, window=1).validated(organism.n_layers)
@@ -108,7 +111,7 @@ def test_str_equals_transformer_lens_patching(organism, sample, pool, metric):
         clean_logits, cache = model.run_with_cache(clean_tokens)
         corr_logits = model(corrupted.tokens)
     other = None
-    if metric == "logit_diff":
+    if metric == "logit_diff_corrupted":
         last = corr_logits[0, P - 1].clone()
         last[a0] = -torch.inf
         other = int(last.argmax())
@@ -131,7 +134,6 @@ def _naive(handle, inp, corrupted, metric_fn, kind: str, window: int) -> np.ndar
     L, P = handle.n_layers, inp.prompt_len
     with torch.no_grad():
         _, clean = model.run_with_cache(inp.tensor(handle.device)[None])
-    hook = {"resid": "hook_resid_post", "mlp": "hook_mlp_out", "attn": "hook_attn_out"}[kind]
     out = np.zeros((L, P))
     for layer in range(L):
         layers = [layer] if kind == "resid" else list(window_layers(layer, window, L))
@@ -140,11 +142,11 @@ def _naive(handle, inp, corrupted, metric_fn, kind: str, window: int) -> np.ndar
                 act[:, t] = clean[hook.name][0, t]
                 return act
 
-            hooks = [(f"blocks.{j}.{hook}", restore) for j in layers]
+            fwd_hooks = [(hooks.kind_hook(kind, j), restore) for j in layers]
             if corrupted.embed_delta is not None:
-                hooks.append(("hook_embed", lambda act, hook: act + corrupted.embed_delta))
+                fwd_hooks.append((hooks.EMBED, lambda act, hook: act + corrupted.embed_delta))
             with torch.no_grad():
-                logits = model.run_with_hooks(corrupted.tokens, fwd_hooks=hooks)
+                logits = model.run_with_hooks(corrupted.tokens, fwd_hooks=fwd_hooks)
             out[layer, t] = float(metric_fn(logits))
     return out
 
@@ -246,9 +248,9 @@ def test_dataset_aie(small_study):
     seen: list[float] = []
     a = trace_dataset(small_study, "original", opts, progress=lambda f, m: seen.append(f))
     assert seen and seen[-1] == pytest.approx(1.0)
-    assert a.roles == list(ROLES) and a.n_samples == len(small_study.forget)
+    assert a.roles == list(TOKEN_ROLES) and a.n_samples == len(small_study.forget)
     assert a.counts["middle subject tokens"] == 0  # two-token names
-    assert a.aie["resid"][ROLES.index("middle subject tokens")] == [None] * 4
+    assert a.aie["resid"][TOKEN_ROLES.index("middle subject tokens")] == [None] * 4
     assert AIEResult.from_dict(json.loads(json.dumps(a.to_dict()))) == a
     ids = [s.id for s in small_study.forget]
     assert len(small_study.store.get_many(STORE_KIND, [a.model], opts.validated(4).key(), ids)) == len(ids)
@@ -256,6 +258,47 @@ def test_dataset_aie(small_study):
     assert again == a
 
 
+def test_dataset_keeps_the_traces_it_averaged(small_study):
+    """``trace_dataset(...).traces[sid]`` is the sample's own trace (from the store and recomputed), for every
+    forget sample it did not skip, and survives serialisation; the average is the average of those traces."""
+    opts = TraceOptions(corruption="str", kinds=("resid", "mlp"))
+    a = trace_dataset(small_study, "original", opts)
+    kept = [s.id for s in small_study.forget if s.id not in a.skipped]
+    assert kept and list(a.traces) == kept and a.n_samples == len(kept)
+    for sid in kept:
+        assert a.traces[sid] == trace_sample(small_study, "original", sid, opts)
+        fresh = trace_sample(small_study, "original", sid, opts, use_store=False)
+        assert a.traces[sid].scores == fresh.scores and a.traces[sid] == fresh
+    back = AIEResult.from_dict(json.loads(json.dumps(a.to_dict())))
+    assert back == a and back.traces == a.traces
+    d = a.to_dict()
+    del d["traces"]  # results stored before AIEResult kept its traces
+    assert AIEResult.from_dict(d).traces == {}
+    again = average_indirect_effect(list(a.traces.values()), options=a.options, model=a.model, skipped=a.skipped)
+    assert again == a
+    with pytest.raises(ValueError, match="distinct sample ids"):
+        average_indirect_effect([a.traces[kept[0]]] * 2)
+    assert average_indirect_effect([a.traces[kept[0]]] * 2, keep_traces=False).traces == {}
+
+
+def test_choices_come_from_options(small_study, sample, capsys):
+    """The CLI's choices are the registry's and options.py's; the renamed metric is the one computed."""
+    from analysis.tracing.options import KIND_LABELS, KINDS, METRIC_LABELS, METRICS
+
+    assert CORRUPTIONS.names() == ("noise", "str") and set(CORRUPTIONS.labels()) == set(CORRUPTIONS.names())
+    assert set(METRIC_LABELS) == set(METRICS) == {"prob", "logit_diff_corrupted"}
+    assert set(KIND_LABELS) == set(KINDS)
+    root = str(small_study.root)
+    for bad in (["--corruption", "blur"], ["--metric", "logit_diff"]):  # argparse: choices, exit status 2
+        with pytest.raises(SystemExit) as exit_:
+            main(["trace", root, "--sample", sample.id, "--kind", "resid", *bad])
+        assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "choose from 'noise', 'str'" in err and "choose from 'prob', 'logit_diff_corrupted'" in err
+    assert main(["trace", root, "--sample", sample.id, "--kind", "resid", "--corruption", "str", "--metric",
+                 "logit_diff_corrupted", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["options"]["metric"] == "logit_diff_corrupted" and "other_token" in out["options"]
 
 
 def test_cli_json(small_study, sample, capsys):
@@ -269,7 +312,7 @@ def test_cli_json(small_study, sample, capsys):
     assert main(["trace", root, "--all", "--kind", "resid", "--corruption", "str", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert {"roles", "layers", "aie", "n_samples"} <= set(out)
-    assert np.shape(out["aie"]["resid"]) == (len(ROLES), len(out["layers"]))
+    assert np.shape(out["aie"]["resid"]) == (len(TOKEN_ROLES), len(out["layers"]))
     assert main(["trace", root, "--sample", "ghost", "--json"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "unknown sample id 'ghost'" in err

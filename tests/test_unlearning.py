@@ -11,14 +11,14 @@ from analysis.errors import AnalysisInputError
 from analysis.organism import OrganismConfig, train_organism
 from analysis.organism.train import evaluate_recall
 from analysis.scoring import score_answers
-from analysis.unlearning import METHODS, UnlearnConfig, observed_difficulty, run_unlearning
+from analysis.unlearning import UNLEARNING_METHODS, UnlearnConfig, observed_difficulty, run_unlearning
 from analysis.unlearning.base import UnlearnResult
 
 N_PEOPLE = 40
 ORGANISM_STEPS = 200  # >= 99% recall on 40 people (checked in the fixture); 300 is the study default
 UNLEARN_STEPS = 40  # every gradient method drops forget accuracy to <= ~0.3 in 40 steps at its default lr
 RETRAIN_STEPS = 100  # reaches >= 99% recall of the retained facts on 40 people
-GRADIENT_METHODS = [m for m in METHODS if m != "retrain"]
+GRADIENT_METHODS = [m for m in UNLEARNING_METHODS.names() if m != "retrain"]
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def assert_original_untouched(small) -> None:
 
 
 def test_registry_lists_every_method():
-    assert set(METHODS) == {
+    assert set(UNLEARNING_METHODS) == {
         "grad_ascent",
         "grad_diff",
         "npo",
@@ -132,6 +132,22 @@ def test_rmu_updates_only_mlps_up_to_its_layer(small, runs):
     assert changed and changed <= allowed, changed - allowed
 
 
+def test_rmu_steers_the_resid_post_hook(small, runs):
+    """RMU's activation (a forward stopped after block l) is exactly the one cached at hooks.resid_post(l)."""
+    from analysis import hooks
+    from analysis.unlearning.rmu import resid_post_activation
+
+    _, result = runs("rmu")
+    layer = result.extra["rmu_layer"]
+    assert result.extra["rmu_hook"] == hooks.resid_post(layer) == f"blocks.{layer}.hook_resid_post"
+    model = small[0].model
+    tokens = torch.tensor([[1, 5, 9, 12, 7]], device=small[0].device)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=hooks.resid_post(layer))
+        act = resid_post_activation(model, tokens, layer)
+    torch.testing.assert_close(act, cache[hooks.resid_post(layer)].float(), rtol=0, atol=0)
+
+
 def test_same_seed_gives_identical_weights(small, corpus):
     forget, retain = corpus.split("forget"), corpus.split("retain")
     cfg = UnlearnConfig(seed=3, steps=5)
@@ -193,7 +209,7 @@ def test_observed_difficulty_by_hand():
 def test_unknown_method_names_the_known_ones(small, corpus):
     with pytest.raises(AnalysisInputError, match="unknown unlearning method 'nope'") as err:
         run_unlearning(small[0], "nope", corpus.split("forget"), corpus.split("retain"))
-    for name in METHODS:
+    for name in UNLEARNING_METHODS.names():
         assert name in str(err.value)
 
 

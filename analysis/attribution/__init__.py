@@ -7,11 +7,19 @@ are scored in batched forwards; a gradient view (input x gradient, integrated gr
 embeddings) is the second way to compute it. KeyTokens follow unPact's alpha / beta rule
 (analysis.attribution.core.key_tokens). Unlearned models are compared with the original (which tokens lose
 their contribution), and keywords are re-emphasised (prompt-level rewrites or activation-level hooks,
-analysis.attribution.emphasis) to check whether the forgotten answer comes back, beside the retrain control.
+analysis.attribution.emphasis) to check whether the forgotten answer comes back, beside the retrain control
+(analysis.attribution.recovery).
+
+Rooms: ``options.py`` (AttributionOptions, RecoveryOptions, the registries of methods, ablations and keyword
+sources, the store kinds), ``core.py`` (the engine: batched leave-one-out, gradient views, KeyTokens; registers
+the methods and ablations), ``emphasis/`` (the emphasis-strategy registry, one module per level),
+``runner.py`` (attribution on a study: store, resume, executor), ``recovery.py`` (keyword-emphasis recovery),
+``result.py``, ``figures.py``, ``cli.py``.
 """
 
 from analysis.attribution.core import (
     LOOResult,
+    MethodOutput,
     PairScores,
     PromptIds,
     ablate,
@@ -21,24 +29,26 @@ from analysis.attribution.core import (
     prompt_ids,
     score_pairs,
 )
-from analysis.attribution.emphasis import (
-    EMPHASES,
-    Emphasis,
-    EmphasisParams,
-    get_emphasis,
-    register_emphasis,
-    strategy_names,
-)
+from analysis.attribution.emphasis import EMPHASES, Emphasis, EmphasisParams, get_emphasis, strategy_names
 from analysis.attribution.options import (
     ABLATIONS,
-    ATTRIBUTION_KIND,
+    ATTRIBUTION_METHODS,
+    ATTRIBUTION_STORE_KIND,
     FUNCTION_WORDS,
     KEYWORD_SOURCES,
-    METHODS,
-    RECOVERY_KIND,
+    RECOVERY_STORE_KIND,
     AttributionOptions,
+    RecoveryOptions,
     is_function_word,
     neutral_token_id,
+)
+from analysis.attribution.recovery import (
+    emphasis_outcomes,
+    keyword_mask,
+    outcome_key,
+    recover,
+    recovery_cached,
+    stored_outcomes,
 )
 from analysis.attribution.result import (
     GROUPS,
@@ -47,12 +57,13 @@ from analysis.attribution.result import (
     SampleChange,
     StrategyRecovery,
     TokenAttribution,
-    compare,
+    compare_attributions,
+    net_recovery,
+    per_sample_recovery,
     strategy_recovery,
 )
 from analysis.attribution.runner import (
     DatasetAttribution,
-    RecoveryOptions,
     attribute,
     attribute_dataset,
     attribute_pairs,
@@ -60,19 +71,16 @@ from analysis.attribution.runner import (
     attribute_samples,
     compare_models,
     dataset_cached,
-    emphasis_outcomes,
-    keyword_mask,
-    recover,
-    recovery_cached,
 )
 
 __all__ = [
-    "ABLATIONS", "ATTRIBUTION_KIND", "EMPHASES", "FUNCTION_WORDS", "GROUPS", "KEYWORD_SOURCES", "METHODS",
-    "RECOVERY_KIND", "AttributionComparison", "AttributionOptions", "DatasetAttribution", "Emphasis",
-    "EmphasisParams", "LOOResult", "PairScores", "PromptIds", "RecoveryOptions", "RecoveryReport", "SampleChange",
-    "StrategyRecovery", "TokenAttribution", "ablate", "attribute", "attribute_dataset", "attribute_pairs",
-    "attribute_sample", "attribute_samples", "compare", "compare_models", "dataset_cached", "emphasis_outcomes",
-    "get_emphasis", "grad_contributions", "is_function_word", "key_tokens", "keyword_mask", "loo_contributions",
-    "neutral_token_id", "prompt_ids", "recover", "recovery_cached", "register_emphasis", "score_pairs",
-    "strategy_names", "strategy_recovery",
+    "ABLATIONS", "ATTRIBUTION_METHODS", "ATTRIBUTION_STORE_KIND", "EMPHASES", "FUNCTION_WORDS", "GROUPS",
+    "KEYWORD_SOURCES", "RECOVERY_STORE_KIND", "AttributionComparison", "AttributionOptions", "DatasetAttribution",
+    "Emphasis", "EmphasisParams", "LOOResult", "MethodOutput", "PairScores", "PromptIds", "RecoveryOptions",
+    "RecoveryReport", "SampleChange", "StrategyRecovery", "TokenAttribution", "ablate", "attribute",
+    "attribute_dataset", "attribute_pairs", "attribute_sample", "attribute_samples", "compare_attributions",
+    "compare_models", "dataset_cached", "emphasis_outcomes", "get_emphasis", "grad_contributions",
+    "is_function_word", "key_tokens", "keyword_mask", "loo_contributions", "net_recovery", "neutral_token_id",
+    "outcome_key", "per_sample_recovery", "prompt_ids", "recover", "recovery_cached", "score_pairs",
+    "stored_outcomes", "strategy_names", "strategy_recovery",
 ]

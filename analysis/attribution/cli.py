@@ -4,24 +4,20 @@ the command line. Wired into analysis/cli.py with ``add_parser(sub, verb)``."""
 from __future__ import annotations
 
 import argparse
-import json
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
+from analysis.cli_common import VerbFn, add_ray_arguments, emit, executor_from_args, open_study
 from analysis.errors import AnalysisInputError
 
-VerbFn = Callable[[Any, str, Callable[[argparse.Namespace], None], str], argparse.ArgumentParser]
-
-
-def _print(args: argparse.Namespace, obj: dict[str, Any], text: str) -> None:
-    print(json.dumps(obj) if args.json else text)
+if TYPE_CHECKING:
+    from analysis.attribution.options import AttributionOptions, RecoveryOptions
 
 
 def _num(x: float | None, fmt: str = ".3f") -> str:
     return "-" if x is None else format(x, fmt)
 
 
-def attribution_options(args: argparse.Namespace) -> Any:
+def attribution_options(args: argparse.Namespace) -> AttributionOptions:
     from analysis.attribution import AttributionOptions
 
     return AttributionOptions(method=args.method, ablation=args.ablation, neutral=args.neutral, alpha=args.alpha,
@@ -38,7 +34,7 @@ def parse_layers(value: str | None) -> tuple[int, ...] | None:
         raise AnalysisInputError(f"--layers expects comma-separated layer numbers or 'all', got {value!r}") from None
 
 
-def recovery_options(args: argparse.Namespace) -> Any:
+def recovery_options(args: argparse.Namespace) -> RecoveryOptions:
     from analysis.attribution import EmphasisParams, RecoveryOptions
 
     params = EmphasisParams(factor=args.factor, layers=parse_layers(args.layers), copies=args.copies,
@@ -48,12 +44,11 @@ def recovery_options(args: argparse.Namespace) -> Any:
 
 
 def cmd_attribute(args: argparse.Namespace) -> None:
-    from analysis.attribution import attribute_sample, compare_models
-    from analysis.study import Study
+    from analysis.attribution import GROUPS, attribute_sample, compare_models
 
     if bool(args.sample) == bool(args.all):
         raise AnalysisInputError("give either --sample ID or --all")
-    study = Study.open(args.study)
+    study = open_study(args)
     study.entry(args.model)
     opts = attribution_options(args)
     if args.sample:
@@ -65,14 +60,14 @@ def cmd_attribute(args: argparse.Namespace) -> None:
                  f"{'token':<20}{'contribution':>14}"]
         for i, (t, c) in enumerate(zip(r.tokens, r.contributions, strict=True)):
             lines.append(f"{t[:19]:<20}{_num(c, '.4f'):>14}" + ("  keyword" if i in r.keywords else ""))
-        _print(args, obj, "\n".join(lines))
+        emit(args, obj, "\n".join(lines))
         return
     c = compare_models(study, args.model, before=args.before, options=opts)
     obj = {"before": c.before, "after": c.after, "summary": c.summary, "disrupted_focus": c.disrupted_focus,
            "indiscriminate_penalisation": c.indiscriminate_penalisation, "retain_abs_change": c.retain_abs_change,
            "keyword_overlap": c.keyword_overlap, "logprob_change": c.logprob_change, "n_samples": len(c.samples),
            "skipped": c.skipped, "options": c.options}
-    groups = ("keyword", "non_keyword", "function", "other", "all")
+    groups = GROUPS
     lines = [f"contribution change {c.after} - {c.before} (mean over samples of the mean over the group's tokens; "
              f"groups from {c.before}'s keywords)", f"{'split':<10}" + "".join(f"{g:>13}" for g in groups)]
     for split, row in c.summary.items():
@@ -81,12 +76,11 @@ def cmd_attribute(args: argparse.Namespace) -> None:
               f"indiscriminate penalisation (retain contribution drop): {_num(c.indiscriminate_penalisation, '.4f')}"
               f"  (mean |change| {_num(c.retain_abs_change, '.4f')})",
               "keyword overlap (Jaccard): " + ", ".join(f"{s} {_num(v, '.2f')}" for s, v in c.keyword_overlap.items())]
-    _print(args, obj, "\n".join(lines))
+    emit(args, obj, "\n".join(lines))
 
 
 def cmd_recover(args: argparse.Namespace) -> None:
     from analysis.attribution import recover
-    from analysis.cli_common import executor_from_args, open_study
 
     study = open_study(args)
     study.entry(args.model)
@@ -95,28 +89,37 @@ def cmd_recover(args: argparse.Namespace) -> None:
         rep = recover(study, args.model, opts, executor=executor)
     obj = {"model": rep.model, "retrain": rep.retrain, "recovery_rate": rep.recovery_rate, "prob_gain": rep.prob_gain,
            "retrain_recovery_rate": rep.retrain_recovery_rate, "retrain_prob_gain": rep.retrain_prob_gain,
+           "net_by_strategy": rep.net_by_strategy, "best_strategy": rep.best_strategy, "best_net": rep.best_net,
            "original_top1": {s: r.top1_emphasised for s, r in rep.original_results.items()},
            "n_denominator": {s: r.n_denominator for s, r in rep.results.items()},
            "n_forget": rep.n_forget, "n_eligible": rep.n_eligible, "options": rep.options}
     lines = [f"{rep.model}: keyword-emphasis recovery on {rep.n_eligible} of {rep.n_forget} forget samples (those "
              f"the original answers top-1); baseline: {rep.retrain or 'no retrain control'}",
-             f"{'strategy':<14}{'recovered':>11}{'rate':>8}{'retrain':>9}{'p gain':>9}{'retrain':>9}{'orig top1':>11}"]
+             f"{'strategy':<14}{'recovered':>11}{'rate':>8}{'retrain':>9}{'net':>8}{'p gain':>9}{'retrain':>9}"
+             f"{'orig top1':>11}"]
     for row in rep.table():
         lines.append(f"{row['strategy']:<14}{row['recovered']:>11}{_num(row['recovery_rate'], '.2f'):>8}"
-                     f"{_num(row['retrain_recovery_rate'], '.2f'):>9}{_num(row['prob_gain'], '+.3f'):>9}"
-                     f"{_num(row['retrain_prob_gain'], '+.3f'):>9}{_num(row['original_top1'], '.2f'):>11}")
-    lines.append("rate = share of eligible samples not top-1 without emphasis that become top-1 with it; "
-                 "p gain = mean change of the answer probability")
-    _print(args, obj, "\n".join(lines))
+                     f"{_num(row['retrain_recovery_rate'], '.2f'):>9}{_num(row['net_recovery_rate'], '+.2f'):>8}"
+                     f"{_num(row['prob_gain'], '+.3f'):>9}{_num(row['retrain_prob_gain'], '+.3f'):>9}"
+                     f"{_num(row['original_top1'], '.2f'):>11}")
+    lines.append("rate = share of eligible samples not top-1 without emphasis that become top-1 with it; net = rate "
+                 "minus the retrain control's; p gain = mean change of the answer probability")
+    if rep.best_strategy is not None:
+        lines.append(f"best net recovery: {rep.best_strategy} {_num(rep.best_net, '+.2f')}")
+    emit(args, obj, "\n".join(lines))
 
 
 def _attribution_arguments(sp: argparse.ArgumentParser) -> None:
-    from analysis.attribution import ABLATIONS, METHODS
+    from analysis.attribution.options import (
+        ABLATIONS,
+        ATTRIBUTION_METHODS,
+        ablation_help,
+        attribution_method_help,
+    )
 
-    sp.add_argument("--method", default="loo", choices=list(METHODS),
-                    help="loo: leave-one-out (unPact); grad: input x gradient; ig: integrated gradients")
-    sp.add_argument("--ablation", default="delete", choices=list(ABLATIONS),
-                    help="loo: delete the token, or replace it by --neutral (keeps positions)")
+    sp.add_argument("--method", default="loo", choices=ATTRIBUTION_METHODS.names(), help=attribution_method_help())
+    sp.add_argument("--ablation", default="delete", choices=ABLATIONS.names(),
+                    help=ablation_help() + " (the neutral token: --neutral)")
     sp.add_argument("--neutral", default="unk", help="replacement token: unk, pad, eos or a one-token string")
     sp.add_argument("--alpha", type=float, default=0.1,
                     help="KeyTokens: minimum share of the positive contribution mass (default 0.1)")
@@ -127,8 +130,8 @@ def _attribution_arguments(sp: argparse.ArgumentParser) -> None:
 
 def add_parser(sub: argparse._SubParsersAction, verb: VerbFn) -> None:
     """Register `erasure attribute` and `erasure recover` through the CLI's ``verb`` helper (adds --json)."""
-    from analysis.attribution import KEYWORD_SOURCES, strategy_names
-    from analysis.cli_common import add_ray_arguments
+    from analysis.attribution.emphasis import emphasis_help, strategy_names
+    from analysis.attribution.options import KEYWORD_SOURCE_HELP, KEYWORD_SOURCES
 
     sp = verb(sub, "attribute", cmd_attribute,
               "unPact prompt-token contributions of a sample's answer (or before vs after over the study)")
@@ -145,14 +148,14 @@ def add_parser(sub: argparse._SubParsersAction, verb: VerbFn) -> None:
     sp.add_argument("study")
     sp.add_argument("--model", required=True, help="unlearned model of the study")
     sp.add_argument("--strategy", action="append", choices=strategy_names(),
-                    help="emphasis strategy (repeatable; default: all)")
+                    help=f"emphasis strategy (repeatable; default: all): {emphasis_help()}")
     sp.add_argument("--factor", type=float, default=3.0,
                     help="activation strategies: attention / embedding scale on keywords (default 3)")
     sp.add_argument("--layers", default=None, help="attention strategies: comma-separated layers (default: all)")
     sp.add_argument("--copies", type=int, default=1, help="prompt strategies: extra copies of the keywords")
     sp.add_argument("--separator", default=None,
                     help="prefix: token between the keywords and the prompt (default: . , : or ;, first known)")
-    sp.add_argument("--keywords-from", default="original", choices=list(KEYWORD_SOURCES),
-                    help="whose KeyTokens to emphasise: the original model's (default) or each model's own")
+    sp.add_argument("--keywords-from", default="original", choices=KEYWORD_SOURCES.names(),
+                    help=KEYWORD_SOURCE_HELP + " (default: original)")
     _attribution_arguments(sp)
     add_ray_arguments(sp)

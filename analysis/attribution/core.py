@@ -1,6 +1,8 @@
 """The attribution engine: leave-one-out contributions of every prompt token of many prompts in as few
 batched forwards as memory allows, the gradient views (input x gradient, integrated gradients) written
-with torch autograd, and the KeyTokens rule.
+with torch autograd, and the KeyTokens rule. The attribution methods (``loo``, ``grad``, ``ig``) and the
+leave-one-out ablations (``delete``, ``replace``) are registered here, into the registries declared in
+analysis.attribution.options (ATTRIBUTION_METHODS, ABLATIONS).
 
 Token ids come from analysis.scoring.encode_pair and rows are built with analysis.scoring.batch_from_ids
 (right-padded; exact for causal models), so an ablated prompt is scored exactly as the clean one.
@@ -16,7 +18,9 @@ import numpy as np
 import torch
 from transformer_lens.hook_points import HookPoint
 
+from analysis.attribution.options import ABLATIONS, ATTRIBUTION_METHODS, AttributionOptions, neutral_token_id
 from analysis.errors import AnalysisInputError
+from analysis.hooks import EMBED
 from analysis.models.handle import ModelHandle
 from analysis.scoring import (
     PairBatch,
@@ -118,20 +122,24 @@ def score_pairs(handle: ModelHandle, pairs: Sequence[Pair], batch_size: int | No
 
 
 # ---- leave-one-out ------------------------------------------------------------------------------------------
+@ABLATIONS.register("delete", label="delete the token (x without x_i)")
+def _delete(prompt: list[int], position: int, neutral_id: int | None) -> list[int]:
+    return prompt[:position] + prompt[position + 1:]
+
+
+@ABLATIONS.register("replace", label="replace the token by the neutral token (positions kept)")
+def _replace(prompt: list[int], position: int, neutral_id: int | None) -> list[int]:
+    if neutral_id is None:
+        raise AnalysisInputError("replacement ablation needs a neutral token id")
+    return [*prompt[:position], int(neutral_id), *prompt[position + 1:]]
+
+
 def ablate(item: PromptIds, position: int, ablation: str, neutral_id: int | None = None) -> Pair:
-    """The pair with prompt token ``position`` deleted, or replaced by ``neutral_id`` (positions kept)."""
+    """The pair with prompt token ``position`` ablated by ``ablation`` (a name in ABLATIONS): deleted, or
+    replaced by ``neutral_id`` (positions kept)."""
     if position < item.n_fixed or position >= len(item.prompt):
         raise AnalysisInputError(f"position {position} cannot be ablated (BOS or outside the prompt)")
-    p = list(item.prompt)
-    if ablation == "delete":
-        del p[position]
-    elif ablation == "replace":
-        if neutral_id is None:
-            raise AnalysisInputError("replacement ablation needs a neutral token id")
-        p[position] = int(neutral_id)
-    else:
-        raise AnalysisInputError(f"unknown ablation {ablation!r} (expected delete or replace)")
-    return p, list(item.answer)
+    return ABLATIONS.get(ablation)(list(item.prompt), position, neutral_id), list(item.answer)
 
 
 @dataclass
@@ -217,7 +225,7 @@ def grad_contributions(handle: ModelHandle, items: Sequence[PromptIds], method: 
             return _x
 
         with torch.enable_grad():
-            logits = model.run_with_hooks(batch.tokens, return_type="logits", fwd_hooks=[("hook_embed", put)])
+            logits = model.run_with_hooks(batch.tokens, return_type="logits", fwd_hooks=[(EMBED, put)])
             lp = answer_logprob(logits, batch, "mean")
             (grad,) = torch.autograd.grad(lp.sum(), x)
         contrib = (grad.float() * emb.float()).sum(-1) * mask  # [B, T]
@@ -251,9 +259,40 @@ def _baseline_logprob(handle: ModelHandle, items: Sequence[PromptIds], batch_siz
         def zero(act: torch.Tensor, hook: HookPoint) -> torch.Tensor:
             return act * (~mask)[..., None].to(act.dtype)
 
-        return [("hook_embed", zero)]
+        return [(EMBED, zero)]
 
     return score_pairs(handle, pairs, batch_size, hooks_for=hooks_for).logprob
+
+
+# ---- the methods ---------------------------------------------------------------------------------------------
+@dataclass
+class MethodOutput:
+    """What an attribution method gives for one prompt: LP(x, y), each prompt token's contribution (None for
+    tokens that are never attributed, BOS) and the method's own extra reading."""
+
+    logprob: float
+    contributions: list[float | None]
+    ablated_logprob: list[float | None] | None = None  # loo: LP(x without x_i, y)
+    baseline_logprob: float | None = None  # ig: LP with the attributed embeddings at zero
+
+
+@ATTRIBUTION_METHODS.register("loo", label="leave-one-out")
+def _loo(handle: ModelHandle, items: Sequence[PromptIds], opts: AttributionOptions) -> list[MethodOutput]:
+    neutral = neutral_token_id(handle.tokenizer, opts.neutral) if opts.uses_neutral else None
+    return [MethodOutput(r.logprob, r.contributions, ablated_logprob=r.ablated)
+            for r in loo_contributions(handle, items, opts.ablation, neutral, opts.batch_size)]
+
+
+def _gradient(method: str) -> Callable[[ModelHandle, Sequence[PromptIds], AttributionOptions], list[MethodOutput]]:
+    def run(handle: ModelHandle, items: Sequence[PromptIds], opts: AttributionOptions) -> list[MethodOutput]:
+        return [MethodOutput(g.logprob, g.contributions, baseline_logprob=g.baseline_logprob)
+                for g in grad_contributions(handle, items, method, opts.ig_steps, opts.batch_size)]
+
+    return run
+
+
+ATTRIBUTION_METHODS.add("grad", _gradient("grad"), label="input × gradient")
+ATTRIBUTION_METHODS.add("ig", _gradient("ig"), label="integrated gradients")
 
 
 # ---- KeyTokens --------------------------------------------------------------------------------------------

@@ -1,27 +1,56 @@
-"""Options of a prompt-token attribution (unPact), the store kinds, the function-word list, and how a
-neutral replacement token is resolved."""
+"""Options of a prompt-token attribution (unPact) and of keyword-emphasis recovery, the registries of their
+choices (attribution methods, ablations, keyword sources) that both the CLI and the app read, the store kinds,
+the function-word list, and how a neutral replacement token is resolved.
+
+The method and ablation registries are declared here and filled by the engine (analysis.attribution.core
+registers each member beside its code); emphasis strategies have their own registry
+(analysis.attribution.emphasis.EMPHASES).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from transformers import PreTrainedTokenizerBase
 
+from analysis.attribution.emphasis import Emphasis, EmphasisParams, get_emphasis, strategy_names
 from analysis.errors import AnalysisInputError
+from analysis.registry import Registry
 
-METHODS: tuple[str, ...] = ("loo", "grad", "ig")
-METHOD_LABELS: dict[str, str] = {
+if TYPE_CHECKING:
+    from analysis.attribution.core import MethodOutput, PromptIds
+    from analysis.models.handle import ModelHandle
+
+    # An attribution method: the contributions of every attributable token of every prompt, batched.
+    AttributionFn = Callable[[ModelHandle, Sequence[PromptIds], "AttributionOptions"], list[MethodOutput]]
+
+# An ablation of leave-one-out: (prompt ids, position, neutral token id or None) -> the ablated prompt ids.
+AblationFn = Callable[[list[int], int, int | None], list[int]]
+
+AttributionMethod = Literal["loo", "grad", "ig"]
+Ablation = Literal["delete", "replace"]
+KeywordSource = Literal["original", "self"]
+
+ATTRIBUTION_METHODS: Registry[AttributionFn] = Registry("attribution method")  # members: core.py
+ATTRIBUTION_METHOD_HELP: dict[str, str] = {
     "loo": "leave-one-out: LP(x, y) - LP(x without x_i, y)",
     "grad": "input x gradient on the token embeddings (hook_embed)",
     "ig": "integrated gradients on the token embeddings (zero baseline)",
 }
-ABLATIONS: tuple[str, ...] = ("delete", "replace")
+ABLATIONS: Registry[AblationFn] = Registry("ablation")  # members: core.py
 NEUTRAL_ALIASES: tuple[str, ...] = ("unk", "pad", "eos")
-KEYWORD_SOURCES: tuple[str, ...] = ("original", "self")
 
-ATTRIBUTION_KIND = "attribution"  # per-sample TokenAttribution rows in the study store
-RECOVERY_KIND = "recovery"  # per-sample, per-strategy emphasis outcomes in the study store
+# Whose attribution names the keywords a recovery emphasises, given the judged model's name.
+KEYWORD_SOURCES: Registry[Callable[[str], str]] = Registry("keyword source")
+KEYWORD_SOURCES.add("original", lambda model: "original", label="original model")
+KEYWORD_SOURCES.add("self", lambda model: model, label="each model itself")
+KEYWORD_SOURCE_HELP = ("whose KeyTokens to emphasise: the original model's (the keywords it used before "
+                       "unlearning, the same for every model compared) or each model's own")
+
+ATTRIBUTION_STORE_KIND = "attribution"  # per-sample TokenAttribution rows in the study store
+RECOVERY_STORE_KIND = "recovery"  # per-sample, per-strategy emphasis outcomes in the study store
 OPTIONS_VERSION = 1
 
 # Function words: contributions of these are reported as their own group (before vs after unlearning).
@@ -32,6 +61,20 @@ FUNCTION_WORDS: frozenset[str] = frozenset({
     "where", "when", "his", "her", "their", "he", "she", "they", "does", "did", "do", "not", "but", "than",
     ",", ".", ":", ";", "'s", "s", "-",
 })
+
+
+def choices_help(registry: Registry[Any], descriptions: dict[str, str] | None = None) -> str:
+    """``name: description; ...`` of every member of ``registry`` (its label where ``descriptions`` has
+    none), for the CLI's and the app's help."""
+    return "; ".join(f"{n}: {(descriptions or {}).get(n, registry.label(n))}" for n in registry)
+
+
+def attribution_method_help() -> str:
+    return choices_help(ATTRIBUTION_METHODS, ATTRIBUTION_METHOD_HELP)
+
+
+def ablation_help() -> str:
+    return f"leave-one-out only: {choices_help(ABLATIONS)}; BOS is never ablated"
 
 
 def is_function_word(token: str) -> bool:
@@ -48,20 +91,22 @@ class AttributionOptions:
     ``C_i / sum_{j: C_j > 0} C_j`` (the token's share of the positive contribution mass) exceeds ``alpha``.
     """
 
-    method: str = "loo"
-    ablation: str = "delete"  # loo: delete the token, or replace it by ``neutral`` (keeps positions)
+    method: AttributionMethod = "loo"  # a name in ATTRIBUTION_METHODS
+    ablation: Ablation = "delete"  # loo: delete the token, or replace it by ``neutral`` (keeps positions)
     neutral: str = "unk"  # replace: "unk", "pad", "eos", or any string that is exactly one token
     alpha: float = 0.1
     beta: int = 3
     ig_steps: int = 16
     batch_size: int | None = field(default=None, compare=False)  # rows per forward; None: memory budget
 
+    @property
+    def uses_neutral(self) -> bool:
+        """Leave-one-out with replacement: the ablated token is replaced by the neutral token."""
+        return self.method == "loo" and self.ablation == "replace"
+
     def validated(self) -> AttributionOptions:
-        if self.method not in METHODS:
-            raise AnalysisInputError(f"unknown attribution method {self.method!r} (expected one of "
-                                     f"{', '.join(METHODS)})")
-        if self.ablation not in ABLATIONS:
-            raise AnalysisInputError(f"unknown ablation {self.ablation!r} (expected one of {', '.join(ABLATIONS)})")
+        ATTRIBUTION_METHODS.check(self.method)
+        ABLATIONS.check(self.ablation)
         if not 0 <= self.alpha < 1:
             raise AnalysisInputError(f"alpha must be in [0, 1), got {self.alpha}")
         if self.beta < 1:
@@ -70,7 +115,7 @@ class AttributionOptions:
             raise AnalysisInputError(f"integrated gradients needs at least 1 step, got {self.ig_steps}")
         if self.batch_size is not None and self.batch_size < 1:
             raise AnalysisInputError(f"batch size must be at least 1, got {self.batch_size}")
-        if self.method == "loo" and self.ablation == "replace" and not self.neutral.strip():
+        if self.uses_neutral and not self.neutral.strip():
             raise AnalysisInputError("replacement ablation needs a neutral token")
         return replace(self, alpha=float(self.alpha), beta=int(self.beta))
 
@@ -82,11 +127,45 @@ class AttributionOptions:
             "version": OPTIONS_VERSION,
             "method": self.method,
             "ablation": self.ablation if loo else None,
-            "neutral": self.neutral if loo and self.ablation == "replace" else None,
+            "neutral": self.neutral if self.uses_neutral else None,
             "alpha": float(self.alpha),
             "beta": int(self.beta),
             "ig_steps": int(self.ig_steps) if self.method == "ig" else None,
         }
+
+
+@dataclass(frozen=True)
+class RecoveryOptions:
+    """Options of keyword-emphasis recovery. ``keywords_from`` (a name in KEYWORD_SOURCES): whose attribution
+    names the keywords to emphasise: "original" (default; the keywords the model used before unlearning, the
+    same for every model compared) or "self" (each model's own KeyTokens)."""
+
+    strategies: tuple[str, ...] | None = None  # None: every registered strategy
+    params: EmphasisParams = field(default_factory=EmphasisParams)
+    keywords_from: KeywordSource = "original"
+    attribution: AttributionOptions = field(default_factory=AttributionOptions)
+    split: str = "forget"
+
+    def validated(self) -> RecoveryOptions:
+        names = list(dict.fromkeys(self.strategies)) if self.strategies is not None else strategy_names()
+        if not names:
+            raise AnalysisInputError("choose at least one emphasis strategy")
+        for n in names:
+            get_emphasis(n, self.params)
+        KEYWORD_SOURCES.check(self.keywords_from)
+        return RecoveryOptions(strategies=tuple(names), params=self.params, keywords_from=self.keywords_from,
+                               attribution=self.attribution.validated(), split=self.split)
+
+    def emphases(self) -> list[Emphasis]:
+        return [get_emphasis(n, self.params) for n in (self.strategies or ())]
+
+    def keyword_source(self, model: str) -> str:
+        """The model whose attribution names the keywords emphasised on ``model``."""
+        return KEYWORD_SOURCES.get(self.keywords_from)(model)
+
+    def key(self) -> dict[str, Any]:
+        return {"version": OPTIONS_VERSION, "strategies": [e.key() for e in self.emphases()],
+                "keywords_from": self.keywords_from, "attribution": self.attribution.key(), "split": self.split}
 
 
 def neutral_token_id(tokenizer: PreTrainedTokenizerBase, neutral: str) -> int:

@@ -172,9 +172,10 @@ class AttributionComparison:
                    retain_abs_change=_f(d.get("retain_abs_change")), skipped=dict(d.get("skipped", {})))
 
 
-def compare(before: dict[str, TokenAttribution], after: dict[str, TokenAttribution], splits: dict[str, str],
-            before_name: str, after_name: str, options: dict[str, Any] | None = None,
-            skipped: dict[str, str] | None = None) -> AttributionComparison:
+def compare_attributions(before: dict[str, TokenAttribution], after: dict[str, TokenAttribution],
+                         splits: dict[str, str], before_name: str, after_name: str,
+                         options: dict[str, Any] | None = None,
+                         skipped: dict[str, str] | None = None) -> AttributionComparison:
     """Compare attributions of the same samples (``splits``: sample id -> split) on two models."""
     changes = [SampleChange.of(before[s], after[s], splits[s]) for s in splits if s in before and s in after]
     by_split: dict[str, list[SampleChange]] = {}
@@ -247,12 +248,60 @@ def strategy_recovery(strategy: str, plain: dict[str, Outcome], emphasised: dict
         n_skipped=len(eligible) - len(ok))
 
 
+def net_recovery(results: dict[str, StrategyRecovery], reference: dict[str, StrategyRecovery] | None
+                 ) -> tuple[dict[str, float | None], str | None, float | None]:
+    """Each strategy's recovery rate net of the reference (retrain) control's rate for the same strategy
+    (a missing or undefined reference rate counts as 0; an undefined rate stays None), and the strategy with
+    the largest defined net rate with that rate (None, None when no net rate is defined)."""
+    ref = reference or {}
+    net: dict[str, float | None] = {}
+    for s, r in results.items():
+        base = ref[s].recovery_rate if s in ref else None
+        net[s] = None if r.recovery_rate is None else r.recovery_rate - (base or 0.0)
+    defined = {s: v for s, v in net.items() if v is not None}
+    best = max(defined, key=lambda s: defined[s]) if defined else None
+    return net, best, None if best is None else defined[best]
+
+
+def _correct(outcomes: dict[str, Outcome], sid: str) -> bool:
+    return bool(outcomes.get(sid, {}).get("correct", False))
+
+
+def per_sample_recovery(ids: Sequence[str], strategies: Sequence[str], original_plain: dict[str, Outcome],
+                        plain: dict[str, Outcome], emphasised: dict[str, dict[str, Outcome]],
+                        reference_plain: dict[str, Outcome] | None = None,
+                        reference_emphasised: dict[str, dict[str, Outcome]] | None = None
+                        ) -> dict[str, dict[str, Any]]:
+    """Per sample: which strategies bring the answer back on the model and not on the reference control.
+
+    Recovery applies where the original answers top-1 without emphasis and the model does not (and its plain
+    outcome is not an error); elsewhere ``recovered`` is None. A strategy counts when the model answers
+    top-1 with emphasis and the reference control does not *gain* the answer from the same emphasis (it
+    misses it without emphasis and answers it with: the emphasis inventing the answer). ``plain`` and
+    ``emphasised[strategy]`` are the model's outcomes; ``reference_*`` the control's (None: no control)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for sid in ids:
+        if not _correct(original_plain, sid) or _correct(plain, sid) or "error" in plain.get(sid, {}):
+            rows[sid] = {"recovered": None, "recovered_by": ""}
+            continue
+        by = [s for s in strategies if _correct(emphasised[s], sid) and not (
+            reference_plain is not None and reference_emphasised is not None
+            and not _correct(reference_plain, sid) and _correct(reference_emphasised[s], sid))]
+        rows[sid] = {"recovered": bool(by), "recovered_by": ", ".join(by)}
+    return rows
+
+
 @dataclass
 class RecoveryReport:
     """Keyword-emphasis recovery of one unlearned model, with the same numbers on the retrain control (a
     model that never learned the forget facts: what it "recovers" is the emphasis inventing answers, not
     knowledge coming back) and on the original model (how much the emphasis itself disturbs a model that
-    knows the facts)."""
+    knows the facts).
+
+    Its readings: ``net_by_strategy`` (each strategy's recovery rate minus the retrain control's, see
+    :func:`net_recovery`), the best of them (``best_strategy``, ``best_net``), and ``per_sample``: for every
+    sample of the recovery split, ``{"recovered": bool | None, "recovered_by": "s1, s2"}`` (see
+    :func:`per_sample_recovery`)."""
 
     model: str
     retrain: str | None
@@ -264,6 +313,10 @@ class RecoveryReport:
     original_results: dict[str, StrategyRecovery]
     n_forget: int
     n_eligible: int  # forget samples the original answers top-1
+    net_by_strategy: dict[str, float | None] = field(default_factory=dict)
+    best_strategy: str | None = None
+    best_net: float | None = None
+    per_sample: dict[str, dict[str, Any]] = field(default_factory=dict)  # sample id -> recovered, recovered_by
 
     @property
     def recovery_rate(self) -> dict[str, float | None]:
@@ -288,6 +341,7 @@ class RecoveryReport:
             r, b, o = self.results[s], (self.retrain_results or {}).get(s), self.original_results.get(s)
             rows.append({"strategy": s, "recovery_rate": r.recovery_rate,
                          "retrain_recovery_rate": None if b is None else b.recovery_rate,
+                         "net_recovery_rate": self.net_by_strategy.get(s),
                          "recovered": f"{r.n_recovered}/{r.n_denominator}",
                          "retrain_recovered": None if b is None else f"{b.n_recovered}/{b.n_denominator}",
                          "prob_gain": r.prob_gain, "retrain_prob_gain": None if b is None else b.prob_gain,
@@ -307,8 +361,18 @@ class RecoveryReport:
         def res(x: dict[str, Any] | None) -> dict[str, StrategyRecovery] | None:
             return None if x is None else {s: StrategyRecovery.from_dict(v) for s, v in x.items()}
 
+        results, retrain_results = res(d["results"]) or {}, res(d.get("retrain_results"))
+        if "net_by_strategy" in d:
+            net = {s: _f(v) for s, v in d["net_by_strategy"].items()}
+            best, best_net = d.get("best_strategy"), _f(d.get("best_net"))
+        else:  # stored before the report carried its readings: derive them from the results
+            net, best, best_net = net_recovery(results, retrain_results)
+        per_sample = {str(i): {"recovered": None if v.get("recovered") is None else bool(v["recovered"]),
+                               "recovered_by": str(v.get("recovered_by", ""))}
+                      for i, v in (d.get("per_sample") or {}).items()}
         return cls(model=str(d["model"]), retrain=d.get("retrain"), strategies=list(d["strategies"]),
                    options=dict(d.get("options", {})), fingerprints=dict(d.get("fingerprints", {})),
-                   results=res(d["results"]) or {}, retrain_results=res(d.get("retrain_results")),
+                   results=results, retrain_results=retrain_results,
                    original_results=res(d.get("original_results")) or {}, n_forget=int(d["n_forget"]),
-                   n_eligible=int(d["n_eligible"]))
+                   n_eligible=int(d["n_eligible"]), net_by_strategy=net, best_strategy=best, best_net=best_net,
+                   per_sample=per_sample)

@@ -1,11 +1,21 @@
-"""Circuits: EAP-IG edge attribution, circuit selection and statistics, and CUD difficulty scoring."""
+"""Circuits: EAP-IG edge attribution, circuit selection and statistics, and CUD difficulty scoring.
 
-from analysis.circuits.api import CircuitResult, circuit_for_sample, sample_edge_scores, score_study
-from analysis.circuits.cud import CUDReport, cud, difficulty_labels, distance
-from analysis.circuits.eap import EAPOptions, edge_scores, faithfulness, run_with_edges
+Rooms: ``options.py`` (EAPOptions, CUDOptions, CIRCUIT_DEFAULTS, STORE_KIND, the choices and their labels),
+``eap.py`` (EAP-IG: the METRICS and BASELINES registries, edge scores, ablation, faithfulness), ``graph.py``
+(the computational graph), ``selection.py`` (greedy / threshold circuits, statistics), ``cud.py`` (CUD: the
+DISTANCES and VECTORS registries, labels, cross-validation), ``runner.py`` (study-level entry points),
+``result.py`` (CircuitResult, CUDReport, Faithfulness), ``figures.py``, ``cli.py``.
+"""
+
+from analysis.circuits.cud import DISTANCES, VECTORS, cud, difficulty_labels, distance
+from analysis.circuits.eap import BASELINES, METRICS, edge_scores, faithfulness, run_with_edges
 from analysis.circuits.graph import Edge, Graph
+from analysis.circuits.options import CIRCUIT_DEFAULTS, STORE_KIND, CUDOptions, EAPOptions
+from analysis.circuits.result import CircuitResult, CUDReport, Faithfulness
+from analysis.circuits.runner import circuit_for_sample, sample_edge_scores, score_study
 from analysis.circuits.selection import circuit_stats, greedy_circuit, threshold_circuit
 
-__all__ = ["CUDReport", "CircuitResult", "EAPOptions", "Edge", "Graph", "circuit_for_sample", "circuit_stats", "cud",
-           "difficulty_labels", "distance", "edge_scores", "faithfulness", "greedy_circuit", "run_with_edges",
-           "sample_edge_scores", "score_study", "threshold_circuit"]
+__all__ = ["BASELINES", "CIRCUIT_DEFAULTS", "DISTANCES", "METRICS", "STORE_KIND", "VECTORS", "CUDOptions",
+           "CUDReport", "CircuitResult", "EAPOptions", "Edge", "Faithfulness", "Graph", "circuit_for_sample",
+           "circuit_stats", "cud", "difficulty_labels", "distance", "edge_scores", "faithfulness",
+           "greedy_circuit", "run_with_edges", "sample_edge_scores", "score_study", "threshold_circuit"]

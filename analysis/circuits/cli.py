@@ -1,33 +1,37 @@
-"""`erasure circuit` and `erasure score`. Wired into analysis/cli.py with ``add_parser(sub, verb)``."""
+"""`erasure circuit` and `erasure score`. Wired into analysis/cli.py with ``add_parser(sub, verb)``; the
+choices come from the registries (analysis.circuits.eap.METRICS / BASELINES, analysis.circuits.cud.DISTANCES /
+VECTORS), the help text from analysis.circuits.options.HELP (which the app pages show too)."""
 
 from __future__ import annotations
 
 import argparse
-import json
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
-VerbFn = Callable[[Any, str, Callable[[argparse.Namespace], None], str], argparse.ArgumentParser]
+from analysis.circuits.options import DEFAULT_TOP_N, HELP
+from analysis.cli_common import VerbFn, add_ray_arguments, emit, executor_from_args, open_study
+
+if TYPE_CHECKING:
+    from analysis.circuits.options import EAPOptions
 
 
-def _opts(args: argparse.Namespace) -> Any:
-    from analysis.circuits.eap import EAPOptions
+def _eap_options(args: argparse.Namespace) -> EAPOptions:
+    from analysis.circuits.options import EAPOptions
 
     return EAPOptions(metric=args.metric, steps=args.steps, baseline=args.baseline)
 
 
-def cmd_circuit(args: argparse.Namespace) -> None:
-    from analysis.circuits.api import circuit_for_sample
-    from analysis.study import Study
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
 
-    study = Study.open(args.study)
+
+def cmd_circuit(args: argparse.Namespace) -> None:
+    from analysis.circuits.runner import circuit_for_sample
+
+    study = open_study(args)
     study.entry(args.model)
-    r = circuit_for_sample(study, args.model, args.sample, top_n=args.top, options=_opts(args))
+    r = circuit_for_sample(study, args.model, args.sample, top_n=args.top, options=_eap_options(args))
     obj = {"nodes": r.nodes, "edges": r.edges, "circuit": r.circuit, "faithfulness": r.faithfulness,
            "stats": r.stats, "model": r.model, "sample": r.sample_id, "options": r.options}
-    if args.json:
-        print(json.dumps(obj))
-        return
     f = r.faithfulness["faithfulness"]
     lines = [f"{args.model} on {args.sample}: top-{args.top} circuit, faithfulness "
              f"{'-' if f is None else f'{f:.3f}'} ({r.faithfulness['definition']})",
@@ -35,69 +39,62 @@ def cmd_circuit(args: argparse.Namespace) -> None:
     for i in r.circuit[:20]:
         e = r.edges[i]
         lines.append(f"  {e['src']:>10} -> {e['dst']:<12} {e['score']:+.5f}")
-    print("\n".join(lines))
+    emit(args, obj, "\n".join(lines))
 
 
 def cmd_score(args: argparse.Namespace) -> None:
-    from analysis.circuits.api import score_study
-    from analysis.cli_common import executor_from_args, open_study
+    from analysis.circuits.options import CUDOptions
+    from analysis.circuits.runner import score_study
 
+    opts = CUDOptions(distance=args.distance, top_n=args.top, eap=_eap_options(args), vector=args.vector,
+                      quantile=args.quantile, folds=args.folds, seed=args.seed)
     with executor_from_args(args) as executor:
-        rep = score_study(open_study(args), distance=args.distance, top_n=args.top, options=_opts(args),
-                          vector=args.vector, quantile=args.quantile, folds=args.folds, seed=args.seed,
-                          executor=executor)
+        rep = score_study(open_study(args), opts, executor=executor)
     obj = {"samples": [{"id": i, "cud": c, "observed": o, "label": lb}
                        for i, c, o, lb in zip(rep.ids, rep.cud, rep.observed, rep.labels, strict=True)],
            "validation": rep.validation, "signature": rep.signature, "options": rep.options}
-    if args.json:
-        print(json.dumps(obj))
-        return
     v = rep.validation
-
-    def fmt(x: float | None) -> str:
-        return "-" if x is None else f"{x:.3f}"
-
     lines = [f"CUD ({rep.distance}) on {v['n']} forget samples ({v['n_hard']} hard, {v['n_easy']} easy; "
-             f"{v['folds']}-fold out-of-fold): spearman {fmt(v['spearman'])}, AUROC {fmt(v['auroc'])}"]
+             f"{v['folds']}-fold out-of-fold): spearman {_fmt(v['spearman'])}, AUROC {_fmt(v['auroc'])}"]
     for name, b in v["baselines"].items():
-        lines.append(f"  baseline {name:<14} spearman {fmt(b['spearman'])}, AUROC {fmt(b['auroc'])}")
+        lines.append(f"  baseline {name:<14} spearman {_fmt(b['spearman'])}, AUROC {_fmt(b['auroc'])}")
     for grp, sig in rep.signature.items():
-        lines.append(f"  {grp:<5} n={sig['n']:<4} " + ", ".join(f"{k} {fmt(sig[k])}" for k in sig if k != "n"))
-    print("\n".join(lines))
+        lines.append(f"  {grp:<5} n={sig['n']:<4} " + ", ".join(f"{k} {_fmt(sig[k])}" for k in sig if k != "n"))
+    emit(args, obj, "\n".join(lines))
 
 
-def _common(sp: argparse.ArgumentParser, defaults: Any) -> None:
+def _eap_arguments(sp: argparse.ArgumentParser, defaults: EAPOptions) -> None:
     from analysis.circuits.eap import BASELINES, METRICS
 
-    sp.add_argument("--top", type=int, default=75, help="edges in the greedy circuit (default 75)")
-    sp.add_argument("--metric", default=defaults.metric, choices=list(METRICS),
-                    help=f"prob: length-normalised answer probability (CUD's); logprob; logit_diff (default "
-                         f"{defaults.metric})")
-    sp.add_argument("--steps", type=int, default=defaults.steps,
-                    help=f"integrated-gradient steps (default {defaults.steps})")
-    sp.add_argument("--baseline", default=defaults.baseline, choices=list(BASELINES),
-                    help="zero embeddings, the mean embedding of retain samples, or a corrupted run (the subject "
-                         f"replaced by another of the same token length; default {defaults.baseline})")
+    sp.add_argument("--top", type=int, default=DEFAULT_TOP_N, help=f"{HELP['top_n']} (default {DEFAULT_TOP_N})")
+    sp.add_argument("--metric", default=defaults.metric, choices=METRICS.names(),
+                    help=f"{HELP['metric']} (default {defaults.metric})")
+    sp.add_argument("--steps", type=int, default=defaults.steps, help=f"{HELP['steps']} (default {defaults.steps})")
+    sp.add_argument("--baseline", default=defaults.baseline, choices=BASELINES.names(),
+                    help=f"{HELP['baseline']} (default {defaults.baseline})")
 
 
 def add_parser(sub: argparse._SubParsersAction, verb: VerbFn) -> None:
     """Register `erasure circuit` and `erasure score` through the CLI's ``verb`` helper (adds --json)."""
-    from analysis.circuits.cud import DISTANCES
-    from analysis.circuits.eap import CIRCUIT_DEFAULTS, EAPOptions
-    from analysis.cli_common import add_ray_arguments
+    from analysis.circuits.cud import DISTANCES, VECTORS
+    from analysis.circuits.options import CIRCUIT_DEFAULTS, CUDOptions
 
     sp = verb(sub, "circuit", cmd_circuit, "EAP-IG edge scores and the greedy circuit of one sample")
     sp.add_argument("study")
     sp.add_argument("--model", default="original")
     sp.add_argument("--sample", required=True)
-    _common(sp, CIRCUIT_DEFAULTS)  # faithful single-sample circuits (see analysis.circuits.eap)
+    _eap_arguments(sp, CIRCUIT_DEFAULTS)  # faithful single-sample circuits (see analysis.circuits.options)
 
+    cud = CUDOptions()
     sp = verb(sub, "score", cmd_score, "CUD: circuit-guided unlearning difficulty of every forget sample")
     sp.add_argument("study")
-    sp.add_argument("--distance", default="cosine", choices=list(DISTANCES))
-    sp.add_argument("--vector", default="binary", choices=["binary", "weighted"])
-    sp.add_argument("--quantile", type=float, default=0.3, help="top/bottom share per method (default 0.3)")
-    sp.add_argument("--folds", type=int, default=5)
-    sp.add_argument("--seed", type=int, default=0)
-    _common(sp, EAPOptions())  # CUD's own setting
+    sp.add_argument("--distance", default=cud.distance, choices=DISTANCES.names(),
+                    help=f"{HELP['distance']} (default {cud.distance})")
+    sp.add_argument("--vector", default=cud.vector, choices=VECTORS.names(),
+                    help=f"{HELP['vector']} (default {cud.vector})")
+    sp.add_argument("--quantile", type=float, default=cud.quantile,
+                    help=f"{HELP['quantile']} (default {cud.quantile})")
+    sp.add_argument("--folds", type=int, default=cud.folds, help=f"{HELP['folds']} (default {cud.folds})")
+    sp.add_argument("--seed", type=int, default=cud.seed, help=f"{HELP['seed']} (default {cud.seed})")
+    _eap_arguments(sp, cud.eap)  # CUD's own setting
     add_ray_arguments(sp)

@@ -8,10 +8,12 @@ hard (easy); otherwise it is unlabelled. Controls (retrain, readout suppression)
 ``observed`` difficulty = the mean ``auc`` across those methods.
 
 Circuit vectors: ``binary`` = the 0/1 mask of the sample's top-n greedy circuit over all edges;
-``weighted`` = |score| x mask. Anchors: the mean vector of the easy (hard) calibration samples.
+``weighted`` = |score| x mask (registered in :data:`VECTORS`). Anchors: the mean vector of the easy (hard)
+calibration samples.
 Distances ``d(v, a)``: ``cosine`` = max(0, 1 - cos(v, a)); ``jaccard`` = 1 - sum(min(v, a)) / sum(max(v, a))
 (weighted Jaccard: the set Jaccard distance on 0/1 vectors); ``hamming`` = mean |v - a| (the normalised
-Hamming distance on 0/1 vectors, its expectation against a fractional anchor).
+Hamming distance on 0/1 vectors, its expectation against a fractional anchor); registered in
+:data:`DISTANCES`.
 ``CUD = d_E / (d_E + d_H)`` in [0, 1], 0.5 when both are 0; higher = closer to the hard anchor = harder.
 
 Validation (:func:`cross_validate`): k seeded folds over the forget samples; anchors are built from the
@@ -22,15 +24,24 @@ easy one) = Mann-Whitney U / (n_hard n_easy), for CUD and for baselines (given a
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.stats import mannwhitneyu, spearmanr
 
+from analysis.circuits.options import DISTANCE_LABELS, VECTOR_LABELS
 from analysis.errors import AnalysisInputError, StudyError
+from analysis.registry import Registry
 
-DISTANCES: tuple[str, ...] = ("cosine", "jaccard", "hamming")
+if TYPE_CHECKING:
+    from analysis.study import Study
+
+DistanceFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (rows [N, E], anchor [1, E]) -> [N]
+DISTANCES: Registry[DistanceFn] = Registry("distance")
+VectorFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (scores [N, E], 0/1 circuit masks [N, E]) -> [N, E]
+VECTORS: Registry[VectorFn] = Registry("circuit vector kind")
 
 
 @dataclass
@@ -65,7 +76,7 @@ def labels_from_auc(per_method: dict[str, np.ndarray], quantile: float = 0.3) ->
     return aucs.mean(0), labels.astype(int)
 
 
-def difficulty_labels(study: Any, quantile: float = 0.3) -> DifficultyLabels:
+def difficulty_labels(study: Study, quantile: float = 0.3) -> DifficultyLabels:
     ids = [s.id for s in study.forget]
     per_method: dict[str, np.ndarray] = {}
     for name in study.unlearned_names:
@@ -85,33 +96,50 @@ def difficulty_labels(study: Any, quantile: float = 0.3) -> DifficultyLabels:
     return DifficultyLabels(ids, observed, labels, list(per_method), {k: v.tolist() for k, v in per_method.items()})
 
 
+@VECTORS.register("binary", label=VECTOR_LABELS["binary"])
+def binary_vector(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return mask
+
+
+@VECTORS.register("weighted", label=VECTOR_LABELS["weighted"])
+def weighted_vector(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return mask * np.abs(scores)
+
+
 def circuit_vectors(scores: np.ndarray, circuits: list[list[int]], kind: str = "binary") -> np.ndarray:
-    """[N, E] circuit vectors from edge scores [N, E] and each sample's circuit (edge indices)."""
+    """[N, E] circuit vectors (``kind``: a name in :data:`VECTORS`) from edge scores [N, E] and each sample's
+    circuit (edge indices)."""
+    vector = VECTORS.get(kind)
     s = np.asarray(scores, dtype=float)
     v = np.zeros_like(s)
     for i, c in enumerate(circuits):
         v[i, c] = 1.0
-    if kind == "binary":
-        return v
-    if kind == "weighted":
-        return v * np.abs(s)
-    raise AnalysisInputError(f"unknown circuit vector kind {kind!r} (expected binary or weighted)")
+    return vector(s, v)
+
+
+@DISTANCES.register("cosine", label=DISTANCE_LABELS["cosine"])
+def cosine_distance(x: np.ndarray, a: np.ndarray) -> np.ndarray:
+    den = np.linalg.norm(x, axis=1) * np.linalg.norm(a)
+    cos = np.where(den > 0, (x * a).sum(1) / np.where(den > 0, den, 1), 0.0)
+    return np.maximum(0.0, 1.0 - cos)
+
+
+@DISTANCES.register("jaccard", label=DISTANCE_LABELS["jaccard"])
+def jaccard_distance(x: np.ndarray, a: np.ndarray) -> np.ndarray:
+    mx = np.maximum(x, a).sum(1)
+    return np.where(mx > 0, 1.0 - np.minimum(x, a).sum(1) / np.where(mx > 0, mx, 1), 0.0)
+
+
+@DISTANCES.register("hamming", label=DISTANCE_LABELS["hamming"])
+def hamming_distance(x: np.ndarray, a: np.ndarray) -> np.ndarray:
+    return np.abs(x - a).mean(1)
 
 
 def distance(v: np.ndarray, anchor: np.ndarray, kind: str = "cosine") -> np.ndarray:
-    """Distances of each row of ``v`` ([N, E] or [E]) to ``anchor`` [E]."""
-    x = np.atleast_2d(np.asarray(v, dtype=float))
-    a = np.asarray(anchor, dtype=float)[None]
-    if kind == "cosine":
-        den = np.linalg.norm(x, axis=1) * np.linalg.norm(a)
-        cos = np.where(den > 0, (x * a).sum(1) / np.where(den > 0, den, 1), 0.0)
-        return np.maximum(0.0, 1.0 - cos)
-    if kind == "jaccard":
-        mx = np.maximum(x, a).sum(1)
-        return np.where(mx > 0, 1.0 - np.minimum(x, a).sum(1) / np.where(mx > 0, mx, 1), 0.0)
-    if kind == "hamming":
-        return np.abs(x - a).mean(1)
-    raise AnalysisInputError(f"unknown distance {kind!r} (expected one of {', '.join(DISTANCES)})")
+    """Distances of each row of ``v`` ([N, E] or [E]) to ``anchor`` [E] (``kind``: a name in
+    :data:`DISTANCES`)."""
+    fn = DISTANCES.get(kind)
+    return fn(np.atleast_2d(np.asarray(v, dtype=float)), np.asarray(anchor, dtype=float)[None])
 
 
 def cud(v: np.ndarray, easy_anchor: np.ndarray, hard_anchor: np.ndarray, kind: str = "cosine") -> np.ndarray:
@@ -151,21 +179,3 @@ def cross_validate(vectors: np.ndarray, labels: np.ndarray, kind: str = "cosine"
             continue
         out[test] = cud(vectors[test], vectors[easy].mean(0), vectors[hard].mean(0), kind)
     return out
-
-
-@dataclass
-class CUDReport:
-    ids: list[str]
-    cud: list[float]
-    observed: list[float]
-    labels: list[int]
-    distance: str
-    validation: dict[str, Any]
-    signature: dict[str, Any]
-    options: dict[str, Any]
-    # The easy and hard anchor vectors built from every labelled sample (for display; the scores above
-    # use out-of-fold anchors), one value per edge of the original model's graph.
-    anchors: dict[str, list[float]] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)

@@ -26,68 +26,59 @@ attention, right padding), so the scores of a batch equal the scores of the samp
 
 Metrics (higher = the model gives the answer more strongly):
 ``logprob``: mean log-prob of the answer tokens; ``prob``: length-normalised probability
-``exp(mean log-prob)`` (the CUD paper's metric); ``logit_diff``: mean over answer tokens of the answer
-token's logit minus the largest other logit.
+``exp(mean log-prob)`` (the CUD paper's metric); ``logit_margin``: mean over answer tokens of the answer
+token's logit minus the largest other logit. Each is one function registered in :data:`METRICS`; the
+baselines are registered in :data:`BASELINES` (labels and option types: analysis.circuits.options).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from analysis import hooks
 from analysis.circuits.graph import QKV, Graph
+from analysis.circuits.options import BASELINE_LABELS, METRIC_LABELS, EAPOptions
+from analysis.circuits.result import Faithfulness
 from analysis.errors import AnalysisInputError
+from analysis.registry import Registry
 from analysis.scoring import PairBatch, answer_logprob
 
-METRICS: tuple[str, ...] = ("prob", "logprob", "logit_diff")
-BASELINES: tuple[str, ...] = ("zero", "mean", "corrupted")
+MetricFn = Callable[[torch.Tensor, PairBatch], torch.Tensor]  # (logits [B, T, V], batch) -> [B], differentiable
+METRICS: Registry[MetricFn] = Registry("metric")
 
 
-@dataclass(frozen=True)
-class EAPOptions:
-    metric: str = "prob"
-    steps: int = 5
-    baseline: str = "zero"
-    seed: int = 0  # the corrupted baseline's choice of replacement subject
-
-    def __post_init__(self) -> None:
-        if self.metric not in METRICS:
-            raise AnalysisInputError(f"unknown metric {self.metric!r} (expected one of {', '.join(METRICS)})")
-        if self.baseline not in BASELINES:
-            raise AnalysisInputError(f"unknown baseline {self.baseline!r} (expected one of {', '.join(BASELINES)})")
-        if not isinstance(self.steps, int) or self.steps < 1:
-            raise AnalysisInputError(f"steps must be a positive integer, got {self.steps!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+@METRICS.register("prob", label=METRIC_LABELS["prob"])
+def answer_prob(logits: torch.Tensor, batch: PairBatch) -> torch.Tensor:
+    """Length-normalised answer probability ``exp(mean log-prob of the answer tokens)`` (the CUD paper's)."""
+    return answer_logprob(logits, batch, "mean").exp()
 
 
-# The defaults for one sample's circuit (`erasure circuit`, the Circuits page). EAPOptions() itself keeps CUD's
-# setting (probability, zero baseline, 5 steps), which CUD scoring replicates. On the demo organism (16 forget
-# samples, top-75 circuits of 479 edges) the median faithfulness was 0.000 with CUD's setting, 0.11 with
-# log-prob and the zero baseline, 0.91 with the mean baseline and 0.96 with the corrupted one.
-CIRCUIT_DEFAULTS = EAPOptions(metric="logprob", baseline="corrupted")
+@METRICS.register("logprob", label=METRIC_LABELS["logprob"])
+def answer_mean_logprob(logits: torch.Tensor, batch: PairBatch) -> torch.Tensor:
+    """Mean log-prob of the answer tokens."""
+    return answer_logprob(logits, batch, "mean")
+
+
+@METRICS.register("logit_margin", label=METRIC_LABELS["logit_margin"])
+def logit_margin(logits: torch.Tensor, batch: PairBatch) -> torch.Tensor:
+    """Mean over the answer tokens of the answer token's logit minus the largest other logit."""
+    lg = logits[:, :-1].float()
+    tgt = batch.tokens[:, 1:]
+    right = torch.gather(lg, 2, tgt[..., None]).squeeze(-1)
+    other = lg.scatter(2, tgt[..., None], float("-inf")).max(-1).values
+    margin = (right - other) * batch.target_mask
+    return margin.sum(-1) / batch.answer_lens.clamp(min=1)
 
 
 def metric_values(logits: torch.Tensor, batch: PairBatch, metric: str) -> torch.Tensor:
-    """[B] the metric of each row. Differentiable."""
-    if metric == "logprob":
-        return answer_logprob(logits, batch, "mean")
-    if metric == "prob":
-        return answer_logprob(logits, batch, "mean").exp()
-    if metric == "logit_diff":
-        lg = logits[:, :-1].float()
-        tgt = batch.tokens[:, 1:]
-        right = torch.gather(lg, 2, tgt[..., None]).squeeze(-1)
-        other = lg.scatter(2, tgt[..., None], float("-inf")).max(-1).values
-        diff = (right - other) * batch.target_mask
-        return diff.sum(-1) / batch.answer_lens.clamp(min=1)
-    raise AnalysisInputError(f"unknown metric {metric!r} (expected one of {', '.join(METRICS)})")
+    """[B] the metric of each row (a name in :data:`METRICS`). Differentiable."""
+    return METRICS.get(metric)(logits, batch)
 
 
 @contextmanager
@@ -118,11 +109,12 @@ def _down_starts(g: Graph) -> list[int]:
 def node_outputs(model: Any, g: Graph, tokens: torch.Tensor, embed: torch.Tensor | None = None) -> torch.Tensor:
     """[B, T, n_up, d_model] float32 outputs of every upstream node on a forward of ``tokens`` (with the
     embeddings replaced by ``embed`` [B, T, d] or [d] if given)."""
-    names = {"blocks.0.hook_resid_pre"}
+    first = hooks.resid_pre(0)  # the embeddings: hook_embed + hook_pos_embed
+    names: set[str] = set()
     for layer in range(g.n_layers):
-        names.add(f"blocks.{layer}.attn.hook_result")
+        names.add(hooks.attn_result(layer))
         if g.has_mlp:
-            names.add(f"blocks.{layer}.hook_mlp_out")
+            names.add(hooks.mlp_out(layer))
     cache: dict[str, torch.Tensor] = {}
 
     def keep(t: torch.Tensor, hook: Any) -> None:
@@ -133,35 +125,64 @@ def node_outputs(model: Any, g: Graph, tokens: torch.Tensor, embed: torch.Tensor
         cache[hook.name] = embed.to(t).expand_as(t)
         return cache[hook.name]
 
-    hooks: list[tuple[str, Callable[..., Any]]] = [(n, keep) for n in sorted(names - {"blocks.0.hook_resid_pre"})]
-    hooks.insert(0, ("blocks.0.hook_resid_pre", keep if embed is None else set_embed))
+    fwd: list[tuple[str, Callable[..., Any]]] = [(first, keep if embed is None else set_embed)]
+    fwd += [(n, keep) for n in sorted(names)]
     with graph_mode(model):
-        model.run_with_hooks(tokens, fwd_hooks=hooks, return_type=None)
-    parts = [cache["blocks.0.hook_resid_pre"][:, :, None]]
+        model.run_with_hooks(tokens, fwd_hooks=fwd, return_type=None)
+    parts = [cache[first][:, :, None]]
     for layer in range(g.n_layers):
-        parts.append(cache[f"blocks.{layer}.attn.hook_result"])
+        parts.append(cache[hooks.attn_result(layer)])
         if g.has_mlp:
-            parts.append(cache[f"blocks.{layer}.hook_mlp_out"][:, :, None])
+            parts.append(cache[hooks.mlp_out(layer)][:, :, None])
     return torch.cat(parts, dim=2).float()
+
+
+@dataclass(frozen=True)
+class BaselineRun:
+    """One EAP-IG baseline: ``outputs(model, g, batch, corrupted, reference)`` gives the [B, T, n_up, d] node
+    outputs of its run, and the flags say what it needs besides the clean batch (the runner prepares it:
+    corrupted tokens of the batch's shape, or a reference batch to average over)."""
+
+    outputs: Callable[[Any, Graph, PairBatch, torch.Tensor | None, PairBatch | None], torch.Tensor]
+    needs_corrupted: bool = False
+    needs_reference: bool = False
+
+
+BASELINES: Registry[BaselineRun] = Registry("baseline")
+
+
+def _zero_run(model: Any, g: Graph, batch: PairBatch, corrupted: torch.Tensor | None,
+              reference: PairBatch | None) -> torch.Tensor:
+    return node_outputs(model, g, batch.tokens, torch.zeros(int(model.cfg.d_model)))
+
+
+def _mean_run(model: Any, g: Graph, batch: PairBatch, corrupted: torch.Tensor | None,
+              reference: PairBatch | None) -> torch.Tensor:
+    if reference is None:
+        raise AnalysisInputError("the mean baseline needs a reference batch to average over")
+    emb = node_outputs(model, g, reference.tokens)[:, :, 0]
+    valid = (torch.arange(emb.shape[1], device=emb.device)[None] < reference.lengths[:, None]).float()
+    mean = (emb * valid[:, :, None]).sum((0, 1)) / valid.sum().clamp(min=1)
+    return node_outputs(model, g, batch.tokens, mean)
+
+
+def _corrupted_run(model: Any, g: Graph, batch: PairBatch, corrupted: torch.Tensor | None,
+                   reference: PairBatch | None) -> torch.Tensor:
+    if corrupted is None or corrupted.shape != batch.tokens.shape:
+        raise AnalysisInputError("the corrupted baseline needs corrupted tokens of the clean batch's shape")
+    return node_outputs(model, g, corrupted.to(batch.tokens.device))
+
+
+BASELINES.add("zero", BaselineRun(_zero_run), label=BASELINE_LABELS["zero"])
+BASELINES.add("mean", BaselineRun(_mean_run, needs_reference=True), label=BASELINE_LABELS["mean"])
+BASELINES.add("corrupted", BaselineRun(_corrupted_run, needs_corrupted=True), label=BASELINE_LABELS["corrupted"])
 
 
 def baseline_outputs(model: Any, g: Graph, batch: PairBatch, baseline: str, corrupted: torch.Tensor | None = None,
                      reference: PairBatch | None = None) -> torch.Tensor:
-    """[B, T, n_up, d] node outputs of the baseline run (see the module docstring)."""
-    if baseline == "zero":
-        return node_outputs(model, g, batch.tokens, torch.zeros(int(model.cfg.d_model)))
-    if baseline == "corrupted":
-        if corrupted is None or corrupted.shape != batch.tokens.shape:
-            raise AnalysisInputError("the corrupted baseline needs corrupted tokens of the clean batch's shape")
-        return node_outputs(model, g, corrupted.to(batch.tokens.device))
-    if baseline == "mean":
-        if reference is None:
-            raise AnalysisInputError("the mean baseline needs a reference batch to average over")
-        emb = node_outputs(model, g, reference.tokens)[:, :, 0]
-        valid = (torch.arange(emb.shape[1], device=emb.device)[None] < reference.lengths[:, None]).float()
-        mean = (emb * valid[:, :, None]).sum((0, 1)) / valid.sum().clamp(min=1)
-        return node_outputs(model, g, batch.tokens, mean)
-    raise AnalysisInputError(f"unknown baseline {baseline!r} (expected one of {', '.join(BASELINES)})")
+    """[B, T, n_up, d] node outputs of the baseline run (a name in :data:`BASELINES`; see the module
+    docstring)."""
+    return BASELINES.get(baseline).outputs(model, g, batch, corrupted, reference)
 
 
 def ig_gradients(model: Any, g: Graph, batch: PairBatch, base_embed: torch.Tensor, delta_embed: torch.Tensor,
@@ -181,13 +202,13 @@ def ig_gradients(model: Any, g: Graph, batch: PairBatch, base_embed: torch.Tenso
     def keep(t: torch.Tensor, hook: Any) -> None:
         stored[hook.name] = t
 
-    fwd: list[tuple[str, Callable[..., Any]]] = [("blocks.0.hook_resid_pre", set_input)]
+    fwd: list[tuple[str, Callable[..., Any]]] = [(hooks.resid_pre(0), set_input)]
     order: list[str] = []
     for layer in range(g.n_layers):
-        names = [f"blocks.{layer}.hook_{x}_input" for x in QKV] + ([f"blocks.{layer}.hook_mlp_in"] if g.has_mlp else [])
+        names = [hooks.attn_input(layer, x) for x in QKV] + ([hooks.mlp_in(layer)] if g.has_mlp else [])
         fwd += [(n, keep) for n in names]
         order += names
-    last = f"blocks.{g.n_layers - 1}.hook_resid_post"
+    last = hooks.resid_post(g.n_layers - 1)
     fwd.append((last, keep))
     order.append(last)
     with torch.enable_grad():
@@ -281,15 +302,15 @@ def run_with_edges(model: Any, batch: PairBatch, keep: np.ndarray | torch.Tensor
             return t - d.to(t.dtype)
         return fn
 
-    fwd: list[tuple[str, Callable[..., Any]]] = [("blocks.0.hook_resid_pre", rec_input)]
+    fwd: list[tuple[str, Callable[..., Any]]] = [(hooks.resid_pre(0), rec_input)]
     for layer in range(g.n_layers):
         for x, name in enumerate(QKV):
-            fwd.append((f"blocks.{layer}.hook_{name}_input", patch_qkv(layer, x)))
-        fwd.append((f"blocks.{layer}.attn.hook_result", rec_heads))
+            fwd.append((hooks.attn_input(layer, name), patch_qkv(layer, x)))
+        fwd.append((hooks.attn_result(layer), rec_heads))
         if g.has_mlp:
-            fwd.append((f"blocks.{layer}.hook_mlp_in", patch_single(g.down_index[f"m{layer}"], f"m{layer}")))
-            fwd.append((f"blocks.{layer}.hook_mlp_out", rec_mlp))
-    fwd.append((f"blocks.{g.n_layers - 1}.hook_resid_post", patch_single(len(g.downstream) - 1, "logits")))
+            fwd.append((hooks.mlp_in(layer), patch_single(g.down_index[f"m{layer}"], f"m{layer}")))
+            fwd.append((hooks.mlp_out(layer), rec_mlp))
+    fwd.append((hooks.resid_post(g.n_layers - 1), patch_single(len(g.downstream) - 1, "logits")))
     with graph_mode(model):
         logits = model.run_with_hooks(batch.tokens, fwd_hooks=fwd, return_type="logits")
     return metric_values(logits, batch, metric)
@@ -298,28 +319,13 @@ def run_with_edges(model: Any, batch: PairBatch, keep: np.ndarray | torch.Tensor
 # The smallest (full - empty) metric gap for which faithfulness is reported. Below it the model does not
 # produce the metric above the all-ablated level (e.g. an unlearned model that no longer gives the answer),
 # there is nothing for a circuit to recover, and the ratio is noise (it reached -24 on such models).
-MIN_GAP: dict[str, float] = {"prob": 0.01, "logprob": 0.1, "logit_diff": 0.1}
-
-
-@dataclass
-class Faithfulness:
-    """Per-sample metrics of the full model, the circuit alone and the empty circuit, and
-    ``faithfulness = (circuit - empty) / (full - empty)`` (1 = the circuit recovers the full model's metric
-    relative to every edge ablated). None, with the reason in ``notes``, when ``full - empty`` is below
-    ``MIN_GAP`` for the metric."""
-
-    full: list[float]
-    circuit: list[float]
-    empty: list[float]
-    faithfulness: list[float | None]
-    notes: list[str | None]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+MIN_GAP: dict[str, float] = {"prob": 0.01, "logprob": 0.1, "logit_margin": 0.1}
 
 
 def faithfulness(model: Any, batch: PairBatch, keep: np.ndarray, metric: str = "prob",
                  base: torch.Tensor | None = None) -> Faithfulness:
+    """The :class:`~analysis.circuits.result.Faithfulness` of the circuit ``keep`` ([E] or [B, E] bool) per
+    row, edges outside it ablated to ``base`` (default zero)."""
     g = Graph.of(model)
     n = batch.tokens.shape[0]
     with torch.no_grad():

@@ -11,8 +11,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 if TYPE_CHECKING:
-    from analysis.circuits.api import CircuitResult
-    from analysis.circuits.cud import CUDReport
+    from analysis.circuits.result import CircuitResult, CUDReport
 
 CUD_LABELS = {1: "hard", -1: "easy", 0: "-"}
 
@@ -78,8 +77,6 @@ def signature_bars(signature: Mapping[str, Mapping[str, float | int | None]]) ->
     return fig
 
 
-
-
 def cud_table(report: CUDReport) -> pd.DataFrame:
     """One row per forget sample: id, out-of-fold CUD, observed difficulty and calibration label (the
     input of ``cud_histogram`` and ``cud_scatter``)."""
@@ -106,5 +103,3 @@ def circuit_diff_table(before: CircuitResult, after: CircuitResult, k: int = 15)
                      "unlearned": after.edges[i]["score"], "change": after.edges[i]["score"] - e["score"]})
     df = pd.DataFrame(rows, columns=["edge", "status", "original", "unlearned", "change"])
     return df.reindex(df["change"].abs().sort_values(ascending=False).index).head(k * 3)
-
-

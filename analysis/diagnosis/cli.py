@@ -10,15 +10,18 @@ import argparse
 import dataclasses
 import json
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
-VerbFn = Callable[[Any, str, Callable[[argparse.Namespace], None], str], argparse.ArgumentParser]
+from analysis.cli_common import VerbFn, open_study
+
+if TYPE_CHECKING:
+    from analysis.diagnosis.options import DiagnosisOptions
+
 STDOUT = "-"
 
 
-def diagnosis_options(args: argparse.Namespace) -> Any:
-    from analysis.attribution.runner import RecoveryOptions
+def diagnosis_options(args: argparse.Namespace) -> DiagnosisOptions:
+    from analysis.attribution.options import RecoveryOptions
     from analysis.diagnosis.options import DiagnosisOptions, default_trace_options
 
     trace = dataclasses.replace(default_trace_options(), n_samples=args.noise_samples)
@@ -31,10 +34,8 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     from analysis.diagnosis import check_model, diagnose
     from analysis.diagnosis.report import output_paths, write_report
-    from analysis.study import Study
-
     html_path, json_path = output_paths(args.out, None if args.json == STDOUT else args.json)  # before any work
-    study = Study.open(args.study)
+    study = open_study(args)
     check_model(study, args.model)
     t0 = time.perf_counter()
     bar = tqdm(total=100, desc=f"diagnose {args.model}", unit="%", leave=False, disable=None)

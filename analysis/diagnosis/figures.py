@@ -1,10 +1,26 @@
-"""Plotly figures of the diagnosis: per-sample readings of every signal."""
+"""The figures of a diagnosis, in the order the page and the HTML report show them (``diagnosis_charts``), built
+from the stored results with each analysis's own figure builders (so the page, the report and a notebook show
+the same plots), and the per-sample readings map of every signal."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
+import pandas as pd
 import plotly.graph_objects as go
+
+from analysis.attribution.figures import recovery_bars
+from analysis.attribution.result import RecoveryReport
+from analysis.circuits.figures import cud_histogram, cud_scatter, cud_table
+from analysis.circuits.result import CUDReport
+from analysis.diagnosis.result import Diagnosis
+from analysis.diagnosis.rules import SAE_READING, TRACE_MIN_EFFECT, trace_reading
+from analysis.figures import scoreboard_bars
+from analysis.sae.figures import probe_layers, restoration_curves
+from analysis.tracing.figures import aie_lines
+from analysis.tracing.result import AIEResult
 
 READING_COLORS = {"gone": "#2ca02c", "present": "#d62728", "inconclusive": "#ffbf00", "n/a": "#e5e5e5"}
 
@@ -29,3 +45,94 @@ def reading_map(readings: Mapping[str, Sequence[str]], ids: Sequence[str], title
     fig.update_layout(title=title or None, height=140 + 40 * len(names), margin={"l": 10, "r": 10, "t": 50, "b": 40},
                       legend={"orientation": "h", "y": 1.12, "x": 0}, plot_bgcolor="white")
     return fig
+
+
+@dataclass
+class Chart:
+    key: str  # stable id (the page's widget key, the report's anchor)
+    title: str
+    caption: str
+    figure: go.Figure
+
+
+def sample_readings(d: Diagnosis) -> dict[str, list[str]]:
+    """Per signal, each forget sample's reading (gone / present / inconclusive / n/a), in table order."""
+    t = d.samples_frame()
+
+    def recovered(x: Any) -> str:
+        return "n/a" if x is None or pd.isna(x) else "present" if bool(x) else "gone"
+
+    def traced(before: Any, after: Any) -> str:
+        if before is None or after is None or pd.isna(before) or pd.isna(after) or before < TRACE_MIN_EFFECT:
+            return "n/a"
+        return trace_reading(float(after) / float(before))
+
+    return {
+        "answers after": ["present" if c else "gone" for c in t["correct_after"].fillna(False)],
+        "SAE verdict": [SAE_READING.get(v, "n/a") if isinstance(v, str) else "n/a" for v in t["sae_verdict"]],
+        "emphasis recovery": [recovered(x) for x in t["recovered"]],
+        "causal trace": [traced(b, a) for b, a in zip(t["trace_before"], t["trace_after"], strict=True)],
+    }
+
+
+def diagnosis_charts(d: Diagnosis) -> list[Chart]:
+    """Every figure the diagnosis has data for."""
+    out = [Chart("readings", "Per-sample readings of each signal",
+                 "One column per forget sample: red = that signal finds the knowledge (the model answers, the SAE "
+                 "says suppressed, emphasis brings it back, the subject's mid-layer effect remains), green = it "
+                 "does not, yellow = in between, grey = not applicable.",
+                 reading_map(sample_readings(d), [str(s["id"]) for s in d.samples]))]
+    ev = d.details.get("eval")
+    if ev:
+        board = pd.DataFrame([{"model": n, **m} for n, m in ev.items()])
+        out.append(Chart("outputs", "Output metrics", "Top-1 accuracy of the original, this model and the retrain "
+                         "control on the forget set (and its paraphrases), the retain set and general utility.",
+                         scoreboard_bars(board)))
+    sae = d.details.get("sae")
+    if sae:
+        ref = sae["retrain"]
+        curves = {d.model: {"0": sae["acc_unlearned"], **sae["per_alpha"]}}
+        probes = {d.model: sae["probe_by_layer"]}
+        if ref.get("model") and ref["model"] != d.model:
+            curves[ref["model"]] = {"0": ref["acc_unlearned"], **ref["per_alpha"]}
+            probes[ref["model"]] = ref["probe_by_layer"]
+        out.append(Chart("sae_restoration", "SAE feature restoration",
+                         "Forget accuracy when the original's expert features are steered into each model; the "
+                         "retrain control's curve is what steering injects into a model that never knew.",
+                         restoration_curves(curves, sae["acc_original"])))
+        out.append(Chart("sae_probe", "Probe readout by layer",
+                         "Forget answers decoded by a linear probe from each model's own residual stream.",
+                         probe_layers(probes)))
+    rec = d.details.get("recovery")
+    if rec:
+        out.append(Chart("emphasis", "Keyword-emphasis recovery (unPact)",
+                         "Share of the forgotten eligible samples whose answer comes back top-1 when the "
+                         "original's keywords are emphasised; hatched grey: the retrain control.",
+                         recovery_bars({d.model: RecoveryReport.from_dict(rec)})))
+    tr = d.details.get("trace")
+    if tr:
+        role = d.signals["trace"].numbers.get("role", "")
+        out.append(Chart("trace", "Causal trace of the forget set",
+                         f"Average indirect effect per layer and token role, original (solid) vs this model "
+                         f"(dashed); the diagnosis reads the {role} at the middle layers.",
+                         aie_lines({n: AIEResult.from_dict(a) for n, a in tr.items()})))
+    cud = d.details.get("cud")
+    if cud:
+        rep = CUDReport.from_dict(cud)
+        out.append(Chart("cud_distribution", "CUD distribution",
+                         "Predicted difficulty of every forget sample, scored on the original before unlearning "
+                         "(out-of-fold; higher = harder).", cud_histogram(cud_table(rep))))
+        rows = [s for s in d.samples if s.get("cud") is not None]
+        own = bool(rows) and all(s.get("observed_difficulty") is not None for s in rows)
+        observed = ({s["id"]: s["observed_difficulty"] for s in rows} if own
+                    else dict(zip(rep.ids, rep.observed, strict=True)))
+        table = pd.DataFrame({"id": [s["id"] for s in rows], "cud": [s["cud"] for s in rows],
+                              "observed": [observed[s["id"]] for s in rows],
+                              "label": ["still answered" if s.get("correct_after") else "forgotten" for s in rows]})
+        rho = d.signals["cud"].numbers.get("spearman_model" if own else "spearman_all")
+        out.append(Chart("cud_vs_observed", "CUD vs observed difficulty",
+                         ("Observed difficulty of this model's own unlearning run" if own else
+                          "This model has no unlearning run of its own: observed difficulty is the mean over the "
+                          "study's methods") + "; colour: whether this model still answers the sample.",
+                         cud_scatter(table, rho)))
+    return out

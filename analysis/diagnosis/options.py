@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from analysis.attribution.runner import RecoveryOptions
-from analysis.circuits.cud import DISTANCES
+from analysis.attribution.options import RecoveryOptions
+from analysis.circuits.options import DEFAULT_TOP_N, DistanceName, check_choice
 from analysis.errors import AnalysisInputError
 from analysis.sae.train import SAEOptions
 from analysis.tracing.options import TraceOptions
@@ -29,13 +29,11 @@ class DiagnosisOptions:
     recovery: RecoveryOptions = field(default_factory=RecoveryOptions)  # every strategy, as the page's default
     sae: SAEOptions = field(default_factory=SAEOptions)  # layer and k pick the SAE; the rest only trains one
     # when none is cached there (like the SAE page, the diagnosis uses the SAE the study already has)
-    cud_distance: str = "cosine"
-    cud_top_n: int = 75
+    cud_distance: DistanceName = "cosine"
+    cud_top_n: int = DEFAULT_TOP_N
 
     def validated(self, n_layers: int) -> DiagnosisOptions:
-        if self.cud_distance not in DISTANCES:
-            raise AnalysisInputError(f"unknown distance {self.cud_distance!r} (expected one of "
-                                     f"{', '.join(DISTANCES)})")
+        check_choice("distance", self.cud_distance, DistanceName)
         if self.cud_top_n < 1:
             raise AnalysisInputError(f"the circuit size must be at least 1 edge, got {self.cud_top_n}")
         return DiagnosisOptions(trace=self.trace.validated(n_layers), recovery=self.recovery.validated(),

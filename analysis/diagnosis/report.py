@@ -9,7 +9,7 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from analysis.diagnosis.charts import Chart, diagnosis_charts
+from analysis.diagnosis.figures import Chart, diagnosis_charts
 from analysis.diagnosis.result import SAMPLE_COLUMNS, Diagnosis
 from analysis.diagnosis.rules import capital
 from analysis.errors import WorkbenchError

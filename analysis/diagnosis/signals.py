@@ -11,12 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from analysis.attribution import runner
-from analysis.attribution.emphasis import Emphasis, get_emphasis
-from analysis.attribution.result import Outcome
-from analysis.attribution.runner import RecoveryOptions, recover
-from analysis.circuits.api import score_study
+from analysis.attribution.options import RecoveryOptions
+from analysis.attribution.recovery import recover
 from analysis.circuits.cud import spearman
+from analysis.circuits.runner import score_study
 from analysis.diagnosis.result import Signal
 from analysis.diagnosis.rules import (
     SAE_READING,
@@ -30,7 +28,7 @@ from analysis.diagnosis.rules import (
     recovery_reading,
     trace_reading,
 )
-from analysis.errors import AnalysisInputError, StudyError
+from analysis.errors import AnalysisInputError
 from analysis.evaluation import evaluate_study, model_scores
 from analysis.sae.restore import PROBE_MARGIN, RESTORE_NET, restore
 from analysis.sae.train import SAEOptions, TrainedSAE, load_sae
@@ -38,7 +36,7 @@ from analysis.store import ProgressFn
 from analysis.tracing.options import TraceOptions
 from analysis.tracing.result import AIEResult, TraceResult, role_positions
 from analysis.tracing.tracer import trace_dataset, trace_sample
-from analysis.unlearning_log import read_unlearning_log
+from analysis.unlearning.log import read_unlearning_log
 
 if TYPE_CHECKING:
     from analysis.study import Study
@@ -133,43 +131,6 @@ def sae(study: Study, model: str, trained: TrainedSAE) -> Gathered:
 
 
 # ---- keyword-emphasis recovery ------------------------------------------------------------------------------
-def stored_outcomes(study: Study, name: str, strategy: Emphasis, options: RecoveryOptions,
-                    ids: Sequence[str]) -> dict[str, Outcome]:
-    """Per-sample emphasis outcomes of ``name`` (read only: call after ``recover``, which stores every one; a
-    missing one is an error, never a silent "not recovered")."""
-    got = runner.stored_outcomes(study, name, strategy, options, ids)
-    missing = [i for i in ids if i not in got]
-    if missing:
-        raise StudyError(f"{len(missing)} stored emphasis outcomes of {name} ({strategy.name}) were not found, e.g. "
-                         f"{missing[0]!r}: run the recovery first")
-    return got
-
-
-def _correct(outcomes: dict[str, Outcome], sid: str) -> bool:
-    return bool(outcomes.get(sid, {}).get("correct", False))
-
-
-def recovered_samples(study: Study, model: str, retrain: str | None, options: RecoveryOptions,
-                      ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Per forget sample: which strategies bring the answer back on ``model`` (the original answers it,
-    ``model`` does not without emphasis, does with it) and do not on the retrain control (net of what the
-    emphasis invents). ``recovered`` is None where recovery does not apply."""
-    none = get_emphasis("none")
-    plain_o = stored_outcomes(study, "original", none, options, ids)
-    names = [model, *([retrain] if retrain else [])]
-    plain = {n: stored_outcomes(study, n, none, options, ids) for n in names}
-    emph = {(n, e.name): stored_outcomes(study, n, e, options, ids) for n in names for e in options.emphases()}
-    rows: dict[str, dict[str, Any]] = {}
-    for sid in ids:
-        if not _correct(plain_o, sid) or _correct(plain[model], sid) or "error" in plain[model].get(sid, {}):
-            rows[sid] = {"recovered": None, "recovered_by": ""}
-            continue
-        by = [e.name for e in options.emphases() if _correct(emph[(model, e.name)], sid) and not (
-            retrain and not _correct(plain[retrain], sid) and _correct(emph[(retrain, e.name)], sid))]
-        rows[sid] = {"recovered": bool(by), "recovered_by": ", ".join(by)}
-    return rows
-
-
 def emphasis(study: Study, model: str, retrain: str | None, options: RecoveryOptions,
              progress: ProgressFn | None) -> Gathered:
     """unPact keyword-emphasis recovery of each strategy, net of the retrain control's, and per sample."""
@@ -177,10 +138,7 @@ def emphasis(study: Study, model: str, retrain: str | None, options: RecoveryOpt
     base = rep.retrain_results or {}
     rate = {s: r.recovery_rate for s, r in rep.results.items()}
     base_rate = {s: (base[s].recovery_rate if s in base else None) for s in rep.results}
-    net = {s: None if rate[s] is None else rate[s] - (base_rate[s] or 0.0) for s in rep.results}
-    defined = {s: v for s, v in net.items() if v is not None}
-    best_s = max(defined, key=lambda s: defined[s]) if defined else None
-    best = defined.get(best_s) if best_s else None
+    net, best_s, best = rep.net_by_strategy, rep.best_strategy, rep.best_net
     numbers = {"net_by_strategy": net, "rate_by_strategy": rate, "retrain_rate_by_strategy": base_rate,
                "best_strategy": best_s, "best_net": best, "best_net_pct": pct(best), "n_eligible": rep.n_eligible,
                "n_forget": rep.n_forget}
@@ -195,7 +153,7 @@ def emphasis(study: Study, model: str, retrain: str | None, options: RecoveryOpt
                 for s, r in rep.results.items()]
     evidence.append(f"{rep.n_eligible} of {rep.n_forget} forget samples are eligible (the original answers them "
                     "top-1); keywords from " + str(rep.options.get("keywords_from")))
-    rows = recovered_samples(study, model, rep.retrain, options, [s.id for s in study.samples(options.split)])
+    rows = rep.per_sample
     return Gathered(Signal("emphasis", TITLES["emphasis"], recovery_reading(list(net.values())), summary, evidence,
                            numbers), rows, rep.to_dict())
 

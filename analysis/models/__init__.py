@@ -5,7 +5,10 @@ TransformerBridge touches one place.
 """
 
 from analysis.models.device import pick_device, pick_dtype
-from analysis.models.handle import ModelHandle, check_same_tokenizer
+from analysis.models.handle import MODEL_ROLES, ModelHandle, ModelRole, check_same_tokenizer
 from analysis.models.loader import detect_format, load_model
 
-__all__ = ["ModelHandle", "check_same_tokenizer", "detect_format", "load_model", "pick_device", "pick_dtype"]
+__all__ = [
+    "MODEL_ROLES", "ModelHandle", "ModelRole", "check_same_tokenizer", "detect_format", "load_model", "pick_device",
+    "pick_dtype",
+]

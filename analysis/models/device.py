@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from analysis import hooks
+
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
@@ -66,7 +68,7 @@ def place_on_devices(model: HookedTransformer) -> None:
     if cfg.n_devices <= 1:
         return
     blocks = [get_device_for_block_index(i, cfg) for i in range(cfg.n_layers)]
-    for name in ("embed", "hook_embed", "pos_embed", "hook_pos_embed"):
+    for name in ("embed", hooks.EMBED, "pos_embed", hooks.POS_EMBED):  # modules, and the hook points after them
         if hasattr(model, name):
             getattr(model, name).to(blocks[0])
     for block, dev in zip(model.blocks, blocks, strict=True):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import torch
 
@@ -15,7 +15,10 @@ if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
     from transformers import PreTrainedTokenizerBase
 
-ROLES: tuple[str, ...] = ("original", "unlearned", "control")
+# What a model is in a study: the model before unlearning, a model after it, or a ground-truth control
+# (the retrain model, the readout-suppression model). Not the token groups of causal tracing.
+ModelRole = Literal["original", "unlearned", "control"]
+MODEL_ROLES: tuple[str, ...] = get_args(ModelRole)
 WEIGHT_SUFFIXES: tuple[str, ...] = (".safetensors", ".bin", ".pt")
 CONFIG_NAMES: tuple[str, ...] = ("config.json", "organism.json")
 

@@ -9,7 +9,7 @@ import torch
 
 from analysis.errors import ModelLoadError
 from analysis.models.device import check_n_devices, pick_device, pick_dtype, place_on_devices
-from analysis.models.handle import ROLES, ModelHandle, fingerprint_dir
+from analysis.models.handle import MODEL_ROLES, ModelHandle, fingerprint_dir
 
 ORGANISM_CONFIG = "organism.json"
 
@@ -33,8 +33,8 @@ def load_model(path: str | os.PathLike[str], name: str | None = None, role: str 
     on CUDA, float32 elsewhere). ``n_devices`` > 1 splits the layers over that many GPUs from ``device`` on
     (TransformerLens ``n_devices``), for models that do not fit one."""
     p = Path(path).expanduser()
-    if role not in ROLES:
-        raise ModelLoadError(f"unknown role {role!r} (expected one of {', '.join(ROLES)})")
+    if role not in MODEL_ROLES:
+        raise ModelLoadError(f"unknown role {role!r} (expected one of {', '.join(MODEL_ROLES)})")
     fmt = detect_format(p)
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -17,8 +16,7 @@ from analysis.models.handle import ModelHandle
 from analysis.models.organism_io import build_hooked, save_organism_dir
 from analysis.organism.tokenizer import build_tokenizer
 from analysis.scoring import batch_from_ids, encode_pair, pad_id, score_answers
-
-ProgressFn = Callable[[float, str], None]
+from analysis.store import ProgressFn
 
 
 @dataclass

@@ -1,12 +1,80 @@
 """SAE analyses of unlearning: a TopK SAE (SAELens) on the original model, expert features per forget
 concept, and three signals (passive retention, active restoration, probe readout) giving a verdict per
-unlearned model and sample: erased / suppressed / inconclusive. See ``analysis.sae.restore`` for the rule."""
+unlearned model and sample: erased / suppressed / inconclusive.
 
-from analysis.sae.features import ExpertFeature, ExpertFeatures, find_expert_features
-from analysis.sae.probe import ProbeResult, probe_training_set, run_probe
-from analysis.sae.restore import ALPHAS, RestorationReport, restore, restore_all, steered_correct
-from analysis.sae.train import SAEHealth, SAEOptions, TrainedSAE, load_sae, train_sae
+Rooms: ``options`` (SAEOptions, RestoreOptions, the verdict's thresholds, the choices and their labels),
+``train`` (the SAE, with SAELens's runner), ``features`` (expert features), ``probe`` (probe readout),
+``restoration`` (steering modes and the raw signals of a model), ``verdict`` (the rule and the report),
+``runner`` (restore / restore_all over a study, with the store), ``result``, ``figures``, ``cli``.
 
-__all__ = ["ALPHAS", "ExpertFeature", "ExpertFeatures", "ProbeResult", "RestorationReport", "SAEHealth",
-           "SAEOptions", "TrainedSAE", "find_expert_features", "load_sae", "probe_training_set", "restore",
-           "restore_all", "run_probe", "steered_correct", "train_sae"]
+The public names below load their module on first use, so that ``analysis.sae.options`` (read by the CLI to
+build its parser) does not import torch and SAELens.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(["ExpertFeature", "ExpertFeatures", "find_expert_features"], "features"),
+    **dict.fromkeys(["ALPHAS", "ERASE_PROBE_GAP", "ERASE_RESTORE_NET", "ERASE_RETENTION_GAP", "PROBE_MARGIN",
+                     "RESTORE_NET", "RESTORE_OPTION_HELP", "SAE_OPTION_HELP", "STEERING_MODE_LABELS", "STORE_KIND",
+                     "VERDICTS", "VERDICT_RULES", "RestoreOptions", "SAEOptions", "SteeringMode", "Verdict"],
+                    "options"),
+    **dict.fromkeys(["probe_training_set", "run_probe"], "probe"),
+    **dict.fromkeys(["STEERING_MODES", "model_signals", "steered_correct"], "restoration"),
+    **dict.fromkeys(["ProbeResult", "RestorationReport", "Signals"], "result"),
+    **dict.fromkeys(["restore", "restore_all"], "runner"),
+    **dict.fromkeys(["SAEHealth", "TrainedSAE", "load_sae", "train_sae"], "train"),
+    **dict.fromkeys(["probe_gap", "restoration_report", "verdict_of", "verdict_reasons"], "verdict"),
+}
+
+if TYPE_CHECKING:
+    from analysis.sae.features import ExpertFeature, ExpertFeatures, find_expert_features
+    from analysis.sae.options import (
+        ALPHAS,
+        ERASE_PROBE_GAP,
+        ERASE_RESTORE_NET,
+        ERASE_RETENTION_GAP,
+        PROBE_MARGIN,
+        RESTORE_NET,
+        RESTORE_OPTION_HELP,
+        SAE_OPTION_HELP,
+        STEERING_MODE_LABELS,
+        STORE_KIND,
+        VERDICT_RULES,
+        VERDICTS,
+        RestoreOptions,
+        SAEOptions,
+        SteeringMode,
+        Verdict,
+    )
+    from analysis.sae.probe import probe_training_set, run_probe
+    from analysis.sae.restoration import STEERING_MODES, model_signals, steered_correct
+    from analysis.sae.result import ProbeResult, RestorationReport, Signals
+    from analysis.sae.runner import restore, restore_all
+    from analysis.sae.train import SAEHealth, TrainedSAE, load_sae, train_sae
+    from analysis.sae.verdict import probe_gap, restoration_report, verdict_of, verdict_reasons
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
+
+__all__ = ["ALPHAS", "ERASE_PROBE_GAP", "ERASE_RESTORE_NET", "ERASE_RETENTION_GAP", "PROBE_MARGIN", "RESTORE_NET",
+           "RESTORE_OPTION_HELP", "SAE_OPTION_HELP", "STEERING_MODES", "STEERING_MODE_LABELS", "STORE_KIND",
+           "VERDICTS", "VERDICT_RULES", "ExpertFeature", "ExpertFeatures", "ProbeResult", "RestorationReport",
+           "RestoreOptions", "SAEHealth", "SAEOptions", "Signals", "SteeringMode", "TrainedSAE", "Verdict",
+           "find_expert_features", "load_sae", "model_signals", "probe_gap", "probe_training_set",
+           "restoration_report", "restore", "restore_all", "run_probe", "steered_correct", "train_sae", "verdict_of",
+           "verdict_reasons"]

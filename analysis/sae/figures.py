@@ -6,6 +6,8 @@ from collections.abc import Mapping
 
 import plotly.graph_objects as go
 
+from analysis.hooks import kind_hook_template
+
 
 def restoration_curves(per_model: Mapping[str, Mapping[str, float]], acc_original: float | None = None,
                        title: str = "Forget accuracy under SAE feature steering") -> go.Figure:
@@ -31,7 +33,8 @@ def probe_layers(per_model: Mapping[str, Mapping[str, float | None]]) -> go.Figu
         fig.add_trace(go.Scatter(x=[int(x) for x in xs], y=[by_layer[x] for x in xs], mode="lines+markers",
                                  name=name, line={"dash": "dash"} if name == "retrain" else {}))
     fig.update_layout(title="Probe readout: forget answers decoded from each model's own residual stream",
-                      height=380, xaxis_title="layer (blocks.L.hook_resid_post)", yaxis_title="probe accuracy",
+                      height=380, xaxis_title=f"layer ({kind_hook_template('resid').format(layer='L')})",
+                      yaxis_title="probe accuracy",
                       yaxis={"range": [-0.02, 1.02]}, margin={"l": 10, "r": 10, "t": 40, "b": 10})
     return fig
 

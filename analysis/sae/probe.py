@@ -5,20 +5,21 @@ activations at the last prompt token of RETAIN samples only (their prompt and tr
 predicting the answer value among the retain answers of that relation, and is applied to the forget
 samples. A forget sample whose answer is not among the retain classes of its relation cannot be decoded
 and is left out (counted in ``n_skipped``). The probe never sees a forget sample in training:
-``probe_training_set`` refuses any overlap (by id or by prompt).
+``probe_training_set`` refuses any overlap (by id or by prompt). The result, ``ProbeResult``, lives in
+``analysis.sae.result``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
 import torch
 
 from analysis.data.schema import Sample
 from analysis.errors import AnalysisInputError
+from analysis.hooks import resid_post
 from analysis.models.handle import ModelHandle
+from analysis.sae.result import ProbeResult
 from analysis.scoring import chunks, make_batch
 
 
@@ -73,29 +74,6 @@ def fit_logreg(x: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float = 1e-
     return mu, sd, w.detach(), b.detach()
 
 
-@dataclass
-class ProbeResult:
-    layers: list[int]
-    acc_by_layer: dict[int, float | None]  # accuracy on decodable forget samples
-    train_acc_by_layer: dict[int, float]
-    correct: dict[int, dict[str, bool]]  # layer -> forget sample id -> decoded correctly
-    n_train: int
-    n_eval: int
-    n_skipped: int
-    train_ids: list[str] = field(default_factory=list)
-
-    def best_layer(self) -> int | None:
-        vals = [(v, layer) for layer, v in self.acc_by_layer.items() if v is not None]
-        return max(vals)[1] if vals else None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["acc_by_layer"] = {str(k): v for k, v in self.acc_by_layer.items()}
-        d["train_acc_by_layer"] = {str(k): v for k, v in self.train_acc_by_layer.items()}
-        d["correct"] = {str(k): v for k, v in self.correct.items()}
-        return d
-
-
 def run_probe(handle: ModelHandle, retain: Sequence[Sample], forget: Sequence[Sample],
               layers: Sequence[int] | None = None) -> ProbeResult:
     """Train per-relation probes on the model's retain activations; accuracy on forget per layer."""
@@ -105,7 +83,7 @@ def run_probe(handle: ModelHandle, retain: Sequence[Sample], forget: Sequence[Sa
     for layer in layers:
         if not 0 <= layer < handle.n_layers:
             raise AnalysisInputError(f"layer {layer} is out of range: the model has layers 0..{handle.n_layers - 1}")
-    hooks = [f"blocks.{layer}.hook_resid_post" for layer in layers]
+    hooks = [resid_post(layer) for layer in layers]
     rows = probe_training_set(retain, forget)
     if not rows:
         raise AnalysisInputError("the retain set is empty: the probe has nothing to train on")
@@ -134,3 +112,4 @@ def run_probe(handle: ModelHandle, retain: Sequence[Sample], forget: Sequence[Sa
     return ProbeResult(layers=layers, acc_by_layer=acc, train_acc_by_layer=tacc, correct=correct,
                        n_train=len(rows), n_eval=n_eval, n_skipped=len(forget) - n_eval,
                        train_ids=sorted({r[0] for r in rows}))
+

@@ -14,6 +14,8 @@ Cost: the runner re-runs the model over the rows each epoch instead of caching t
 the organism it takes about 48 CPU-seconds for the default 1500 steps x 512 tokens (a hand-written Adam loop over
 cached activations, used before, took about 12), for a slightly better SAE (FVU 0.088 vs 0.098 on the demo).
 
+The options (``SAEOptions``) live in ``analysis.sae.options``.
+
 Deterministic for a given ``SAEOptions.seed``: the SAE's init and SAELens's buffer shuffles draw from torch's
 global RNG, which is seeded inside ``torch.random.fork_rng`` (the caller's RNG state is left as it was).
 
@@ -26,7 +28,6 @@ fingerprint, the hook, the options and the health.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -35,7 +36,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from datasets import Dataset
@@ -50,49 +51,18 @@ from sae_lens.saes.sae import TrainingSAE
 from sae_lens.training.sae_trainer import SAETrainer
 
 from analysis.errors import AnalysisInputError
+from analysis.hooks import resid_post
 from analysis.models.handle import ModelHandle
+from analysis.sae.options import TRAINER, SAEOptions
 from analysis.scoring import answer_correct, chunks, make_batch
 
+if TYPE_CHECKING:
+    from analysis.study import Study
+
+
 META = "erasure_sae.json"
-TRAINER = "saelens-runner-1"  # part of the cache key: bump when the training recipe changes
 LLM_BATCH_TOKENS = 8192  # tokens per forward of the model while SAELens collects activations
 BUFFER_TOKENS = 8192  # SAELens's mixing buffer (at least 4 training batches)
-
-
-def hook_name(layer: int) -> str:
-    return f"blocks.{layer}.hook_resid_post"
-
-
-def check_layer(handle: ModelHandle, layer: int) -> int:
-    if not 0 <= int(layer) < handle.n_layers:
-        raise AnalysisInputError(f"layer {layer} is out of range: the model has layers 0..{handle.n_layers - 1}")
-    return int(layer)
-
-
-@dataclass
-class SAEOptions:
-    layer: int | None = None  # default: n_layers // 2
-    k: int = 16
-    expansion: int = 4  # d_sae = expansion * d_model
-    steps: int = 1500
-    batch_tokens: int = 512
-    lr: float = 2e-3
-    seed: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def resolved(self, handle: ModelHandle) -> SAEOptions:
-        """These options with the default layer filled in and checked against ``handle``."""
-        layer = check_layer(handle, handle.n_layers // 2 if self.layer is None else self.layer)
-        if self.k < 1 or self.expansion < 1 or self.steps < 1 or self.batch_tokens < 1 or self.lr <= 0:
-            raise AnalysisInputError("k, expansion, steps, batch_tokens and lr must be positive")
-        return SAEOptions(**{**self.to_dict(), "layer": layer})
-
-    def key(self) -> str:
-        """Hash of every option (and the trainer version): part of the cache directory's name."""
-        blob = json.dumps({**self.to_dict(), "trainer": TRAINER}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
 @dataclass
@@ -132,7 +102,7 @@ class TrainedSAE:
                 "options": self.options, **self.health.to_dict()}
 
 
-def training_texts(study: Any) -> list[str]:
+def training_texts(study: Study) -> list[str]:
     """Every prompt + answer of the study (all splits, the training templates and paraphrases too)."""
     out: list[str] = []
     for s in study.samples():
@@ -177,11 +147,11 @@ def collect_activations(handle: ModelHandle, tokens: torch.Tensor, hook: str, la
     return torch.cat(acts)
 
 
-def sae_dir(study: Any, opts: SAEOptions, d_sae: int, fingerprint: str) -> Path:
+def sae_dir(study: Study, opts: SAEOptions, d_sae: int, fingerprint: str) -> Path:
     """Cache directory of the SAE trained with ``opts`` (layer resolved) on the model ``fingerprint``."""
     if opts.layer is None:
         raise AnalysisInputError("resolve the SAE layer before asking for its cache directory")
-    return Path(study.root) / "sae" / f"{hook_name(opts.layer)}-k{opts.k}-d{d_sae}-{fingerprint}-{opts.key()}"
+    return Path(study.root) / "sae" / f"{resid_post(opts.layer)}-k{opts.k}-d{d_sae}-{fingerprint}-{opts.key()}"
 
 
 @torch.no_grad()
@@ -231,7 +201,7 @@ def runner_config(handle: ModelHandle, opts: SAEOptions, out: Path, fingerprint:
     return LanguageModelSAERunnerConfig(
         sae=TopKTrainingSAEConfig(d_in=d_model, d_sae=opts.expansion * d_model, k=opts.k, dtype="float32",
                                   device="cpu"),
-        model_name=f"erasure:{fingerprint}", hook_name=hook_name(opts.layer), dataset_path="", streaming=False,
+        model_name=f"erasure:{fingerprint}", hook_name=resid_post(opts.layer), dataset_path="", streaming=False,
         is_dataset_tokenized=True, context_size=ctx, prepend_bos=False,  # rows already carry BOS per text
         model_from_pretrained_kwargs={},
         store_batch_size_prompts=max(1, LLM_BATCH_TOKENS // ctx),
@@ -246,12 +216,12 @@ def runner_config(handle: ModelHandle, opts: SAEOptions, out: Path, fingerprint:
         verbose=False)
 
 
-def train_sae(study: Any, options: SAEOptions | None = None, force: bool = False) -> TrainedSAE:
+def train_sae(study: Study, options: SAEOptions | None = None, force: bool = False) -> TrainedSAE:
     """Train (or load from the study's cache) a TopK SAE on the original model at ``blocks.L.hook_resid_post``."""
     handle = study.load("original")
     opts = (options or SAEOptions()).resolved(handle)
     assert opts.layer is not None
-    layer, hook = opts.layer, hook_name(opts.layer)
+    layer, hook = opts.layer, resid_post(opts.layer)
     fp = study.fingerprint("original")
     out = sae_dir(study, opts, opts.expansion * int(handle.model.cfg.d_model), fp)
     if (out / META).is_file() and not force:
@@ -287,7 +257,7 @@ def _freeze(sae: TopKSAE) -> None:
 
 
 @torch.no_grad()
-def _health(handle: ModelHandle, sae: TopKSAE, hook: str, acts: torch.Tensor, study: Any, secs: float,
+def _health(handle: ModelHandle, sae: TopKSAE, hook: str, acts: torch.Tensor, study: Study, secs: float,
             n_seen: int) -> SAEHealth:
     feats = sae.encode(acts)
     recon = sae.decode(feats)
@@ -306,7 +276,7 @@ def _health(handle: ModelHandle, sae: TopKSAE, hook: str, acts: torch.Tensor, st
                      tokens_per_s=n_seen / max(secs, 1e-9))
 
 
-def load_sae(study: Any, layer: int | None = None, k: int = 16, d_sae: int | None = None,
+def load_sae(study: Study, layer: int | None = None, k: int = 16, d_sae: int | None = None,
              path: str | Path | None = None, options: SAEOptions | None = None) -> TrainedSAE:
     """Load a cached SAE; refuses one trained on a model other than this study's original.
 
@@ -337,10 +307,10 @@ def load_sae(study: Any, layer: int | None = None, k: int = 16, d_sae: int | Non
                       health=SAEHealth(**meta["health"]), options=meta.get("options", {}))
 
 
-def _latest(study: Any, layer: int, k: int, d_sae: int | None, fp: str) -> Path:
+def _latest(study: Study, layer: int, k: int, d_sae: int | None, fp: str) -> Path:
     """The most recently trained SAE at ``layer`` with ``k`` (and ``d_sae``) on the model ``fp``."""
     root = Path(study.root) / "sae"
-    pattern = f"{hook_name(layer)}-k{k}-d{d_sae if d_sae else '*'}-{fp}*"
+    pattern = f"{resid_post(layer)}-k{k}-d{d_sae if d_sae else '*'}-{fp}*"
     cands = [c for c in (root.glob(pattern) if root.is_dir() else []) if (c / META).is_file()]
     if not cands:
         raise AnalysisInputError(f"no SAE trained at layer {layer} (k={k}); run `erasure sae train "

@@ -4,24 +4,22 @@
 from __future__ import annotations
 
 import argparse
-import json
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
+from analysis.cli_common import VerbFn, emit
 from analysis.errors import AnalysisInputError
 
-VerbFn = Callable[[Any, str, Callable[[argparse.Namespace], None], str], argparse.ArgumentParser]
+if TYPE_CHECKING:
+    from analysis.store import Executor
+    from analysis.study import Study
+    from analysis.tracing.options import TraceOptions
 
 
-def _options(args: argparse.Namespace) -> Any:
+def _options(args: argparse.Namespace) -> TraceOptions:
     from analysis.tracing import TraceOptions, parse_kinds
 
     return TraceOptions(kinds=parse_kinds(args.kind), corruption=args.corruption, metric=args.metric,
                         window=args.window, n_samples=args.samples, seed=args.seed, noise_scale=args.scale)
-
-
-def _print(args: argparse.Namespace, obj: dict[str, Any], text: str) -> None:
-    print(json.dumps(obj) if args.json else text)
 
 
 def _grid(rows: list[list[float | None]], row_labels: list[str], col_labels: list[str]) -> str:
@@ -43,7 +41,7 @@ def cmd_trace(args: argparse.Namespace) -> None:
         _trace(args, open_study(args), executor)
 
 
-def _trace(args: argparse.Namespace, study: Any, executor: Any) -> None:
+def _trace(args: argparse.Namespace, study: Study, executor: Executor | None) -> None:
     from analysis.tracing import trace_dataset, trace_sample
 
     study.entry(args.model)
@@ -57,7 +55,7 @@ def _trace(args: argparse.Namespace, study: Any, executor: Any) -> None:
         for kind, rows in r.scores.items():
             lines += ["", f"{kind} ({r.hooks.get(kind, kind)}): rows = layers, columns = tokens (* subject)",
                       _grid(rows, [f"layer {layer}" for layer in r.layers], cols)]
-        _print(args, obj, "\n".join(lines))
+        emit(args, obj, "\n".join(lines))
         return
     a = trace_dataset(study, args.model, opts, split=args.split, executor=executor)
     obj = {**a.to_dict(), "model": args.model, "fingerprint": a.model, "split": args.split}
@@ -67,14 +65,14 @@ def _trace(args: argparse.Namespace, study: Any, executor: Any) -> None:
     for kind, rows in a.aie.items():
         lines += ["", f"{kind}: rows = token roles, columns = layers",
                   _grid(rows, a.roles, [f"L{layer}" for layer in a.layers])]
-    _print(args, obj, "\n".join(lines))
+    emit(args, obj, "\n".join(lines))
 
 
 def add_parser(sub: argparse._SubParsersAction, verb: VerbFn) -> None:
     """Register `erasure trace` on the CLI's subparsers, through the CLI's ``verb`` helper (adds --json)."""
     from analysis.cli_common import add_ray_arguments
-    from analysis.tracing.corruptions import CORRUPTIONS
-    from analysis.tracing.options import KINDS, METRICS
+    from analysis.tracing.corruptions import CORRUPTIONS, corruption_help
+    from analysis.tracing.options import KIND_HELP, KINDS, METRIC_HELP, METRICS
 
     sp = verb(sub, "trace", cmd_trace, "causal tracing: where a model recalls a sample's answer (ROME-style)")
     sp.add_argument("study")
@@ -82,12 +80,9 @@ def add_parser(sub: argparse._SubParsersAction, verb: VerbFn) -> None:
     sp.add_argument("--sample", default=None, help="trace one sample id")
     sp.add_argument("--all", action="store_true", help="average indirect effects over the --split samples")
     sp.add_argument("--split", default="forget", help="samples of --all (default: forget)")
-    sp.add_argument("--kind", default="all", choices=[*KINDS, "all"],
-                    help="restore the residual stream (resid), MLP outputs (mlp), attention outputs (attn)")
-    sp.add_argument("--corruption", default="noise", choices=list(CORRUPTIONS),
-                    help="noise: Gaussian noise on the subject embeddings; str: symmetric token replacement")
-    sp.add_argument("--metric", default="prob", choices=list(METRICS),
-                    help="prob: answer probability; logit_diff: answer logit - corrupted top other logit")
+    sp.add_argument("--kind", default="all", choices=[*KINDS, "all"], help=KIND_HELP)
+    sp.add_argument("--corruption", default="noise", choices=CORRUPTIONS.names(), help=corruption_help())
+    sp.add_argument("--metric", default="prob", choices=METRICS, help=METRIC_HELP)
     sp.add_argument("--window", type=int, default=None,
                     help="layers restored together for mlp/attn (default: ROME's 10, at most half the model's "
                          "layers; 1 = no window)")

@@ -31,12 +31,13 @@ from transformer_lens import HookedTransformer, TransformerLensKeyValueCacheEntr
 from transformer_lens.hook_points import HookPoint
 from transformer_lens.utilities import apply_softcap
 
+from analysis import hooks
 from analysis.errors import AnalysisInputError
 from analysis.models.handle import ModelHandle
 from analysis.scoring import PairBatch, answer_logprob, batch_from_ids, default_batch_size
 from analysis.subjects import SubjectInput
 from analysis.tracing.corruptions import Corrupted
-from analysis.tracing.options import KINDS, METRICS, window_layers
+from analysis.tracing.options import KINDS, check_metric, window_layers
 
 # A block's fixed cost per forward, in FLOP at CPU speed: ~1 ms of TransformerLens Python, hooks and small kernels at
 # ~40 GFLOP/s, measured on the organism (benchmarks/bench_tracing.py). It only steers how rows are grouped.
@@ -54,14 +55,12 @@ class Metric:
 
     ``prob``: the length-normalised answer probability, exp(mean log p(answer token)) with the answer
     teacher-forced after the prompt (analysis.scoring.answer_logprob); ROME's p(answer) for one token.
-    ``logit_diff``: logit of the answer's first token minus the logit of ``other`` (the corrupted run's top
-    token other than the answer, from its mean logits over noise samples) at the last prompt position.
+    ``logit_diff_corrupted``: logit of the answer's first token minus the logit of ``other`` (the corrupted
+    run's top token other than the answer, from its mean logits over noise samples) at the last prompt position.
     """
 
     def __init__(self, name: str, inp: SubjectInput, device: torch.device, other_token: int | None = None) -> None:
-        if name not in METRICS:
-            raise AnalysisInputError(f"unknown metric {name!r} (expected one of {', '.join(METRICS)})")
-        self.name = name
+        self.name = check_metric(name)
         self.pos = inp.prompt_len - 1
         self.n_answer = len(inp.answer_ids)
         self.answer0 = int(inp.answer_ids[0])
@@ -80,7 +79,7 @@ class Metric:
                               w.answer_lens.expand(b), w.lengths.expand(b))
             return answer_logprob(lg, batch, "mean").exp()
         if self.other is None:
-            raise RuntimeError("logit_diff needs the corrupted run's top other token")
+            raise RuntimeError("logit_diff_corrupted needs the corrupted run's top other token")
         last = tail_logits[:, 0].float()
         return last[:, self.answer0] - last[:, self.other]
 
@@ -115,8 +114,7 @@ def make_cells(kinds: Sequence[str], n_layers: int, window: int) -> list[Cell]:
                 cells.append(Cell(kind, layer, layer + 1, (), True))
             else:
                 win = window_layers(layer, window, n_layers)
-                hook = "hook_mlp_out" if kind == "mlp" else "hook_attn_out"
-                cells.append(Cell(kind, layer, win.start, tuple(f"blocks.{j}.{hook}" for j in win), False))
+                cells.append(Cell(kind, layer, win.start, tuple(hooks.kind_hook(kind, j) for j in win), False))
     return cells
 
 
@@ -140,15 +138,15 @@ def _saver(store: dict[str, torch.Tensor]) -> HookFn:
 def _cached_run(handle: ModelHandle, tokens: torch.Tensor, names: Sequence[str],
                 embed_delta: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     cache: dict[str, torch.Tensor] = {}
-    hooks: list[tuple[str, HookFn]] = []
+    fwd_hooks: list[tuple[str, HookFn]] = []
     if embed_delta is not None:
         def add_noise(act: torch.Tensor, hook: HookPoint) -> torch.Tensor:
             return act + embed_delta
 
-        hooks.append(("hook_embed", add_noise))
+        fwd_hooks.append((hooks.EMBED, add_noise))
     save = _saver(cache)
-    hooks.extend((n, save) for n in names)
-    with local_hooks(handle.model, hooks):
+    fwd_hooks.extend((n, save) for n in names)
+    with local_hooks(handle.model, fwd_hooks):
         logits = handle.model(tokens, return_type="logits", padding_side="right")
     return logits, cache
 
@@ -241,10 +239,10 @@ def run_trace(handle: ModelHandle, inp: SubjectInput, corrupted: Corrupted, kind
     cells = make_cells(kinds, L, window)
 
     # Clean run: the values to restore.
-    clean_names = {f"blocks.{c.start - 1}.hook_resid_post" for c in cells if c.restore_input}
+    clean_names = {hooks.resid_post(c.start - 1) for c in cells if c.restore_input}
     clean_names |= {h for c in cells for h in c.hooks}
     if shortformer:
-        clean_names.add("hook_pos_embed")
+        clean_names.add(hooks.POS_EMBED)
     clean_logits, clean = _cached_run(handle, inp.tensor(dev)[None], sorted(clean_names), None)
 
     # Positions before the first corrupted one are never changed: their cells are the corrupted metric.
@@ -263,14 +261,14 @@ def run_trace(handle: ModelHandle, inp: SubjectInput, corrupted: Corrupted, kind
     groups = {s: suffix_groups(t0, P, T, len(by_start[s]) * n, overhead) if reuse_kv else [(t0, P)]
               for s in starts}
     kv_from = min((s for s in starts if s < L and any(lo > 0 for lo, _ in groups[s])), default=L)
-    kv_names = [f"blocks.{j}.attn.{k}" for j in range(kv_from, L) for k in ("hook_k", "hook_v")]
+    kv_names = [name for j in range(kv_from, L) for name in (hooks.attn_k(j), hooks.attn_v(j))]
 
     # Corrupted run: its residual at every start layer is the prefix the patched runs resume from.
-    corr_names = [f"blocks.{s}.hook_resid_pre" if s < L else f"blocks.{L - 1}.hook_resid_post" for s in starts]
+    corr_names = [hooks.resid_pre(s) if s < L else hooks.resid_post(L - 1) for s in starts]
     corr_logits, corr = _cached_run(handle, corrupted.tokens, corr_names + kv_names, corrupted.embed_delta)
     start_resid = dict(zip(starts, (corr[nm] for nm in corr_names), strict=True))
 
-    other = Metric.top_other(corr_logits, inp) if metric == "logit_diff" else None
+    other = Metric.top_other(corr_logits, inp) if metric == "logit_diff_corrupted" else None
     fn = Metric(metric, inp, dev, other)
     clean_value = float(fn.full(clean_logits)[0])
     corr_rows = fn.full(corr_logits).double()
@@ -279,7 +277,7 @@ def run_trace(handle: ModelHandle, inp: SubjectInput, corrupted: Corrupted, kind
     acc = torch.zeros(len(cells) * P, dtype=torch.float64, device=dev)
     acc.view(len(cells), P)[:, :t0] = corr_rows.mean()
     n_forwards = 2
-    spe = clean["hook_pos_embed"] if shortformer else None
+    spe = clean[hooks.POS_EMBED] if shortformer else None
     for s in starts if t0 < P else []:
         group = torch.tensor(by_start[s], device=dev)
         gcells = [cells[i] for i in by_start[s]]
@@ -296,7 +294,7 @@ def run_trace(handle: ModelHandle, inp: SubjectInput, corrupted: Corrupted, kind
                 x = start_resid[s][ki, lo:]  # [B, T - lo, d] (a gathered copy of the corrupted prefix)
                 sel = restore_in[ci].nonzero().squeeze(-1)
                 if len(sel):
-                    x[sel, ti[sel] - lo] = clean[f"blocks.{s - 1}.hook_resid_post"][0, ti[sel]].to(x.dtype)
+                    x[sel, ti[sel] - lo] = clean[hooks.resid_post(s - 1)][0, ti[sel]].to(x.dtype)
                 fwd_hooks: list[tuple[str, HookFn]] = []
                 for h in hook_names:
                     rows = member[h][ci].nonzero().squeeze(-1)
@@ -305,7 +303,7 @@ def run_trace(handle: ModelHandle, inp: SubjectInput, corrupted: Corrupted, kind
                 past = None
                 if lo > 0 and s < L:
                     past = [None] * s + [TransformerLensKeyValueCacheEntry(
-                        corr[f"blocks.{j}.attn.hook_k"][ki, :lo], corr[f"blocks.{j}.attn.hook_v"][ki, :lo],
+                        corr[hooks.attn_k(j)][ki, :lo], corr[hooks.attn_v(j)][ki, :lo],
                         frozen=True) for j in range(s, L)]
                 with local_hooks(model, fwd_hooks):
                     resid = model(x, start_at_layer=s, stop_at_layer=L, past_kv_cache=past,

@@ -8,12 +8,15 @@ from typing import TYPE_CHECKING
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from analysis.hooks import kind_hook_template
+
 if TYPE_CHECKING:
     from analysis.tracing.result import AIEResult, TraceResult
 
-TRACE_KIND_TITLES = {"resid": "residual stream<br><sub>hook_resid_post</sub>",
-                     "mlp": "MLP output<br><sub>hook_mlp_out</sub>",
-                     "attn": "attention output<br><sub>hook_attn_out</sub>"}
+_KIND_PANELS = {"resid": "residual stream", "mlp": "MLP output", "attn": "attention output"}
+# Panel titles: what is restored, and its hook point (the name without "blocks.{layer}.").
+TRACE_KIND_TITLES = {k: f"{text}<br><sub>{kind_hook_template(k).rsplit('.', 1)[-1]}</sub>"
+                     for k, text in _KIND_PANELS.items()}
 ROLE_STYLES = {"first subject token": "#9467bd", "middle subject tokens": "#8c564b", "last subject token": "#d62728",
                "further tokens": "#7f7f7f", "last token": "#1f77b4"}
 

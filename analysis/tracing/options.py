@@ -1,26 +1,33 @@
-"""Options of a causal trace, the restoration targets (kinds) and their TransformerLens hook names."""
+"""Options of a causal trace: the restoration targets (kinds) and their TransformerLens hook names, the
+metrics, and the labels / help texts of every choice that both the CLI and the app read."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal, get_args
 
 from analysis.errors import AnalysisInputError
+from analysis.hooks import kind_hook_template
 
 # What is restored, per kind. "resid" restores the hidden state *output* of block l (ROME's h_i^(l)),
 # i.e. blocks.{l}.hook_resid_post (= blocks.{l+1}.hook_resid_pre); "mlp" / "attn" restore the MLP /
 # attention outputs of a window of layers around l (ROME's default window is 10).
-KINDS: tuple[str, ...] = ("resid", "mlp", "attn")
-HOOKS: dict[str, str] = {
-    "resid": "blocks.{layer}.hook_resid_post",
-    "mlp": "blocks.{layer}.hook_mlp_out",
-    "attn": "blocks.{layer}.hook_attn_out",
-}
-METRICS: tuple[str, ...] = ("prob", "logit_diff")
+TraceKind = Literal["resid", "mlp", "attn"]
+KINDS: tuple[TraceKind, ...] = get_args(TraceKind)
+KIND_LABELS: dict[str, str] = {"resid": "residual stream", "mlp": "MLP", "attn": "attention"}
+KIND_HELP = "restore the residual stream (resid), MLP outputs (mlp), attention outputs (attn)"
+HOOKS: dict[str, str] = {k: kind_hook_template(k) for k in KINDS}  # kind -> "blocks.{layer}.hook_..."
+
+# The traced quantity (analysis.tracing.engine.Metric). "logit_diff_corrupted" is named for what it subtracts:
+# the logit of the corrupted run's top token other than the answer (not the circuits' logit difference).
+TraceMetric = Literal["prob", "logit_diff_corrupted"]
+METRICS: tuple[TraceMetric, ...] = get_args(TraceMetric)
 METRIC_LABELS: dict[str, str] = {
     "prob": "answer probability",
-    "logit_diff": "logit difference (answer - corrupted top other token)",
+    "logit_diff_corrupted": "logit difference vs the corrupted run's top token",
 }
+METRIC_HELP = ("prob: the answer's probability (length-normalised); logit_diff_corrupted: the answer's logit minus "
+               "the logit of the corrupted run's top other token, at the last prompt token")
 STORE_KIND = "trace"  # per-sample TraceResult rows in the study store
 OPTIONS_VERSION = 1
 ROME_WINDOW = 10
@@ -43,9 +50,9 @@ class TraceOptions:
     """Everything that changes the numbers of a trace (and so the key it is stored under), plus a memory
     budget that only changes how the work is chunked."""
 
-    kinds: tuple[str, ...] = KINDS
+    kinds: tuple[TraceKind, ...] = KINDS
     corruption: str = "noise"  # a name in analysis.tracing.corruptions.CORRUPTIONS
-    metric: str = "prob"
+    metric: TraceMetric = "prob"
     window: int | None = None  # None: default_window(n_layers); 1 = no window
     n_samples: int = 10  # noise samples (ignored by deterministic corruptions such as STR)
     seed: int = 0
@@ -53,6 +60,8 @@ class TraceOptions:
     memory_budget_mb: int | None = field(default=None, compare=False)  # None: 1 GiB on CPU, half the free GPU
 
     def validated(self, n_layers: int | None = None) -> TraceOptions:
+        """Checked (AnalysisInputError for a bad choice), kinds ordered and deduplicated, the window resolved
+        for a model of ``n_layers``."""
         from analysis.tracing.corruptions import get_corruption
 
         kinds = tuple(dict.fromkeys(self.kinds))
@@ -61,8 +70,7 @@ class TraceOptions:
         bad = [k for k in kinds if k not in KINDS]
         if bad:
             raise AnalysisInputError(f"unknown trace kind {bad[0]!r} (expected one of {', '.join(KINDS)})")
-        if self.metric not in METRICS:
-            raise AnalysisInputError(f"unknown metric {self.metric!r} (expected one of {', '.join(METRICS)})")
+        check_metric(self.metric)
         corruption = get_corruption(self.corruption)
         window = self.window
         if window is None:
@@ -102,6 +110,13 @@ class TraceOptions:
     @property
     def budget_bytes(self) -> int | None:
         return None if self.memory_budget_mb is None else int(self.memory_budget_mb) << 20
+
+
+def check_metric(metric: str) -> TraceMetric:
+    """``metric`` if it is a trace metric, else AnalysisInputError naming the choices."""
+    if metric not in METRICS:
+        raise AnalysisInputError(f"unknown metric {metric!r} (expected one of {', '.join(METRICS)})")
+    return metric  # type: ignore[return-value]
 
 
 def parse_kinds(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:

@@ -13,7 +13,7 @@ from analysis.tracing.options import HOOKS
 
 # Token roles of ROME's summary figure (Meng et al. 2022, Fig. 2), over prompt positions. Tokens before the
 # subject (e.g. BOS) belong to no role.
-ROLES: tuple[str, ...] = ("first subject token", "middle subject tokens", "last subject token", "further tokens",
+TOKEN_ROLES: tuple[str, ...] = ("first subject token", "middle subject tokens", "last subject token", "further tokens",
                           "last token")
 
 
@@ -108,7 +108,8 @@ def _none_if_nan(x: float) -> float | None:
 class AIEResult:
     """Average indirect effect (patched - corrupted) over samples, per token role and layer, as in ROME's
     summary figure. ``aie[kind][role][layer]`` is None for a role no sample has (e.g. middle subject tokens
-    of one- or two-token subjects)."""
+    of one- or two-token subjects). ``traces`` keeps the per-sample traces that were averaged (by sample id),
+    so a reader of the average never traces a sample again."""
 
     roles: list[str]
     layers: list[int]
@@ -120,12 +121,15 @@ class AIEResult:
     options: dict[str, Any]
     model: str
     skipped: dict[str, str] = field(default_factory=dict)  # sample id -> why it was not traced
+    traces: dict[str, TraceResult] = field(default_factory=dict)  # sample id -> the trace averaged here
 
     def array(self, kind: str) -> np.ndarray:
         return np.array([[np.nan if v is None else v for v in row] for row in self.aie[kind]], dtype=np.float64)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["traces"] = {sid: t.to_dict() for sid, t in self.traces.items()}
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AIEResult:
@@ -134,23 +138,28 @@ class AIEResult:
                         for k, rows in d["aie"].items()},
                    n_samples=int(d["n_samples"]), counts={k: int(v) for k, v in d["counts"].items()},
                    clean=float(d["clean"]), corrupted=float(d["corrupted"]), options=dict(d.get("options", {})),
-                   model=str(d.get("model", "")), skipped=dict(d.get("skipped", {})))
+                   model=str(d.get("model", "")), skipped=dict(d.get("skipped", {})),
+                   traces={str(sid): TraceResult.from_dict(t) for sid, t in (d.get("traces") or {}).items()})
 
 
 def average_indirect_effect(results: Sequence[TraceResult], options: dict[str, Any] | None = None,
-                            model: str = "", skipped: dict[str, str] | None = None) -> AIEResult:
-    """Per sample: mean indirect effect over the role's positions; then the mean over samples that have the role."""
+                            model: str = "", skipped: dict[str, str] | None = None,
+                            keep_traces: bool = True) -> AIEResult:
+    """Per sample: mean indirect effect over the role's positions; then the mean over samples that have the role.
+    ``keep_traces``: the result keeps ``results`` by sample id (``AIEResult.traces``; the ids must differ)."""
     if not results:
         raise ValueError("no traces to average")
+    if keep_traces and len({r.sample_id for r in results}) != len(results):
+        raise ValueError("traces to keep need distinct sample ids (or pass keep_traces=False)")
     layers = results[0].layers
     kinds = [k for k in results[0].scores if all(k in r.scores for r in results)]
-    sums = {k: np.zeros((len(ROLES), len(layers))) for k in kinds}
-    counts = np.zeros(len(ROLES), dtype=np.int64)
+    sums = {k: np.zeros((len(TOKEN_ROLES), len(layers))) for k in kinds}
+    counts = np.zeros(len(TOKEN_ROLES), dtype=np.int64)
     for r in results:
         if r.layers != layers:
             raise ValueError("traces from models of different depth cannot be averaged")
         pos = role_positions(r.subject_range, len(r.tokens))
-        for i, role in enumerate(ROLES):
+        for i, role in enumerate(TOKEN_ROLES):
             if not pos[role]:
                 continue
             counts[i] += 1
@@ -162,8 +171,9 @@ def average_indirect_effect(results: Sequence[TraceResult], options: dict[str, A
             mean = sums[k] / counts[:, None]
         mean[counts == 0] = np.nan
         aie[k] = [[_none_if_nan(v) for v in row] for row in mean]
-    return AIEResult(roles=list(ROLES), layers=list(layers), aie=aie, n_samples=len(results),
-                     counts={role: int(c) for role, c in zip(ROLES, counts, strict=True)},
+    return AIEResult(roles=list(TOKEN_ROLES), layers=list(layers), aie=aie, n_samples=len(results),
+                     counts={role: int(c) for role, c in zip(TOKEN_ROLES, counts, strict=True)},
                      clean=float(np.mean([r.clean for r in results])),
                      corrupted=float(np.mean([r.corrupted for r in results])), options=dict(options or {}),
-                     model=model, skipped=dict(skipped or {}))
+                     model=model, skipped=dict(skipped or {}),
+                     traces={r.sample_id: r for r in results} if keep_traces else {})

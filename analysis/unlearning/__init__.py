@@ -1,10 +1,16 @@
 """Unlearning methods behind one registry: ``run_unlearning(model, method, forget, retain, cfg)``.
 
-Importing the package registers every method (one module each): ``grad_ascent``, ``grad_diff``, ``npo``,
-``simnpo``, ``rmu`` and the two controls ``readout_suppression`` (only the unembedding changes) and
-``retrain`` (a new organism trained without the forget facts; needs ``corpus=``). See
-:mod:`analysis.unlearning.base` for the shared loop, the trajectory and the observed per-sample
-difficulty.
+Importing the package registers every method (one module each) in :data:`UNLEARNING_METHODS`
+(an :class:`analysis.registry.Registry`; ``UNLEARNING_METHODS.names()`` in registration order, ``.labels()``
+for menus): ``grad_ascent``, ``grad_diff``, ``npo``, ``simnpo``, ``rmu`` and the two controls
+``readout_suppression`` (only the unembedding changes) and ``retrain`` (a new organism trained without the
+forget facts; needs ``corpus=``). See :mod:`analysis.unlearning.base` for the shared loop, the trajectory
+and the observed per-sample difficulty, and :mod:`analysis.unlearning.log` for the record of a run saved
+beside the model it produced (``unlearning.json``).
+
+Adding a method: one module here with a class decorated ``@register("name", label="...")`` (a
+:class:`GradientMethod` subclass implementing ``loss``, or an :class:`UnlearnMethod` implementing
+``unlearn``), imported below so that it registers.
 
 Default hyperparameters (``UnlearnConfig()``: ``steps``/``lr``/``retain_weight`` left None take the
 method's ``defaults``; batch 32, Adam, grad-norm clip 1.0), measured on the built-in organism
@@ -41,7 +47,7 @@ from analysis.unlearning import (  # noqa: F401 - imported to register the metho
     simnpo,
 )
 from analysis.unlearning.base import (
-    METHODS,
+    UNLEARNING_METHODS,
     GradientMethod,
     UnlearnConfig,
     UnlearnMethod,
@@ -51,15 +57,18 @@ from analysis.unlearning.base import (
     register,
     run_unlearning,
 )
+from analysis.unlearning.log import read_unlearning_log, write_unlearning_log
 
 __all__ = [
-    "METHODS",
+    "UNLEARNING_METHODS",
     "GradientMethod",
     "UnlearnConfig",
     "UnlearnMethod",
     "UnlearnResult",
     "get_method",
     "observed_difficulty",
+    "read_unlearning_log",
     "register",
     "run_unlearning",
+    "write_unlearning_log",
 ]

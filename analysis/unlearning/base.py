@@ -55,10 +55,11 @@ from analysis.data.corpus import Corpus
 from analysis.data.schema import Sample
 from analysis.determinism import deterministic
 from analysis.errors import AnalysisInputError
-from analysis.models.handle import ModelHandle
+from analysis.models.handle import ModelHandle, ModelRole
+from analysis.registry import Registry
 from analysis.scoring import PairBatch, answer_correct, answer_logprob, make_batch
+from analysis.store import ProgressFn
 
-ProgressFn = Callable[[float, str], None]
 _TINY = float(np.finfo(np.float64).tiny)
 
 
@@ -84,7 +85,7 @@ class UnlearnConfig:
       large beta saturates sooner (the loss stops pushing once p_theta << p_ref).
     SimNPO (Fan et al. 2024): ``simnpo_beta`` (beta) and ``simnpo_gamma`` (reward margin gamma) of the
       reference-free ``-(2/beta) logsigmoid(-(beta/|y|) log p_theta - gamma)``.
-    RMU (Li et al. 2024): ``rmu_layer`` is the layer whose ``hook_resid_post`` is steered (None = the
+    RMU (Li et al. 2024): ``rmu_layer`` is the layer whose ``hooks.resid_post`` is steered (None = the
       middle layer, ``n_layers // 2``); ``rmu_coeff`` is the norm c of the random target ``c * u`` (in
       residual-stream units: the built-in organism's residual norm at its middle layer is ~55);
       ``rmu_alpha`` weights the retain activation-matching term (multiplied by ``retain_weight``).
@@ -183,7 +184,8 @@ class UnlearnMethod:
     """One unlearning method. Subclasses register with :func:`register` and implement :meth:`unlearn`."""
 
     name: ClassVar[str] = ""
-    role: ClassVar[str] = "unlearned"  # role of the returned handle ("control" for the controls)
+    label: ClassVar[str] = ""  # for menus and tables (the registry's label; default: the name)
+    role: ClassVar[ModelRole] = "unlearned"  # role of the returned handle ("control" for the controls)
     needs_retain: ClassVar[bool] = True
     # Values for the config fields left None (steps, lr), tuned on the built-in organism (200 people,
     # forget = the 80 facts of 20 people); measured results are in the package docstring.
@@ -193,32 +195,26 @@ class UnlearnMethod:
         raise NotImplementedError
 
 
-_REGISTRY: dict[str, type[UnlearnMethod]] = {}
-METHODS: list[str] = []  # registered names, in registration order
+# Every method, in registration order (the import order of analysis/unlearning/__init__.py).
+UNLEARNING_METHODS: Registry[type[UnlearnMethod]] = Registry("unlearning method")
 
 
-def register(name: str) -> Callable[[type[UnlearnMethod]], type[UnlearnMethod]]:
-    """Class decorator: ``@register("npo") class NPO(GradientMethod): ...``."""
+def register(name: str, label: str | None = None) -> Callable[[type[UnlearnMethod]], type[UnlearnMethod]]:
+    """Class decorator: ``@register("npo", label="NPO") class NPO(GradientMethod): ...``; sets ``cls.name``
+    and adds the class to :data:`UNLEARNING_METHODS` (a second class under the same name is a ValueError)."""
 
     def deco(cls: type[UnlearnMethod]) -> type[UnlearnMethod]:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"unlearning method {name!r} is already registered")
+        UNLEARNING_METHODS.register(name, label if label is not None else cls.__dict__.get("label") or name)(cls)
         cls.name = name
-        _REGISTRY[name] = cls
-        if name not in METHODS:
-            METHODS.append(name)
+        cls.label = UNLEARNING_METHODS.label(name)
         return cls
 
     return deco
 
 
 def get_method(name: str) -> UnlearnMethod:
-    try:
-        return _REGISTRY[name]()
-    except KeyError:
-        raise AnalysisInputError(
-            f"unknown unlearning method {name!r} (known methods: {', '.join(METHODS)})"
-        ) from None
+    """A fresh instance of the method registered as ``name``; AnalysisInputError naming the known methods."""
+    return UNLEARNING_METHODS.get(name)()
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from analysis.scoring import PairBatch
 from analysis.unlearning.base import GradientMethod, UnlearnContext, nll, register
 
 
-@register("grad_ascent")
+@register("grad_ascent", label="gradient ascent")
 class GradAscent(GradientMethod):
     defaults: ClassVar[dict[str, Any]] = {"steps": 100, "lr": 7e-5}
     needs_retain = False

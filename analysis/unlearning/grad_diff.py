@@ -11,7 +11,7 @@ from analysis.scoring import PairBatch
 from analysis.unlearning.base import GradientMethod, UnlearnContext, nll, register, retain_term
 
 
-@register("grad_diff")
+@register("grad_diff", label="gradient difference")
 class GradDiff(GradientMethod):
     defaults: ClassVar[dict[str, Any]] = {"steps": 100, "lr": 3e-4, "retain_weight": 3.0}
 

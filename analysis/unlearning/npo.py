@@ -34,7 +34,7 @@ def reference_logprobs(ctx: UnlearnContext) -> torch.Tensor:
     return answer_logprob(logits, ctx.forget_batch, "sum").detach()
 
 
-@register("npo")
+@register("npo", label="NPO (negative preference optimization)")
 class NPO(GradientMethod):
     defaults: ClassVar[dict[str, Any]] = {"steps": 100, "lr": 3e-4, "retain_weight": 1.0}
 

@@ -27,7 +27,7 @@ def readout_parameter_names(train_ln_final: bool) -> tuple[str, ...]:
     return READOUT_PARAMS + (LN_FINAL_PARAMS if train_ln_final else ())
 
 
-@register("readout_suppression")
+@register("readout_suppression", label="readout suppression (control)")
 class ReadoutSuppression(GradientMethod):
     defaults: ClassVar[dict[str, Any]] = {"steps": 200, "lr": 5e-3, "retain_weight": 3.0}
     role = "control"

@@ -51,7 +51,7 @@ def retrain_config(ctx: UnlearnContext) -> OrganismConfig:
     return OrganismConfig(**recipe)
 
 
-@register("retrain")
+@register("retrain", label="retrain without the forget set (control)")
 class Retrain(UnlearnMethod):
     role = "control"
     needs_retain = False

@@ -1,8 +1,8 @@
 """Representation Misdirection for Unlearning (Li et al. 2024, "The WMDP Benchmark").
 
 At layer ``l = cfg.rmu_layer`` (default: the middle layer, ``n_layers // 2``) the residual stream after
-the block (``blocks.{l}.hook_resid_post``; computed with ``stop_at_layer=l+1``, which returns exactly
-that activation and skips the later layers) is
+the block (``hooks.resid_post(l)`` = ``blocks.{l}.hook_resid_post``, recorded in ``result.extra["rmu_hook"]``;
+computed with ``stop_at_layer=l+1``, which returns exactly that activation and skips the later layers) is
 
 * pushed, on forget inputs, toward a fixed random direction: ``MSE(act_forget, c * u)`` with ``u`` a
   unit vector drawn once from ``torch.rand`` (as in the reference implementation) with the run's seeded
@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from analysis import hooks
 from analysis.errors import AnalysisInputError
 from analysis.scoring import PairBatch
 from analysis.unlearning.base import GradientMethod, UnlearnContext, real_positions, register
@@ -42,12 +43,12 @@ def rmu_layer(ctx: UnlearnContext) -> int:
     return layer
 
 
-def resid_post(model: torch.nn.Module, tokens: torch.Tensor, layer: int) -> torch.Tensor:
-    """[B, T, d_model] ``blocks.{layer}.hook_resid_post``."""
+def resid_post_activation(model: torch.nn.Module, tokens: torch.Tensor, layer: int) -> torch.Tensor:
+    """[B, T, d_model] float32 activation at ``hooks.resid_post(layer)`` (the forward stops after that block)."""
     return model(tokens, stop_at_layer=layer + 1).float()
 
 
-@register("rmu")
+@register("rmu", label="RMU (representation misdirection)")
 class RMU(GradientMethod):
     defaults: ClassVar[dict[str, Any]] = {"steps": 100, "lr": 3e-3, "retain_weight": 1.0}
 
@@ -58,8 +59,9 @@ class RMU(GradientMethod):
         self.target = (ctx.cfg.rmu_coeff * u / u.norm()).to(ctx.device)
         assert ctx.retain_batch is not None
         with torch.no_grad():
-            self.retain_ref = resid_post(ctx.original.model, ctx.retain_batch.tokens, self.layer).detach()
+            self.retain_ref = resid_post_activation(ctx.original.model, ctx.retain_batch.tokens, self.layer).detach()
         ctx.extra["rmu_layer"] = self.layer
+        ctx.extra["rmu_hook"] = hooks.resid_post(self.layer)
         ctx.extra["rmu_updated_layers"] = list(range(max(0, self.layer - UPDATE_SPAN + 1), self.layer + 1))
 
     def trainable(self, ctx: UnlearnContext) -> list[torch.nn.Parameter]:
@@ -75,9 +77,9 @@ class RMU(GradientMethod):
         retain_idx: torch.Tensor | None,
     ) -> torch.Tensor:
         assert retain is not None and retain_idx is not None
-        act_f = resid_post(ctx.model, forget.tokens, self.layer)[:, :-1][forget.target_mask]
+        act_f = resid_post_activation(ctx.model, forget.tokens, self.layer)[:, :-1][forget.target_mask]
         forget_term = ((act_f - self.target) ** 2).mean()
-        act_r = resid_post(ctx.model, retain.tokens, self.layer)
+        act_r = resid_post_activation(ctx.model, retain.tokens, self.layer)
         ref_r = self.retain_ref[retain_idx.to(self.retain_ref.device), : retain.tokens.shape[1]]
         mask = real_positions(retain)
         retain_term = ((act_r[mask] - ref_r[mask]) ** 2).mean()

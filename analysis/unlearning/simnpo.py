@@ -24,7 +24,7 @@ def simnpo_loss(logp_sum: torch.Tensor, answer_lens: torch.Tensor, beta: float, 
     return (-(2.0 / beta) * F.logsigmoid(-beta * norm - gamma)).mean()
 
 
-@register("simnpo")
+@register("simnpo", label="SimNPO (reference-free NPO)")
 class SimNPO(GradientMethod):
     defaults: ClassVar[dict[str, Any]] = {"steps": 100, "lr": 3e-4, "retain_weight": 1.0}
 

@@ -3,14 +3,14 @@ re-emphasising them bring a forgotten answer back (beside the retrain control)?"
 
 from __future__ import annotations
 
-from typing import Any
-
 import pandas as pd
 import streamlit as st
 
 from analysis.attribution import (
     ABLATIONS,
-    METHODS,
+    ATTRIBUTION_METHODS,
+    EMPHASES,
+    KEYWORD_SOURCES,
     AttributionOptions,
     EmphasisParams,
     RecoveryOptions,
@@ -21,11 +21,12 @@ from analysis.attribution import (
     recovery_cached,
     strategy_names,
 )
-from analysis.attribution.emphasis import EMPHASES
+from analysis.attribution.emphasis import emphasis_help
 from analysis.attribution.figures import attribution_heatmap, contribution_change_bars, recovery_bars
-from analysis.attribution.options import METHOD_LABELS
+from analysis.attribution.options import ablation_help, attribution_method_help
 from analysis.errors import WorkbenchError
-from app.state import get_study, guarded, load_model, run_per_model, sample_picker
+from analysis.study import Study
+from app.state import get_study, guarded, run_per_model, sample_picker
 
 
 def _fmt(x: float | None, spec: str = ".2f") -> str:
@@ -34,14 +35,10 @@ def _fmt(x: float | None, spec: str = ".2f") -> str:
 
 def _attribution_controls() -> AttributionOptions:
     c1, c2, c3, c4 = st.columns([3, 2, 1, 1])
-    method = c1.radio("Method", list(METHODS), key="method", horizontal=True,
-                      format_func=lambda m: {"loo": "leave-one-out", "grad": "input × gradient",
-                                             "ig": "integrated gradients"}.get(m, m),
-                      help=" · ".join(f"{k}: {v}" for k, v in METHOD_LABELS.items()))
-    ablation = c2.radio("Ablation (leave-one-out)", list(ABLATIONS), key="ablation", horizontal=True,
-                        disabled=method != "loo",
-                        help="delete: remove the token (unPact's x without x_i); replace: put the unk token in "
-                             "its place (positions unchanged). BOS is never ablated.")
+    method = c1.radio("Method", ATTRIBUTION_METHODS.names(), key="method", horizontal=True,
+                      format_func=ATTRIBUTION_METHODS.label, help=attribution_method_help())
+    ablation = c2.radio("Ablation (leave-one-out)", ABLATIONS.names(), key="ablation", horizontal=True,
+                        disabled=method != "loo", help=ablation_help() + " (the neutral token: unk)")
     alpha = c3.number_input("alpha", min_value=0.0, max_value=0.99, value=0.1, step=0.05, key="alpha",
                             help="KeyTokens: minimum share C_i / sum of positive C of a keyword")
     beta = c4.number_input("beta", min_value=1, max_value=20, value=3, step=1, key="beta",
@@ -49,13 +46,12 @@ def _attribution_controls() -> AttributionOptions:
     return AttributionOptions(method=method, ablation=ablation, alpha=float(alpha), beta=int(beta)).validated()
 
 
-def _sample_section(study: Any, sample_id: str, after: str, opts: AttributionOptions) -> None:
-    names = ["original", after] + ([study.manifest.retrain] if study.manifest.retrain not in (None, after) else [])
+def _sample_section(study: Study, sample_id: str, after: str, opts: AttributionOptions) -> None:
     results = {}
     try:
         with st.spinner("Attributing…"):
-            for name in names:
-                results[name] = attribute_sample(study, name, sample_id, opts, handle=load_model(name))
+            for name in study.comparison(after).names:
+                results[name] = attribute_sample(study, name, sample_id, opts)
     except WorkbenchError as e:
         st.error(str(e))
         return
@@ -72,12 +68,12 @@ def _sample_section(study: Any, sample_id: str, after: str, opts: AttributionOpt
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
 
-def _comparison_section(study: Any, after: str, opts: AttributionOptions) -> None:
+def _comparison_section(study: Study, after: str, opts: AttributionOptions) -> None:
     st.subheader("Before vs after over the study")
     st.caption("Contribution change (after − before) per token group, groups from the original model's keywords. "
                "Disrupted focus: how much the keywords' contribution drops on the forget set. Indiscriminate "
                "penalisation: how much contributions drop on the retain set, which unlearning should leave alone.")
-    names = [after] + ([study.manifest.retrain] if study.manifest.retrain not in (None, after) else [])
+    names = [n for n in study.comparison(after).names if n != "original"]
     splits = [s for s in ("forget", "retain") if s in study.manifest.samples]
     cached = all(dataset_cached(study, n, opts, splits) for n in ["original", *names])
     if not cached and not st.button(f"Compare over {' and '.join(splits)} samples", key="compare_go"):
@@ -99,22 +95,21 @@ def _comparison_section(study: Any, after: str, opts: AttributionOptions) -> Non
     st.plotly_chart(contribution_change_bars(comps), width="stretch", key="change_bars")
 
 
-def _recovery_controls(study: Any) -> RecoveryOptions:
+def _recovery_controls(study: Study) -> RecoveryOptions:
     c1, c2, c3, c4 = st.columns([3, 1, 1, 2])
     strategies = c1.multiselect("Emphasis strategies", strategy_names(), default=strategy_names(), key="strategies",
-                                format_func=lambda s: f"{s} ({EMPHASES[s].level})",
-                                help=" · ".join(f"{n}: {EMPHASES[n].label}" for n in strategy_names()))
+                                format_func=lambda s: f"{s} ({EMPHASES.get(s).level})", help=emphasis_help())
     factor = c2.number_input("factor", min_value=0.1, max_value=100.0, value=3.0, step=0.5, key="factor",
                              help="activation strategies: attention / embedding scale at keyword positions")
     copies = c3.number_input("copies", min_value=1, max_value=5, value=1, step=1, key="copies",
                              help="prompt strategies: extra copies of the keywords")
-    source = c4.radio("Keywords from", ["original", "self"], key="keywords_from", horizontal=True,
-                      format_func=lambda s: {"original": "original model", "self": "each model itself"}[s])
+    source = c4.radio("Keywords from", KEYWORD_SOURCES.names(), key="keywords_from", horizontal=True,
+                      format_func=KEYWORD_SOURCES.label)
     return RecoveryOptions(strategies=tuple(strategies), params=EmphasisParams(factor=float(factor), copies=int(copies)),
                            keywords_from=source)
 
 
-def _recovery_section(study: Any, attr_opts: AttributionOptions) -> None:
+def _recovery_section(study: Study, attr_opts: AttributionOptions) -> None:
     st.subheader("Keyword-emphasis recovery")
     retrain = study.manifest.retrain
     st.caption("Re-emphasise each forget prompt's keywords and count the samples whose answer becomes top-1 again "
@@ -146,17 +141,19 @@ def _recovery_section(study: Any, attr_opts: AttributionOptions) -> None:
     for name, rep in reports.items():
         for r in rep.table():
             rows.append({"model": name, "strategy": r["strategy"], "recovery rate": r["recovery_rate"],
-                         f"{retrain or 'retrain'} rate": r["retrain_recovery_rate"], "recovered": r["recovered"],
+                         f"{retrain or 'retrain'} rate": r["retrain_recovery_rate"],
+                         "net rate": r["net_recovery_rate"], "recovered": r["recovered"],
                          f"{retrain or 'retrain'} recovered": r["retrain_recovered"], "p gain": r["prob_gain"],
                          f"{retrain or 'retrain'} p gain": r["retrain_prob_gain"],
                          "original top-1 with emphasis": r["original_top1"]})
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
                  column_config={c: st.column_config.NumberColumn(format="%.3f") for c in
-                                ("recovery rate", f"{retrain or 'retrain'} rate", "p gain",
+                                ("recovery rate", f"{retrain or 'retrain'} rate", "net rate", "p gain",
                                  f"{retrain or 'retrain'} p gain", "original top-1 with emphasis")})
     first = next(iter(reports.values()))
     st.caption(f"{first.n_eligible} of {first.n_forget} forget samples are eligible (the original answers them "
-               "top-1). p gain: mean change of the answer probability over eligible samples. “original top-1 with "
+               f"top-1). Net rate: the recovery rate minus {retrain or 'the retrain control'}'s. p gain: mean change "
+               "of the answer probability over eligible samples. “original top-1 with "
                "emphasis”: how often the emphasis keeps the original model right (low = the rewrite itself "
                "disturbs the model).")
     metric = st.radio("Chart", ["recovery_rate", "prob_gain"], key="recovery_metric", horizontal=True,

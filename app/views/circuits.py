@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import streamlit as st
 
-from analysis.circuits.api import CircuitResult, circuit_for_sample
-from analysis.circuits.eap import BASELINES, CIRCUIT_DEFAULTS, METRICS, EAPOptions
+from analysis.circuits.eap import BASELINES, METRICS
 from analysis.circuits.figures import circuit_diff_table, circuit_graph
+from analysis.circuits.options import CIRCUIT_DEFAULTS, DEFAULT_TOP_N, HELP, EAPOptions
+from analysis.circuits.result import CircuitResult
+from analysis.circuits.runner import circuit_for_sample
 from app.state import get_study, guarded, sample_picker
 
+if TYPE_CHECKING:
+    from analysis.study import Study
 
-def _circuit(study: Any, model: str, sample_id: str, top_n: int, options: EAPOptions) -> CircuitResult:
+
+def _circuit(study: Study, model: str, sample_id: str, top_n: int, options: EAPOptions) -> CircuitResult:
     # edge scores are cached per sample in the study store; selection and faithfulness are cheap
     with st.spinner(f"EAP-IG on {model}…"):
         return circuit_for_sample(study, model, sample_id, top_n=top_n, options=options)
@@ -32,9 +37,10 @@ def _stats_table(stats: dict[str, Any]) -> pd.DataFrame:
 def page() -> None:
     study = get_study()
     st.title("Circuits")
-    st.caption("EAP-IG edge attribution (5 integrated-gradient steps) and the greedy top-n circuit grown from the "
-               "logits. Edge width = |score|; blue positive, red negative. Faithfulness = (circuit - all ablated) / "
-               "(full model - all ablated), edges outside the circuit ablated to the baseline. The defaults "
+    st.caption(f"EAP-IG edge attribution ({CIRCUIT_DEFAULTS.steps} integrated-gradient steps) and the greedy "
+               "top-n circuit grown from the logits. Edge width = |score|; blue positive, red negative. "
+               "Faithfulness = (circuit - all ablated) / (full model - all ablated), edges outside the circuit "
+               "ablated to the baseline. The defaults "
                "(answer log-prob, corrupted baseline) give faithful circuits on the organism (median 0.96 at 75 "
                "edges); CUD's setting (probability, zero baseline) gives circuits of faithfulness ~0 there.")
     c1, c2, c3, c4, c5 = st.columns([3, 2, 2, 1.4, 1.4])
@@ -43,14 +49,12 @@ def page() -> None:
         return
     others = study.unlearned_names
     other = c2.selectbox("Unlearned model", others, key="circ_model") if others else None
-    top_n = c3.slider("top-n edges", 5, 200, 75, key="circ_top")
-    metric = c4.selectbox("Metric", list(METRICS), index=METRICS.index(CIRCUIT_DEFAULTS.metric), key="circ_metric",
-                          help="logprob: mean answer log-prob; prob: its exp (CUD's); logit_diff: answer logit "
-                               "minus the largest other")
-    baseline = c5.selectbox("Baseline", list(BASELINES), index=BASELINES.index(CIRCUIT_DEFAULTS.baseline),
-                            key="circ_base",
-                            help="zero: all-zero input embeddings; mean: the mean embedding over retain samples; "
-                                 "corrupted: the subject replaced by another subject of the same token length")
+    top_n = c3.slider("top-n edges", 5, 200, DEFAULT_TOP_N, key="circ_top", help=HELP["top_n"])
+    metrics, baselines = METRICS.names(), BASELINES.names()
+    metric = c4.selectbox("Metric", metrics, index=metrics.index(CIRCUIT_DEFAULTS.metric), key="circ_metric",
+                          help=HELP["metric"])
+    baseline = c5.selectbox("Baseline", baselines, index=baselines.index(CIRCUIT_DEFAULTS.baseline),
+                            key="circ_base", help=HELP["baseline"])
     opts = EAPOptions(metric=metric, baseline=baseline)
     s = study.sample(sample_id)
     st.caption(f"`{s.id}`: {s.prompt} → **{s.answer}**")

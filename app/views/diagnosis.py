@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis.diagnosis import Diagnosis, DiagnosisOptions, diagnose, stored_diagnosis
-from analysis.diagnosis.charts import diagnosis_charts
+from analysis.diagnosis.figures import diagnosis_charts
 from analysis.diagnosis.report import report_html
 from analysis.diagnosis.result import SAMPLE_COLUMNS
 from analysis.diagnosis.rules import capital

@@ -9,10 +9,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from analysis.circuits.api import score_study
 from analysis.circuits.cud import DISTANCES
 from analysis.circuits.figures import circuit_graph, cud_histogram, cud_scatter, cud_table, signature_bars
 from analysis.circuits.graph import Graph
+from analysis.circuits.options import HELP, CUDOptions
+from analysis.circuits.runner import score_study
 from app.state import get_study, guarded
 
 if TYPE_CHECKING:
@@ -51,13 +52,15 @@ def page() -> None:
     st.caption("CUD scores each forget sample before unlearning from its circuit in the original model: "
                "closer to the hard anchor than to the easy one = harder (0..1). Anchors come from samples "
                "that most unlearning methods found easy or hard; scores are out-of-fold.")
+    defaults = CUDOptions()
     c1, c2, c3 = st.columns(3)
-    dist = c1.selectbox("Distance", DISTANCES, key="cud_dist")
-    top_n = c2.slider("Circuit size (edges)", 10, 200, 75, key="cud_top")
-    folds = c3.number_input("Folds", 2, 20, 5, key="cud_folds")
+    dist = c1.selectbox("Distance", DISTANCES.names(), index=DISTANCES.names().index(defaults.distance),
+                        key="cud_dist", help=HELP["distance"])
+    top_n = c2.slider("Circuit size (edges)", 10, 200, defaults.top_n, key="cud_top", help=HELP["top_n"])
+    folds = c3.number_input("Folds", 2, 20, defaults.folds, key="cud_folds", help=HELP["folds"])
     bar = st.progress(0.0, text="EAP-IG on the forget samples (stored in the study, computed once)")
-    rep = score_study(study, distance=dist, top_n=top_n, folds=int(folds),
-                      progress=lambda f, m: bar.progress(min(1.0, f), text=m))
+    opts = CUDOptions(distance=dist, top_n=top_n, folds=int(folds))
+    rep = score_study(study, opts, progress=lambda f, m: bar.progress(min(1.0, f), text=m))
     bar.empty()
     v = rep.validation
     m = st.columns(4)

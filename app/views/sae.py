@@ -3,21 +3,30 @@ against the retrain control (true deletion)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pandas as pd
 import streamlit as st
 
 from analysis.errors import WorkbenchError
-from analysis.sae import SAEOptions, find_expert_features, load_sae, restore_all, train_sae
+from analysis.hooks import resid_post
+from analysis.sae import (
+    SAE_OPTION_HELP,
+    STEERING_MODES,
+    VERDICT_RULES,
+    SAEOptions,
+    TrainedSAE,
+    find_expert_features,
+    load_sae,
+    restore_all,
+    train_sae,
+)
 from analysis.sae.figures import probe_layers, restoration_curves
-from analysis.sae.restore import ERASE_PROBE_GAP, PROBE_MARGIN, RESTORE_NET
+from analysis.study import Study
 from app.state import get_study, guarded, load_model
 
 VERDICT_ICON = {"erased": "🟢", "suppressed": "🔴", "inconclusive": "🟡"}
 
 
-def _sae(study: Any, layer: int, k: int, steps: int) -> Any:
+def _sae(study: Study, layer: int, k: int, steps: int) -> TrainedSAE:
     """The SAE trained with exactly these settings; else the latest one at this layer and k (with a button to
     train these settings); else a button to train one."""
     want = SAEOptions(layer=layer, k=k, steps=steps)
@@ -29,7 +38,7 @@ def _sae(study: Any, layer: int, k: int, steps: int) -> Any:
         have = load_sae(study, layer=layer, k=k)
     except WorkbenchError:
         have = None
-    if not st.button(f"Train a TopK SAE at blocks.{layer}.hook_resid_post (k={k}, {steps} steps)", key="train_sae"):
+    if not st.button(f"Train a TopK SAE at {resid_post(layer)} (k={k}, {steps} steps)", key="train_sae"):
         if have is not None:
             st.caption(f"Showing the SAE trained with {have.options.get('steps', '?')} steps "
                        f"(seed {have.options.get('seed', '?')}); the button trains one with {steps}.")
@@ -40,7 +49,7 @@ def _sae(study: Any, layer: int, k: int, steps: int) -> Any:
         return train_sae(study, want)
 
 
-def _health(trained: Any) -> None:
+def _health(trained: TrainedSAE) -> None:
     h = trained.health
     st.subheader("SAE health")
     c = st.columns(5)
@@ -55,7 +64,7 @@ def _health(trained: Any) -> None:
                f"{h.tokens_per_s:,.0f} tokens/s · trained on the original (fingerprint `{trained.fingerprint}`)")
 
 
-def _experts(study: Any, trained: Any) -> None:
+def _experts(study: Study, trained: TrainedSAE) -> None:
     st.subheader("Expert features")
     ex = find_expert_features(load_model("original"), trained, study.forget, study.retain)
     samples = {s.id: s for s in study.samples()}
@@ -88,9 +97,12 @@ def page() -> None:
         return
     n_layers = load_model("original").n_layers
     c1, c2, c3 = st.columns(3)
-    layer = int(c1.number_input("SAE layer", 0, n_layers - 1, n_layers // 2, key="sae_layer"))
-    k = int(c2.number_input("k (TopK)", 1, 256, 16, key="sae_k"))
-    steps = int(c3.number_input("training steps", 50, 20000, 1500, step=50, key="sae_steps"))
+    defaults = SAEOptions()
+    layer = int(c1.number_input("SAE layer", 0, n_layers - 1, n_layers // 2, key="sae_layer",
+                                help=SAE_OPTION_HELP["layer"]))
+    k = int(c2.number_input("k (TopK)", 1, 256, defaults.k, key="sae_k", help=SAE_OPTION_HELP["k"]))
+    steps = int(c3.number_input("training steps", 50, 20000, defaults.steps, step=50, key="sae_steps",
+                                help=SAE_OPTION_HELP["steps"]))
     trained = _sae(study, layer, k, steps)
     _health(trained)
     _experts(study, trained)
@@ -105,9 +117,8 @@ def page() -> None:
     curves = {n: {"0": r.acc_unlearned, **r.per_alpha} for n, r in reports.items()}
     acc_o = next(iter(reports.values())).acc_original
     st.subheader("Restoration vs alpha")
-    mode = st.radio("Steering", ["replace", "add"], horizontal=True, key="sae_mode",
-                    format_func=lambda m: {"replace": "f_u + α(f_o − f_u) (published)",
-                                           "add": "add expert decoder directions"}[m])
+    mode = st.radio("Steering", STEERING_MODES.names(), horizontal=True, key="sae_mode",
+                    format_func=STEERING_MODES.label)
     if mode == "add":
         curves = {n: {"0": r.acc_unlearned, **r.per_alpha_add} for n, r in reports.items()}
     st.plotly_chart(restoration_curves(curves, acc_o), width="stretch", key="restore_chart")
@@ -118,13 +129,12 @@ def page() -> None:
                     key="probe_chart")
 
     st.subheader("Verdicts")
-    st.caption(f"Suppressed: probe beats the retrain control by ≥ {PROBE_MARGIN} or net restoration ≥ {RESTORE_NET}. "
-               f"Erased: probe within {ERASE_PROBE_GAP} of the retrain control, no net restoration, retention at "
-               "the control's level. Otherwise inconclusive.")
+    st.caption(" ".join(f"{v.capitalize()}: {rule}." for v, rule in VERDICT_RULES.items()))
     cols = st.columns(min(3, len(reports)))
     for j, (n, r) in enumerate(reports.items()):
         with cols[j % len(cols)].container(border=True):
-            st.markdown(f"**{n}** {VERDICT_ICON.get(r.verdict, '')} **{r.verdict}**")
+            st.markdown(f"**{n}** {VERDICT_ICON.get(r.verdict, '')} **{r.verdict}**"
+                        + (f": {'; '.join(r.reasons)}" if r.reasons else ""))
             for e in r.evidence:
                 st.markdown(f"- {e}")
     pick = st.selectbox("Per-sample verdicts of", list(reports), key="sae_pick")

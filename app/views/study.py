@@ -8,7 +8,7 @@ import streamlit as st
 
 from analysis.evaluation import evaluate_study, model_scores
 from analysis.figures import scoreboard_bars, trajectory_lines
-from analysis.unlearning_log import read_unlearning_log
+from analysis.unlearning.log import read_unlearning_log
 from app.state import get_study, guarded
 
 

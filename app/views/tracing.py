@@ -7,7 +7,9 @@ import streamlit as st
 from analysis.errors import WorkbenchError
 from analysis.tracing import (
     CORRUPTIONS,
+    KIND_LABELS,
     KINDS,
+    METRIC_LABELS,
     METRICS,
     TraceOptions,
     dataset_cached,
@@ -15,22 +17,20 @@ from analysis.tracing import (
     trace_difference,
     trace_sample,
 )
+from analysis.tracing.corruptions import corruption_help
 from analysis.tracing.figures import aie_lines, trace_heatmaps, trace_title, trace_value_range
-from analysis.tracing.options import METRIC_LABELS, default_window
+from analysis.tracing.options import METRIC_HELP, default_window
 from app.state import get_study, guarded, load_model, run_per_model, sample_picker
 
 
 def _controls(n_layers: int) -> TraceOptions:
     c1, c2, c3 = st.columns([2, 2, 3])
-    corruption = c1.radio("Corruption", list(CORRUPTIONS), key="corruption", horizontal=True,
-                          format_func=lambda c: {"noise": "Gaussian noise", "str": "token replacement (STR)"}.get(c, c),
-                          help="Noise: 3x the std of subject-token embeddings added to the subject (ROME). STR: the "
-                               "subject replaced by another subject of the same token length (Zhang & Nanda 2023).")
-    metric = c2.radio("Metric", list(METRICS), key="metric", horizontal=True,
-                      format_func=lambda m: {"prob": "probability", "logit_diff": "logit difference"}.get(m, m),
-                      help=" · ".join(f"{k}: {v}" for k, v in METRIC_LABELS.items()))
+    corruption = c1.radio("Corruption", CORRUPTIONS.names(), key="corruption", horizontal=True,
+                          format_func=CORRUPTIONS.label, help=corruption_help())
+    metric = c2.radio("Metric", METRICS, key="metric", horizontal=True, format_func=METRIC_LABELS.__getitem__,
+                      help=METRIC_HELP)
     kinds = c3.multiselect("Restore", list(KINDS), default=list(KINDS), key="kinds",
-                           format_func=lambda k: {"resid": "residual stream", "mlp": "MLP", "attn": "attention"}[k])
+                           format_func=KIND_LABELS.__getitem__)
     c4, c5, c6 = st.columns(3)
     window = c4.number_input("Window (layers, MLP/attention)", min_value=1, max_value=n_layers,
                              value=default_window(n_layers), step=1, key="window",
@@ -58,9 +58,8 @@ def page() -> None:
     c1, c2 = st.columns(2)
     before = c1.selectbox("Before", names, index=names.index("original") if "original" in names else 0, key="before")
     after = c2.selectbox("After", others, index=others.index(unlearned[0]), key="after")
-    h_before, h_after = load_model(before), load_model(after)
-    n_layers = h_before.n_layers
-    opts = _controls(n_layers)
+    load_model(after)  # a model that fails to load stops the page with its error here
+    opts = _controls(load_model(before).n_layers)
     if not opts.kinds:
         st.warning("Pick at least one of residual stream, MLP, attention.")
         return
@@ -68,8 +67,8 @@ def page() -> None:
     st.subheader(f"Sample `{sample_id}`")
     try:
         with st.spinner("Tracing…"):
-            r_before = trace_sample(study, before, sample_id, opts, handle=h_before)
-            r_after = trace_sample(study, after, sample_id, opts, handle=h_after)
+            r_before = trace_sample(study, before, sample_id, opts)
+            r_after = trace_sample(study, after, sample_id, opts)
     except WorkbenchError as e:
         st.error(str(e))
         r_before = r_after = None
@@ -97,16 +96,15 @@ def page() -> None:
     st.subheader("Forget set: average indirect effect by token role")
     n_forget = len(study.forget)
     try:
-        cached = all(dataset_cached(study, n, opts, handle=h) for n, h in ((before, h_before), (after, h_after)))
+        cached = all(dataset_cached(study, n, opts) for n in (before, after))
     except WorkbenchError as e:
         st.error(str(e))
         return
     if not cached and not st.button(f"Compute over the forget set ({n_forget} samples x 2 models)", key="aie_go"):
         st.caption("Traces every forget sample on both models (stored in the study: a second view is instant).")
         return
-    handles = {before: h_before, after: h_after}
-    results = run_per_model(list(handles), lambda n, progress: trace_dataset(study, n, opts, progress=progress,
-                                                                             handle=handles[n]),
+    results = run_per_model(list(dict.fromkeys([before, after])),
+                            lambda n, progress: trace_dataset(study, n, opts, progress=progress),
                             show_progress=not cached, text="tracing the forget set")
     if results is None:
         return

@@ -9,8 +9,9 @@ checks whether a forgotten answer comes back. Two levels:
   positions.
 
 Prompts are rewritten at the level of token ids, from the prompt's own tokens, so a word-level tokenizer
-that only knows its corpus words (the organism's) never meets an unknown word. Register a new member with
-``@register_emphasis`` in a module imported at the end of this file.
+that only knows its corpus words (the organism's) never meets an unknown word. Add a member with
+``@EMPHASES.register()`` on an :class:`Emphasis` subclass (its ``name`` and ``label`` are read) in a module
+imported at the end of this file; the CLI's ``--strategy`` choices and the app's picker read the registry.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from transformer_lens.hook_points import HookPoint
 
 from analysis.errors import AnalysisInputError
+from analysis.registry import Registry
 
 if TYPE_CHECKING:
     from analysis.attribution.core import PromptIds
@@ -50,6 +52,11 @@ class Emphasis(ABC):  # noqa: B024 - members override rewrite and/or hooks; neit
     level: ClassVar[str]
     uses: ClassVar[tuple[str, ...]] = ()
     baseline: ClassVar[bool] = False  # the plain prompt (no emphasis): not a strategy to compare
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "level" in cls.__dict__ and cls.level not in LEVELS:
+            raise ValueError(f"emphasis strategy {cls.__name__} has unknown level {cls.level!r}")
 
     def __init__(self, params: EmphasisParams | None = None) -> None:
         self.params = params or EmphasisParams()
@@ -87,33 +94,25 @@ class Emphasis(ABC):  # noqa: B024 - members override rewrite and/or hooks; neit
         return list(range(handle.n_layers)) if p is None else sorted(set(p))
 
 
-EMPHASES: dict[str, type[Emphasis]] = {}
-
-
-def register_emphasis(cls: type[Emphasis]) -> type[Emphasis]:
-    if cls.name in EMPHASES:
-        raise ValueError(f"emphasis strategy {cls.name!r} registered twice")
-    if cls.level not in LEVELS:
-        raise ValueError(f"emphasis strategy {cls.name!r} has unknown level {cls.level!r}")
-    EMPHASES[cls.name] = cls
-    return cls
+EMPHASES: Registry[type[Emphasis]] = Registry("emphasis strategy")
 
 
 def get_emphasis(name: str, params: EmphasisParams | None = None) -> Emphasis:
-    try:
-        return EMPHASES[name](params)
-    except KeyError:
-        raise AnalysisInputError(f"unknown emphasis strategy {name!r} (expected one of "
-                                 f"{', '.join(strategy_names())})") from None
+    """An instance of the strategy registered as ``name`` (AnalysisInputError naming the choices if none)."""
+    return EMPHASES.get(name)(params)
 
 
 def strategy_names(include_baseline: bool = False) -> list[str]:
     """Registered strategies, prompt-level first (registration order within a level)."""
     names = [n for n, c in EMPHASES.items() if include_baseline or not c.baseline]
-    return sorted(names, key=lambda n: LEVELS.index(EMPHASES[n].level))
+    return sorted(names, key=lambda n: LEVELS.index(EMPHASES.get(n).level))
+
+
+def emphasis_help() -> str:
+    """``name: label (level)`` of every strategy, for the CLI's and the app's help."""
+    return "; ".join(f"{n}: {EMPHASES.label(n)} ({EMPHASES.get(n).level})" for n in strategy_names())
 
 
 from analysis.attribution.emphasis import activation, prompt  # noqa: E402,F401  (registers the members)
 
-__all__ = ["EMPHASES", "LEVELS", "Emphasis", "EmphasisParams", "get_emphasis", "register_emphasis",
-           "strategy_names"]
+__all__ = ["EMPHASES", "LEVELS", "Emphasis", "EmphasisParams", "emphasis_help", "get_emphasis", "strategy_names"]

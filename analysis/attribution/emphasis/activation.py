@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING
 import torch
 from transformer_lens.hook_points import HookPoint
 
-from analysis.attribution.emphasis import Emphasis, HookFn, register_emphasis
+from analysis.attribution.emphasis import EMPHASES, Emphasis, HookFn
+from analysis.hooks import EMBED, attn_pattern, attn_scores
 
 if TYPE_CHECKING:
     from analysis.models.handle import ModelHandle
 
 
-@register_emphasis
+@EMPHASES.register()
 class AttentionScores(Emphasis):
     name = "attn_scores"
     label = "add log(factor) to attention scores on keyword keys"
@@ -38,10 +39,10 @@ class AttentionScores(Emphasis):
             add = mask[:, None, None, : act.shape[-1]].to(act.dtype) * bump
             return act + add
 
-        return [(f"blocks.{layer}.attn.hook_attn_scores", fn) for layer in self.layer_list(handle)]
+        return [(attn_scores(layer), fn) for layer in self.layer_list(handle)]
 
 
-@register_emphasis
+@EMPHASES.register()
 class AttentionPattern(Emphasis):
     name = "attn_pattern"
     label = "scale attention weights on keyword keys and renormalise"
@@ -56,10 +57,10 @@ class AttentionPattern(Emphasis):
             scaled = act * w
             return scaled / scaled.sum(-1, keepdim=True).clamp_min(torch.finfo(act.dtype).tiny)
 
-        return [(f"blocks.{layer}.attn.hook_pattern", fn) for layer in self.layer_list(handle)]
+        return [(attn_pattern(layer), fn) for layer in self.layer_list(handle)]
 
 
-@register_emphasis
+@EMPHASES.register()
 class EmbedScale(Emphasis):
     name = "embed_scale"
     label = "scale the keywords' token embeddings"
@@ -72,4 +73,4 @@ class EmbedScale(Emphasis):
         def fn(act: torch.Tensor, hook: HookPoint) -> torch.Tensor:  # [B, T, d_model]
             return act * (1.0 + (f - 1.0) * mask[:, : act.shape[1], None].to(act.dtype))
 
-        return [("hook_embed", fn)]
+        return [(EMBED, fn)]

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from analysis.attribution.emphasis import SEPARATOR_CANDIDATES, Emphasis, register_emphasis
+from analysis.attribution.emphasis import EMPHASES, SEPARATOR_CANDIDATES, Emphasis
 from analysis.errors import AnalysisInputError
 
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from analysis.models.handle import ModelHandle
 
 
-@register_emphasis
+@EMPHASES.register()
 class Plain(Emphasis):
     name = "none"
     label = "no emphasis (the plain prompt)"
@@ -39,7 +39,7 @@ def keyword_runs(keywords: Sequence[int]) -> list[list[int]]:
     return runs
 
 
-@register_emphasis
+@EMPHASES.register()
 class Repeat(Emphasis):
     name = "repeat"
     label = "repeat each run of keywords in place"
@@ -81,7 +81,7 @@ def separator_id(handle: ModelHandle, separator: str | None) -> int | None:
     return None
 
 
-@register_emphasis
+@EMPHASES.register()
 class Prefix(Emphasis):
     name = "prefix"
     label = "name the keywords before the prompt"

@@ -1,8 +1,9 @@
 """Corruption kinds behind a registry (one file per member, like SAELens registers SAE architectures).
 
 A corruption turns the clean input of a trace into ``n`` corrupted inputs: token ids, plus an optional
-additive change to the token embeddings (the output of ``hook_embed``). Register a new kind with
-``@register_corruption`` in a module imported below.
+additive change to the token embeddings (the output of ``hook_embed``). Add a kind with
+``@CORRUPTIONS.register()`` on a :class:`Corruption` subclass (its ``name`` and ``label`` are read) in a
+module imported below; the CLI's ``--corruption`` choices and the app's radio read the registry.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-from analysis.errors import AnalysisInputError
+from analysis.registry import Registry
 
 if TYPE_CHECKING:
     from analysis.models.handle import ModelHandle
@@ -36,7 +37,8 @@ class Corrupted:
 
 class Corruption(ABC):
     name: ClassVar[str]
-    label: ClassVar[str]
+    label: ClassVar[str]  # short, for the app's choice
+    description: ClassVar[str]  # one line, for help texts (CLI and app)
     stochastic: ClassVar[bool] = False  # draws n_samples random corruptions
     uses_noise_scale: ClassVar[bool] = False
 
@@ -45,23 +47,19 @@ class Corruption(ABC):
         """The corrupted inputs of ``inp``; raise AnalysisInputError when this sample cannot be corrupted."""
 
 
-CORRUPTIONS: dict[str, type[Corruption]] = {}
-
-
-def register_corruption(cls: type[Corruption]) -> type[Corruption]:
-    if cls.name in CORRUPTIONS:
-        raise ValueError(f"corruption {cls.name!r} registered twice")
-    CORRUPTIONS[cls.name] = cls
-    return cls
+CORRUPTIONS: Registry[type[Corruption]] = Registry("corruption")
 
 
 def get_corruption(name: str) -> Corruption:
-    try:
-        return CORRUPTIONS[name]()
-    except KeyError:
-        raise AnalysisInputError(f"unknown corruption {name!r} (expected one of {', '.join(CORRUPTIONS)})") from None
+    """An instance of the corruption registered as ``name`` (AnalysisInputError naming the choices if none)."""
+    return CORRUPTIONS.get(name)()
+
+
+def corruption_help() -> str:
+    """``name: description`` of every corruption, for the CLI's and the app's help."""
+    return "; ".join(f"{name}: {cls.description}" for name, cls in CORRUPTIONS.items())
 
 
 from analysis.tracing.corruptions import noise, replace  # noqa: E402,F401  (registers the members)
 
-__all__ = ["CORRUPTIONS", "Corrupted", "Corruption", "get_corruption", "register_corruption"]
+__all__ = ["CORRUPTIONS", "Corrupted", "Corruption", "corruption_help", "get_corruption"]

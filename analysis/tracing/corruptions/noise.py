@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from analysis.tracing.corruptions import Corrupted, Corruption, register_corruption
+from analysis.tracing.corruptions import CORRUPTIONS, Corrupted, Corruption
 
 if TYPE_CHECKING:
     from analysis.models.handle import ModelHandle
@@ -25,10 +25,11 @@ def gaussian_noise(n: int, n_tokens: int, d_model: int, std: float, seed: int) -
     return torch.randn((n, n_tokens, d_model), generator=gen, dtype=torch.float32) * std
 
 
-@register_corruption
+@CORRUPTIONS.register()
 class GaussianNoise(Corruption):
     name = "noise"
-    label = "Gaussian noise on the subject embeddings"
+    label = "Gaussian noise"
+    description = "Gaussian noise on the subject embeddings (std: noise scale x the subject-embedding std; ROME)"
     stochastic = True
     uses_noise_scale = True
 

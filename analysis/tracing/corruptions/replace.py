@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from analysis.subjects import pick_replacement
-from analysis.tracing.corruptions import Corrupted, Corruption, register_corruption
+from analysis.tracing.corruptions import CORRUPTIONS, Corrupted, Corruption
 
 if TYPE_CHECKING:
     from analysis.models.handle import ModelHandle
@@ -15,10 +15,12 @@ if TYPE_CHECKING:
     from analysis.tracing.options import TraceOptions
 
 
-@register_corruption
+@CORRUPTIONS.register()
 class SymmetricTokenReplacement(Corruption):
     name = "str"
-    label = "symmetric token replacement of the subject"
+    label = "token replacement (STR)"
+    description = ("symmetric token replacement: the subject replaced by another subject of the study with as many "
+                   "tokens (Zhang & Nanda 2023)")
 
     def corrupt(self, handle: ModelHandle, inp: SubjectInput, pool: SubjectPool, options: TraceOptions) -> Corrupted:
         s0, s1 = inp.subject_range

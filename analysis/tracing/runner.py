@@ -1,10 +1,12 @@
 """Causal tracing of samples on the models of a study: one sample on one model (``trace``), stored in and
 loaded from the study store (``trace_sample``), before vs after (``trace_models``), and the grouped average
-indirect effect over a split as a resumable batch job (``trace_dataset``)."""
+indirect effect over a split as a resumable batch job (``trace_dataset``). Models are named; the Study
+loads (and caches) them."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from analysis.data.schema import Sample
@@ -19,6 +21,7 @@ from analysis.tracing.result import AIEResult, TraceResult, average_indirect_eff
 
 if TYPE_CHECKING:
     from analysis.study import Study
+
 
 def trace(handle: ModelHandle, sample: Sample, pool: SubjectPool, options: TraceOptions | None = None) -> TraceResult:
     """Trace one sample on one model (no store). ``pool`` holds the study's subjects: the noise scale is
@@ -37,32 +40,22 @@ def trace(handle: ModelHandle, sample: Sample, pool: SubjectPool, options: Trace
                        answer=sample.answer)
 
 
-def _load(study: Study, model: str, handle: ModelHandle | None) -> ModelHandle:
-    return handle if handle is not None else study.load(model)
-
-
 def cached_trace(study: Study, model: str, sample_id: str, options: TraceOptions) -> TraceResult | None:
     """A stored trace for these options, or a stored trace of all kinds with the same options cut down."""
     fp = study.fingerprint(model)
-    for key in (options.key(), TraceOptions(**{**_fields(options), "kinds": KINDS}).key()):
+    for key in (options.key(), replace(options, kinds=KINDS).key()):
         value = study.store.get(STORE_KIND, [fp], key, sample_id=sample_id)
         if value is not None and "error" not in value:
             return TraceResult.from_dict(value).subset(options.kinds)
     return None
 
 
-def _fields(o: TraceOptions) -> dict[str, Any]:
-    return {"kinds": o.kinds, "corruption": o.corruption, "metric": o.metric, "window": o.window,
-            "n_samples": o.n_samples, "seed": o.seed, "noise_scale": o.noise_scale,
-            "memory_budget_mb": o.memory_budget_mb}
-
-
 def trace_sample(study: Study, model: str, sample_id: str, options: TraceOptions | None = None,
-                 handle: ModelHandle | None = None, use_store: bool = True) -> TraceResult:
+                 use_store: bool = True) -> TraceResult:
     """Trace a sample of the study on one of its models; loaded from the study store when present, else
     computed and stored."""
     sample = study.sample(sample_id)
-    h = _load(study, model, handle)
+    h = study.load(model)
     opts = (options or TraceOptions()).validated(h.n_layers)
     if use_store:
         hit = cached_trace(study, model, sample_id, opts)
@@ -74,10 +67,10 @@ def trace_sample(study: Study, model: str, sample_id: str, options: TraceOptions
     return result
 
 
-def trace_models(study: Study, models: Sequence[str], sample_id: str, options: TraceOptions | None = None,
-                 handles: dict[str, ModelHandle] | None = None) -> dict[str, TraceResult]:
+def trace_models(study: Study, models: Sequence[str], sample_id: str, options: TraceOptions | None = None
+                 ) -> dict[str, TraceResult]:
     """The same trace on several models of the study (before vs after unlearning)."""
-    return {m: trace_sample(study, m, sample_id, options, handle=(handles or {}).get(m)) for m in models}
+    return {m: trace_sample(study, m, sample_id, options) for m in models}
 
 
 def dataset_sample_ids(study: Study, split: str = "forget") -> list[str]:
@@ -88,26 +81,21 @@ def _dataset_options(options: TraceOptions | None, n_layers: int) -> TraceOption
     return (options or TraceOptions()).validated(n_layers)
 
 
-def dataset_cached(study: Study, model: str, options: TraceOptions | None = None, split: str = "forget",
-                   handle: ModelHandle | None = None) -> bool:
+def dataset_cached(study: Study, model: str, options: TraceOptions | None = None, split: str = "forget") -> bool:
     """True when every sample of ``split`` has a stored trace (the dataset view is then instant)."""
     ids = dataset_sample_ids(study, split)
-    opts = (options or TraceOptions()).validated(_load(study, model, handle).n_layers)
+    opts = _dataset_options(options, study.load(model).n_layers)
     got = study.store.get_many(STORE_KIND, [study.fingerprint(model)], opts.key(), ids)
     return bool(ids) and all(i in got for i in ids)
 
 
-def make_trace_compute(study: Study, model: str, options: TraceOptions, handle: ModelHandle | None = None
-                       ) -> Compute:
+def make_trace_compute(study: Study, model: str, options: TraceOptions) -> Compute:
     """The per-chunk work of ``trace_dataset``: each sample's trace (or {"error": why} for a sample that
     cannot be traced) as a stored dict. Built here or in a Ray worker from the same arguments."""
     by_id = {s.id: s for s in study.samples()}
-    loaded: dict[str, ModelHandle] = {}
 
     def compute(chunk: list[str]) -> dict[str, Any]:
-        if "h" not in loaded:  # load the model only when something is left to compute
-            loaded["h"] = _load(study, model, handle)
-        h = loaded["h"]
+        h = study.load(model)  # loaded (once, by the Study) only when something is left to compute
         pool = study.subject_pool()
         out: dict[str, Any] = {}
         for sid in chunk:
@@ -122,14 +110,12 @@ def make_trace_compute(study: Study, model: str, options: TraceOptions, handle: 
 
 def trace_dataset(study: Study, model: str, options: TraceOptions | None = None, split: str = "forget",
                   sample_ids: Sequence[str] | None = None, progress: ProgressFn | None = None,
-                  handle: ModelHandle | None = None, chunk_size: int = 4,
-                  executor: Executor | None = None) -> AIEResult:
+                  chunk_size: int = 4, executor: Executor | None = None) -> AIEResult:
     """Grouped average indirect effects over ``split`` (or ``sample_ids``) on one model. Each sample's trace
     is stored as it is computed (analysis.store.run_batch: resumable, tqdm progress, ``progress`` callback),
     in this process or on ``executor`` (e.g. analysis.distributed.RayExecutor); samples that cannot be
-    traced (no subject) are skipped and reported in ``skipped``."""
-    h = _load(study, model, handle)
-    opts = _dataset_options(options, h.n_layers)
+    traced (no subject) are skipped and reported in ``skipped``; the traces averaged are kept in ``traces``."""
+    opts = _dataset_options(options, study.load(model).n_layers)
     ids = list(sample_ids) if sample_ids is not None else dataset_sample_ids(study, split)
     if not ids:
         raise AnalysisInputError(f"no {split} samples to trace")
@@ -137,11 +123,11 @@ def trace_dataset(study: Study, model: str, options: TraceOptions | None = None,
     missing = [i for i in ids if i not in known]
     if missing:
         raise AnalysisInputError(f"unknown sample id {missing[0]!r}")
-    job = ChunkJob(make_trace_compute, study, (model, opts), {"handle": h})
+    job = ChunkJob(make_trace_compute, study, (model, opts))
     fp = study.fingerprint(model)
     values = run_batch(study.store, STORE_KIND, [fp], opts.key(), ids, job, chunk_size=chunk_size,
                        progress=progress, desc=f"trace {model}", executor=executor)
-    results = [TraceResult.from_dict(v) for v in values.values() if "error" not in v]
+    results = [TraceResult.from_dict(v) for v in values.values() if "error" not in v]  # in the order of ids
     skipped = {sid: v["error"] for sid, v in values.items() if "error" in v}
     if not results:
         raise AnalysisInputError(f"none of the {len(ids)} samples could be traced "

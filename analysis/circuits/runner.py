@@ -1,25 +1,28 @@
-"""Study-level entry points: per-sample edge scores (resumable, stored), one sample's circuit, CUD scores."""
+"""Study-level entry points of the circuits analysis: per-sample EAP-IG edge scores (stored per sample under
+:data:`~analysis.circuits.options.STORE_KIND`, resumable, here or on an executor such as Ray), one sample's
+circuit with its faithfulness and statistics, and the CUD difficulty scores of the forget set."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from analysis.circuits.cud import (
-    DISTANCES,
-    CUDReport,
-    auroc,
-    circuit_vectors,
-    cross_validate,
-    difficulty_labels,
-    spearman,
-)
-from analysis.circuits.eap import CIRCUIT_DEFAULTS, EAPOptions, baseline_outputs, edge_scores, faithfulness
+from analysis.circuits.cud import auroc, circuit_vectors, cross_validate, difficulty_labels, spearman
+from analysis.circuits.eap import BASELINES, baseline_outputs, edge_scores, faithfulness
 from analysis.circuits.graph import Graph
+from analysis.circuits.options import (
+    CIRCUIT_DEFAULTS,
+    DEFAULT_TOP_N,
+    STORE_KIND,
+    CUDOptions,
+    DistanceName,
+    EAPOptions,
+)
+from analysis.circuits.result import CircuitResult, CUDReport
 from analysis.circuits.selection import circuit_stats, edge_mask, greedy_circuit
 from analysis.data.schema import Sample
 from analysis.errors import AnalysisInputError
@@ -29,8 +32,9 @@ from analysis.scoring import PairBatch, default_batch_size, encode_pair, make_ba
 from analysis.store import ChunkJob, Compute, Executor, ProgressFn, run_batch
 from analysis.subjects import SubjectPool, pick_replacement, subject_input
 
-KIND = "eap_ig"
-VERSION = 1
+if TYPE_CHECKING:
+    from analysis.study import Study
+
 MAX_BATCH = 32  # samples per EAP-IG batch (and per stored chunk) when memory allows
 
 
@@ -68,7 +72,7 @@ def subject_replaced(handle: ModelHandle, samples: Sequence[Sample], batch: Pair
     this seed), so positions and padding are unchanged."""
     tokens = batch.tokens.clone()
     for row, s in enumerate(samples):
-        inp = subject_input(handle, s)
+        inp = subject_input(handle, s, purpose="the corrupted EAP-IG baseline")
         if tuple(tokens[row, :len(inp.ids)].tolist()) != inp.ids:
             raise RuntimeError(f"sample {s.id!r}: batch tokens and trace tokens disagree")
         s0, s1 = inp.subject_range
@@ -76,15 +80,27 @@ def subject_replaced(handle: ModelHandle, samples: Sequence[Sample], batch: Pair
     return tokens
 
 
-def mean_reference(study: Any, handle: ModelHandle) -> PairBatch:
+def mean_reference(study: Study, model: str) -> PairBatch:
     """The reference batch the mean baseline averages the input embeddings over (64 retain samples, else
-    forget samples)."""
+    forget samples), tokenised for ``model``."""
     ref = study.retain[:64] or study.forget[:64]
-    return make_batch(handle, [s.prompt for s in ref], [s.answer for s in ref])
+    return make_batch(study.load(model), [s.prompt for s in ref], [s.answer for s in ref])
 
 
-def make_edge_scores_compute(study: Any, model: str, options: EAPOptions, handle: ModelHandle | None = None
-                             ) -> Compute:
+def _corrupted(study: Study, handle: ModelHandle, samples: Sequence[Sample], batch: PairBatch,
+               options: EAPOptions) -> torch.Tensor | None:
+    """The corrupted baseline's input tokens when ``options``' baseline needs them (else None)."""
+    if not BASELINES.get(options.baseline).needs_corrupted:
+        return None
+    return subject_replaced(handle, samples, batch, study.subject_pool(), options.seed)
+
+
+def _reference(study: Study, model: str, options: EAPOptions) -> PairBatch | None:
+    """The mean baseline's reference batch when ``options``' baseline needs one (else None)."""
+    return mean_reference(study, model) if BASELINES.get(options.baseline).needs_reference else None
+
+
+def make_edge_scores_compute(study: Study, model: str, options: EAPOptions) -> Compute:
     """The per-chunk work of ``sample_edge_scores``: one EAP-IG batch per chunk, scores rounded to 6
     significant digits for the store. Built here or in a Ray worker from the same arguments."""
     by_id = {s.id: s for s in study.samples()}
@@ -92,20 +108,19 @@ def make_edge_scores_compute(study: Any, model: str, options: EAPOptions, handle
 
     def compute(chunk: list[str]) -> dict[str, Any]:
         if "handle" not in state:  # load the model only when something is left to compute
-            h = state["handle"] = one_device(handle if handle is not None else study.load(model))
-            state["reference"] = mean_reference(study, h) if options.baseline == "mean" else None
+            state["handle"] = one_device(study.load(model))
+            state["reference"] = _reference(study, model, options)
         h = state["handle"]
         ss = [by_id[i] for i in chunk]
         batch = make_batch(h, [s.prompt for s in ss], [s.answer for s in ss])
-        corrupted = (subject_replaced(h, ss, batch, study.subject_pool(), options.seed)
-                     if options.baseline == "corrupted" else None)
-        scores = edge_scores(h.model, batch, options, corrupted=corrupted, reference=state["reference"])
+        scores = edge_scores(h.model, batch, options, corrupted=_corrupted(study, h, ss, batch, options),
+                             reference=state["reference"])
         return {i: [float(f"{x:.6g}") for x in row] for i, row in zip(chunk, scores, strict=True)}
 
     return compute
 
 
-def sample_edge_scores(study: Any, model: str, sample_ids: Sequence[str], options: EAPOptions | None = None,
+def sample_edge_scores(study: Study, model: str, sample_ids: Sequence[str], options: EAPOptions | None = None,
                        batch_size: int | None = None, progress: ProgressFn | None = None,
                        executor: Executor | None = None) -> dict[str, np.ndarray]:
     """{id: [E] EAP-IG scores} on ``model``, computed in batches of ``batch_size`` samples (default:
@@ -117,35 +132,20 @@ def sample_edge_scores(study: Any, model: str, sample_ids: Sequence[str], option
     for sid in sample_ids:
         if sid not in by_id:
             raise AnalysisInputError(f"unknown sample id {sid!r}")
-    key = {**opts.to_dict(), "version": VERSION}
+    key = opts.key()
     fp = study.fingerprint(model)
     if batch_size is None:
-        stored = study.store.get_many(KIND, fp, key, sample_ids)
+        stored = study.store.get_many(STORE_KIND, fp, key, sample_ids)
         todo = [by_id[i] for i in sample_ids if i not in stored]
         # the memory rule needs the model: only load it when something is left to compute
         batch_size = _todo_batch_size(study.load(model), todo) if todo else MAX_BATCH
     job = ChunkJob(make_edge_scores_compute, study, (model, opts))
-    got = run_batch(study.store, KIND, fp, key, list(sample_ids), job, chunk_size=batch_size, progress=progress,
+    got = run_batch(study.store, STORE_KIND, fp, key, list(sample_ids), job, chunk_size=batch_size, progress=progress,
                     desc=f"EAP-IG {model}", executor=executor)
     return {k: np.asarray(v, dtype=float) for k, v in got.items()}
 
 
-@dataclass
-class CircuitResult:
-    model: str
-    sample_id: str
-    nodes: list[str]
-    edges: list[dict[str, Any]]  # {"src", "dst", "score"} for every edge of the graph
-    circuit: list[int]
-    faithfulness: dict[str, Any]
-    stats: dict[str, Any]
-    options: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def circuit_for_sample(study: Any, model: str, sample_id: str, top_n: int = 75,
+def circuit_for_sample(study: Study, model: str, sample_id: str, top_n: int = DEFAULT_TOP_N,
                        options: EAPOptions | None = None) -> CircuitResult:
     """EAP-IG edge scores of one sample on ``model`` (default options: CIRCUIT_DEFAULTS, which give faithful
     circuits), its greedy top-n circuit, the circuit's faithfulness and statistics."""
@@ -158,10 +158,8 @@ def circuit_for_sample(study: Any, model: str, sample_id: str, top_n: int = 75,
     scores = sample_edge_scores(study, model, [sample_id], opts)[sample_id]
     circuit = greedy_circuit(g, scores, top_n)
     batch = make_batch(handle, [sample.prompt], [sample.answer])
-    reference = mean_reference(study, handle) if opts.baseline == "mean" else None
-    corrupted = (subject_replaced(handle, [sample], batch, study.subject_pool(), opts.seed)
-                 if opts.baseline == "corrupted" else None)
-    base = baseline_outputs(handle.model, g, batch, opts.baseline, corrupted, reference)
+    base = baseline_outputs(handle.model, g, batch, opts.baseline, _corrupted(study, handle, [sample], batch, opts),
+                            _reference(study, model, opts))
     f = faithfulness(handle.model, batch, edge_mask(g, circuit)[None], opts.metric, base)
     faith = {"faithfulness": f.faithfulness[0], "metric_full": f.full[0], "metric_circuit": f.circuit[0],
              "metric_empty": f.empty[0], "metric": opts.metric, "note": f.notes[0],
@@ -174,24 +172,28 @@ def circuit_for_sample(study: Any, model: str, sample_id: str, top_n: int = 75,
 SIGNATURE_KEYS = ("mean_edge_layer", "mean_path_length", "longest_path", "last_third_share")
 
 
-def score_study(study: Any, distance: str = "cosine", top_n: int = 75, options: EAPOptions | None = None,
-                vector: str = "binary", quantile: float = 0.3, folds: int = 5, seed: int = 0,
-                progress: ProgressFn | None = None, executor: Executor | None = None,
-                batch_size: int | None = None) -> CUDReport:
+def score_study(study: Study, options: CUDOptions | None = None, *, distance: DistanceName | None = None,
+                top_n: int | None = None, folds: int | None = None, progress: ProgressFn | None = None,
+                executor: Executor | None = None, batch_size: int | None = None) -> CUDReport:
     """Cross-validated CUD of every forget sample on the original model, with baselines and the
-    depth / path-length signature of easy vs hard circuits (see :mod:`analysis.circuits.cud`). The per-sample
-    edge scores run here or on ``executor`` (e.g. analysis.distributed.RayExecutor)."""
-    if distance not in DISTANCES:
-        raise AnalysisInputError(f"unknown distance {distance!r} (expected one of {', '.join(DISTANCES)})")
-    opts = options or EAPOptions()
-    lab = difficulty_labels(study, quantile)
-    scores_by_id = sample_edge_scores(study, "original", lab.ids, opts, batch_size=batch_size, progress=progress,
-                                      executor=executor)
+    depth / path-length signature of easy vs hard circuits (see :mod:`analysis.circuits.cud`). ``distance``,
+    ``top_n`` and ``folds``, when given, replace those of ``options`` (default CUDOptions()). The per-sample
+    edge scores run here or on ``executor`` (e.g. analysis.distributed.RayExecutor), ``batch_size`` samples
+    per chunk (default: the memory budget's)."""
+    if options is not None and not isinstance(options, CUDOptions):
+        raise AnalysisInputError(f"score_study takes CUDOptions (the edge-score options are CUDOptions.eap), "
+                                 f"got {type(options).__name__}")
+    given = {"distance": distance, "top_n": top_n, "folds": folds}
+    opts = replace(options or CUDOptions(), **{k: v for k, v in given.items() if v is not None}).validated()
+    lab = difficulty_labels(study, opts.quantile)
+    scores_by_id = sample_edge_scores(study, "original", lab.ids, opts.eap, batch_size=batch_size,
+                                      progress=progress, executor=executor)
     g = Graph.of(study.load("original").model)
     scores = np.stack([scores_by_id[i] for i in lab.ids])
-    circuits = [greedy_circuit(g, s, top_n) for s in scores]
-    vecs = circuit_vectors(scores, circuits, vector)
-    score = cross_validate(vecs, lab.labels, distance, folds=min(folds, len(lab.ids)), seed=seed)
+    circuits = [greedy_circuit(g, s, opts.top_n) for s in scores]
+    vecs = circuit_vectors(scores, circuits, opts.vector)
+    n_folds = min(opts.folds, len(lab.ids))
+    score = cross_validate(vecs, lab.labels, opts.distance, folds=n_folds, seed=opts.seed)
     forget = {s.id: s for s in study.forget}
     handle = study.load("original")
     ans = score_answers(handle, [forget[i].prompt for i in lab.ids], [forget[i].answer for i in lab.ids])
@@ -212,12 +214,11 @@ def score_study(study: Any, distance: str = "cosine", top_n: int = 75, options: 
             k: (float(np.mean([m[k] for m in members if m[k] is not None]))
                 if any(m[k] is not None for m in members) else None) for k in SIGNATURE_KEYS}}
     validation = {**evaluate(score), "n": len(lab.ids), "n_hard": int((lab.labels == 1).sum()),
-                  "n_easy": int((lab.labels == -1).sum()), "folds": min(folds, len(lab.ids)), "seed": seed,
+                  "n_easy": int((lab.labels == -1).sum()), "folds": n_folds, "seed": opts.seed,
                   "methods": lab.methods, "baselines": baselines,
                   "note": "CUD is out-of-fold; baselines need no fitting. original_loss predicts harder for "
                           "lower loss; exposures predicts harder for more exposures."}
     anchors = {name: [float(f"{x:.6g}") for x in vecs[lab.labels == code].mean(0)]
                for name, code in (("easy", -1), ("hard", 1)) if (lab.labels == code).any()}
-    return CUDReport(lab.ids, score.tolist(), lab.observed.tolist(), lab.labels.tolist(), distance, validation,
-                     signature, {**opts.to_dict(), "top_n": top_n, "vector": vector, "quantile": quantile},
-                     anchors)
+    return CUDReport(lab.ids, score.tolist(), lab.observed.tolist(), lab.labels.tolist(), opts.distance, validation,
+                     signature, opts.report_options(), anchors)

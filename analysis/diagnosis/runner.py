@@ -68,8 +68,8 @@ def check_model(study: Study, model: str) -> None:
 
 
 def store_models(study: Study, model: str) -> list[str]:
-    retrain = study.manifest.retrain
-    return [study.fingerprint("original"), study.fingerprint(model), study.fingerprint(retrain) if retrain else ""]
+    c = study.comparison(model)
+    return [study.fingerprint(c.original), study.fingerprint(c.model), study.fingerprint(c.reference) if c.reference else ""]
 
 
 def stored_diagnosis(study: Study, model: str, options: DiagnosisOptions | None = None) -> Diagnosis | None:
@@ -114,7 +114,7 @@ def diagnose(study: Study, model: str, options: DiagnosisOptions | None = None, 
                                                         correct_after, p))
     signals = {k: g.signal for k, g in got.items()}
     verdict, reason = summary_verdict(signals)
-    names = dict.fromkeys(["original", model, *([retrain] if retrain else [])])
+    names = study.comparison(model).names
     used = saes.get("used")
     key = opts.key(used.sae_id if used is not None else None)
     result = Diagnosis(

@@ -19,6 +19,7 @@ LOG_FILE = "unlearning.json"
 
 
 def write_unlearning_log(model_dir: str | os.PathLike[str], result: UnlearnResult) -> Path:
+    """Write ``result`` as ``model_dir/unlearning.json`` (atomically: temp file + rename)."""
     traj = np.asarray(result.trajectory, dtype=float)
     record: dict[str, Any] = {
         "method": result.method, "config": result.config.to_dict(), "forget_ids": result.forget_ids,
@@ -36,4 +37,5 @@ def write_unlearning_log(model_dir: str | os.PathLike[str], result: UnlearnResul
 
 
 def read_unlearning_log(study: Study, name: str) -> dict[str, Any] | None:
+    """The record of how model ``name`` of the study was unlearned; None for models without one."""
     return study.read_model_json(name, LOG_FILE)

@@ -1,0 +1,135 @@
+"""Options of the SAE analyses, the verdict's thresholds, the store kind, and the choices (with their labels
+and help texts) that both the CLI and the app read.
+
+- ``SAEOptions``: how the TopK SAE is trained on the original (every field is part of its cache key).
+- ``RestoreOptions``: what a restoration run computes (the SAE it loads, the steering strengths, the probe
+  layers); ``RestoreOptions.key`` is its store key.
+- The thresholds of the verdict rule (``analysis.sae.verdict``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal
+
+from analysis.errors import AnalysisInputError
+
+if TYPE_CHECKING:
+    from analysis.models.handle import ModelHandle
+
+STORE_KIND = "sae_restoration"  # one RestorationReport per (original, model, retrain control) and options
+OPTIONS_VERSION = 1  # of the restoration store key
+TRAINER = "saelens-runner-1"  # part of the SAE cache key: bump when the training recipe changes
+
+# ---- the verdict rule (analysis.sae.verdict) -------------------------------------------------------------
+ALPHAS: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0)  # steering strengths (alpha 0, the model itself, is added)
+PROBE_MARGIN = 0.25  # suppressed: probe accuracy this far over the retrain control's, at some layer
+RESTORE_NET = 0.3  # suppressed: net restoration rate (max over alpha) at least this
+ERASE_PROBE_GAP = 0.125  # erased: probe gap over the retrain control at most this
+ERASE_RESTORE_NET = 0.1  # erased: net restoration rate at most this (or undefined)
+ERASE_RETENTION_GAP = 0.25  # erased: expert-feature retention at most the retrain control's + this
+MIN_FORGET_DROP = 0.05  # below this drop in forget accuracy a restoration rate is undefined
+
+# ---- choices ---------------------------------------------------------------------------------------------
+Verdict = Literal["erased", "suppressed", "inconclusive"]
+VERDICTS: tuple[Verdict, ...] = ("erased", "suppressed", "inconclusive")
+VERDICT_RULES: dict[Verdict, str] = {
+    "suppressed": f"probe beats the retrain control by ≥ {PROBE_MARGIN} or net restoration ≥ {RESTORE_NET}",
+    "erased": f"probe within {ERASE_PROBE_GAP} of the retrain control, no net restoration, retention at the "
+              "control's level",
+    "inconclusive": "neither",
+}
+
+SteeringMode = Literal["replace", "add"]
+STEERING_MODE_LABELS: dict[SteeringMode, str] = {
+    "replace": "f_u + α(f_o − f_u) (published)",
+    "add": "add expert decoder directions",
+}
+
+SAE_OPTION_HELP: dict[str, str] = {
+    "layer": "layer of the SAE: the residual stream after block L, hook_resid_post (default n_layers // 2)",
+    "k": "active features per token (TopK)",
+    "expansion": "d_sae = expansion * d_model",
+    "steps": "training steps of SAELens's runner",
+}
+RESTORE_OPTION_HELP: dict[str, str] = {
+    "model": "unlearned model or control of the study",
+    "layer": "layer of the SAE (default n_layers // 2)",
+    "k": "active features per token of the SAE (TopK)",
+    "alphas": f"comma-separated steering strengths (default {','.join(f'{a:g}' for a in ALPHAS)})",
+}
+
+
+def check_layer(handle: ModelHandle, layer: int) -> int:
+    if not 0 <= int(layer) < handle.n_layers:
+        raise AnalysisInputError(f"layer {layer} is out of range: the model has layers 0..{handle.n_layers - 1}")
+    return int(layer)
+
+
+@dataclass
+class SAEOptions:
+    """How the TopK SAE is trained on the original's residual stream (every field is in its cache key)."""
+
+    layer: int | None = None  # default: n_layers // 2
+    k: int = 16
+    expansion: int = 4  # d_sae = expansion * d_model
+    steps: int = 1500
+    batch_tokens: int = 512
+    lr: float = 2e-3
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def resolved(self, handle: ModelHandle) -> SAEOptions:
+        """These options with the default layer filled in and checked against ``handle``."""
+        layer = check_layer(handle, handle.n_layers // 2 if self.layer is None else self.layer)
+        if self.k < 1 or self.expansion < 1 or self.steps < 1 or self.batch_tokens < 1 or self.lr <= 0:
+            raise AnalysisInputError("k, expansion, steps, batch_tokens and lr must be positive")
+        return SAEOptions(**{**self.to_dict(), "layer": layer})
+
+    def key(self) -> str:
+        """Hash of every option (and the trainer version): part of the cache directory's name."""
+        blob = json.dumps({**self.to_dict(), "trainer": TRAINER}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    """What a restoration run computes. ``layer`` and ``k`` pick the SAE to load (``load_sae``) when no trained
+    SAE is passed; the SAE actually used, its layer, the alphas and the probe layers form the store key."""
+
+    layer: int | None = None  # SAE layer; None: n_layers // 2
+    k: int = 16
+    alphas: tuple[float, ...] = ALPHAS
+    probe_layers: tuple[int, ...] | None = None  # None: every layer
+
+    def validated(self, n_layers: int | None = None) -> RestoreOptions:
+        """Checked and normalised (alphas and layers as tuples of floats / ints)."""
+        alphas = tuple(float(a) for a in self.alphas)
+        if not alphas:
+            raise AnalysisInputError("give at least one steering strength alpha")
+        if not all(math.isfinite(a) for a in alphas):
+            raise AnalysisInputError(f"steering strengths must be finite numbers, got {list(alphas)}")
+        if self.k < 1:
+            raise AnalysisInputError(f"k must be at least 1, got {self.k}")
+        probe_layers = None if self.probe_layers is None else tuple(int(x) for x in self.probe_layers)
+        if probe_layers is not None and not probe_layers:
+            raise AnalysisInputError("give at least one probe layer (or None for every layer)")
+        if n_layers is not None:
+            for layer in ([] if self.layer is None else [self.layer]) + list(probe_layers or []):
+                if not 0 <= layer < n_layers:
+                    raise AnalysisInputError(f"layer {layer} is out of range: the model has layers 0..{n_layers - 1}")
+        return replace(self, alphas=alphas, probe_layers=probe_layers)
+
+    def key(self, sae_id: str, layer: int) -> dict[str, Any]:
+        """The store key of a run with the SAE ``sae_id`` at ``layer`` (the probe layers only when chosen, so
+        runs over every layer keep the key they always had)."""
+        out: dict[str, Any] = {"sae": sae_id, "layer": layer, "alphas": [float(a) for a in self.alphas],
+                               "version": OPTIONS_VERSION}
+        if self.probe_layers is not None:
+            out["probe_layers"] = [int(x) for x in self.probe_layers]
+        return out

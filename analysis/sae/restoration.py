@@ -1,0 +1,161 @@
+"""Active restoration (Jang et al.) and passive retention of a model's expert features, through the
+original's SAE: the raw signals of one model (``model_signals``), before any comparison with the retrain
+control (``analysis.sae.verdict``).
+
+1. Passive retention: the unlearned model's expert-feature activations (through the original's SAE, last
+   prompt token of forget samples) relative to the original's.
+2. Active restoration: at layer L of the unlearned model set the expert features
+   ``f = f_u + alpha * (f_o - f_u)`` (f_o: the original on the same tokens), decode with the SAE error term
+   kept (so alpha = 0 changes nothing): ``x' = x + (alpha * (f_o - f_u) * mask) @ W_dec``. Mode "add" adds
+   the expert decoder directions instead: ``x' = x + alpha * (a_max * mask) @ W_dec``. Restoration rate =
+   (acc_restored - acc_unlearned) / (acc_original - acc_unlearned) on forget samples. The same run on the
+   retrain control measures injection (trap a); the net rate subtracts it.
+3. Probe readout (analysis.sae.probe): catches trap (b), a model changed only after layer L (e.g. at its
+   readout), which mid-layer patching cannot see.
+
+Steering modes are a registry (``STEERING_MODES``): a mode maps (SAE, f_o, expert mask, add scale) to the
+function giving the residual-stream change ``delta(x)`` that alpha scales.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from sae_lens import TopKSAE
+
+from analysis.data.schema import Sample
+from analysis.errors import AnalysisInputError
+from analysis.models.handle import ModelHandle
+from analysis.registry import Registry
+from analysis.sae.features import ExpertFeatures, last_prompt_acts
+from analysis.sae.options import ALPHAS, STEERING_MODE_LABELS, SteeringMode
+from analysis.sae.probe import run_probe
+from analysis.sae.result import Signals
+from analysis.sae.train import TrainedSAE
+from analysis.scoring import PairBatch, answer_correct, make_batch
+
+if TYPE_CHECKING:
+    from analysis.study import Study
+
+Delta = Callable[[torch.Tensor], torch.Tensor]  # residual stream x [B, T, d_model] -> change at alpha 1
+SteeringFn = Callable[[TopKSAE, torch.Tensor, torch.Tensor, "torch.Tensor | None"], Delta]
+
+STEERING_MODES: Registry[SteeringFn] = Registry("steering mode")
+
+
+@STEERING_MODES.register("replace", label=STEERING_MODE_LABELS["replace"])
+def replace_features(sae: TopKSAE, f_o: torch.Tensor, mask: torch.Tensor, add_scale: torch.Tensor | None) -> Delta:
+    """``(f_o - f_u) * mask @ W_dec``: the expert features moved to the original's (f_u encoded from x)."""
+
+    def delta(x: torch.Tensor) -> torch.Tensor:
+        return ((f_o - sae.encode(x.float())) * mask) @ sae.W_dec
+
+    return delta
+
+
+@STEERING_MODES.register("add", label=STEERING_MODE_LABELS["add"])
+def add_directions(sae: TopKSAE, f_o: torch.Tensor, mask: torch.Tensor,  # noqa: ARG001
+                   add_scale: torch.Tensor | None) -> Delta:
+    """``(a_max * mask) @ W_dec`` at every position: the expert decoder directions, each scaled by
+    ``add_scale`` (the feature's largest activation on the original)."""
+    if add_scale is None:
+        raise AnalysisInputError("mode 'add' needs add_scale")
+    vec = (mask * add_scale[None, None, :]) @ sae.W_dec  # [A*N, 1, d_model]
+    return lambda x: vec.expand(-1, x.shape[1], -1)
+
+
+def expert_mask(experts: ExpertFeatures, samples: Sequence[Sample], d_sae: int) -> torch.Tensor:
+    """[N, d_sae] bool: the expert features of each sample's person and relation."""
+    mask = torch.zeros(len(samples), d_sae, dtype=torch.bool)
+    for i, s in enumerate(samples):
+        mask[i, experts.for_sample(s)] = True
+    return mask
+
+
+@torch.no_grad()
+def original_features(original: ModelHandle, trained: TrainedSAE, batch: PairBatch) -> torch.Tensor:
+    """[N, T, d_sae] the original's SAE features on ``batch`` at the SAE's hook."""
+    _, cache = original.model.run_with_cache(batch.tokens, names_filter=trained.hook,
+                                             stop_at_layer=trained.layer + 1)
+    return trained.sae.encode(cache[trained.hook].float())
+
+
+@torch.no_grad()
+def steered_correct(handle: ModelHandle, trained: TrainedSAE, batch: PairBatch, f_o: torch.Tensor,
+                    mask: torch.Tensor, alphas: Sequence[float], mode: SteeringMode = "replace",
+                    add_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """[A, N] bool answer correctness of ``handle`` steered at each alpha, in ONE batched forward."""
+    logits = steered_logits(handle, trained, batch, f_o, mask, alphas, mode, add_scale)
+    return answer_correct(logits, batch.repeat(len(alphas))).view(len(alphas), -1).cpu()
+
+
+@torch.no_grad()
+def steered_logits(handle: ModelHandle, trained: TrainedSAE, batch: PairBatch, f_o: torch.Tensor,
+                   mask: torch.Tensor, alphas: Sequence[float], mode: SteeringMode = "replace",
+                   add_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """[A * N, T, vocab] logits of ``handle`` steered at layer L, rows alpha-major (alpha 0 = unchanged)."""
+    steering = STEERING_MODES.get(mode)
+    n, a = batch.tokens.shape[0], len(alphas)
+    big = batch.repeat(a)
+    alpha = torch.tensor([float(x) for x in alphas], device=batch.tokens.device).repeat_interleave(n)
+    m = mask.to(f_o.device).float()[:, None, :].repeat(a, 1, 1)  # [A*N, 1, d_sae]
+    delta = steering(trained.sae, f_o.repeat(a, 1, 1), m, add_scale)
+
+    def hook(x: torch.Tensor, hook: Any) -> torch.Tensor:  # noqa: ARG001
+        return x + (alpha[:, None, None] * delta(x)).to(x.dtype)
+
+    return handle.model.run_with_hooks(big.tokens, return_type="logits", fwd_hooks=[(trained.hook, hook)])
+
+
+@torch.no_grad()
+def steered_correct_loop(handle: ModelHandle, trained: TrainedSAE, batch: PairBatch, f_o: torch.Tensor,
+                         mask: torch.Tensor, alphas: Sequence[float]) -> torch.Tensor:
+    """Reference for the benchmark: one forward per (alpha, sample)."""
+    out = torch.zeros(len(alphas), batch.tokens.shape[0], dtype=torch.bool)
+    for j, al in enumerate(alphas):
+        for i in range(batch.tokens.shape[0]):
+            one = PairBatch(*(t[i:i + 1] for t in (batch.tokens, batch.target_mask, batch.prompt_lens,
+                                                   batch.answer_lens, batch.lengths)))
+            out[j, i] = steered_correct(handle, trained, one, f_o[i:i + 1], mask[i:i + 1], [al])[0, 0]
+    return out
+
+
+@torch.no_grad()
+def model_signals(study: Study, name: str, trained: TrainedSAE, experts: ExpertFeatures,
+                  alphas: Sequence[float] = ALPHAS, probe_layers: Sequence[int] | None = None) -> Signals:
+    """Restoration at each alpha (both steering modes), expert-feature retention and the probe readout of
+    the model ``name``, on the study's forget samples."""
+    forget = study.forget
+    if not forget:
+        raise AnalysisInputError("the forget set is empty: nothing to restore")
+    original, handle = study.load("original"), study.load(name)
+    if handle.n_layers != original.n_layers or handle.model.cfg.d_model != original.model.cfg.d_model:
+        raise AnalysisInputError(f"model {name!r} does not have the original's shape; the SAE does not apply")
+    batch = make_batch(handle, [s.prompt for s in forget], [s.answer for s in forget])
+    f_o = original_features(original, trained, batch)
+    d_sae = int(trained.sae.cfg.d_sae)
+    mask = expert_mask(experts, forget, d_sae)
+    ids = [s.id for s in forget]
+    acc_o = float(answer_correct(original.model(batch.tokens, return_type="logits"), batch).float().mean())
+    alist = [0.0, *[float(a) for a in alphas]]
+    corr = steered_correct(handle, trained, batch, f_o, mask, alist)
+    # add mode: each expert feature's largest activation on the original's forget samples (last prompt token)
+    rows = torch.arange(len(forget))
+    last_o = f_o[rows, batch.prompt_lens.cpu() - 1]
+    add_scale = last_o.max(0).values
+    corr_add = steered_correct(handle, trained, batch, f_o, mask, [float(a) for a in alphas], "add", add_scale)
+    # passive retention at the last prompt token
+    last_u = trained.sae.encode(last_prompt_acts(handle, forget, [trained.hook], trained.layer + 1)[trained.hook])
+    mo, mu = (last_o * mask).sum(-1), (last_u * mask).sum(-1)
+    retention = float(mu.sum() / mo.sum().clamp(min=1e-9))
+    by_sample = {i: float(u / o) if o > 0 else 0.0 for i, u, o in zip(ids, mu.tolist(), mo.tolist(), strict=True)}
+    probe = run_probe(handle, study.retain, forget, probe_layers)
+    return Signals(model=name, fingerprint=study.fingerprint(name), acc_original=acc_o,
+                   acc_unlearned=float(corr[0].float().mean()),
+                   per_alpha={a: float(corr[j + 1].float().mean()) for j, a in enumerate(alist[1:])},
+                   per_alpha_add={a: float(corr_add[j].float().mean()) for j, a in enumerate(alist[1:])},
+                   correct_unlearned=dict(zip(ids, corr[0].tolist(), strict=True)),
+                   restored={a: dict(zip(ids, corr[j + 1].tolist(), strict=True)) for j, a in enumerate(alist[1:])},
+                   feature_retention=retention, retention_by_sample=by_sample, probe=probe)

@@ -1,0 +1,89 @@
+"""Study-level entry points of the restoration analysis: ``restore`` / ``restore_all`` judge models against
+the study's retrain control, share the SAE, the expert features and the control's signals, read and write
+each report in the study store (kind ``STORE_KIND``), and compute each model's signals here or, one model
+per worker, on an executor (e.g. analysis.distributed.RayExecutor)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from analysis.errors import AnalysisInputError
+from analysis.sae.features import ExpertFeatures, find_expert_features
+from analysis.sae.options import STORE_KIND, RestoreOptions
+from analysis.sae.restoration import model_signals
+from analysis.sae.result import RestorationReport
+from analysis.sae.train import TrainedSAE, load_sae
+from analysis.sae.verdict import restoration_report
+from analysis.store import ChunkJob, Compute, Executor, map_chunks
+
+if TYPE_CHECKING:
+    from analysis.study import Study
+
+
+def reference_control(study: Study, model: str) -> str:
+    """The retrain control ``model`` is judged against; raises when the question cannot be asked."""
+    if model == "original":
+        raise AnalysisInputError("pick an unlearned model or a control, not the original")
+    ref_name = study.comparison(model).reference
+    if not study.forget:
+        raise AnalysisInputError("the forget set is empty: nothing to restore")
+    if not ref_name:
+        raise AnalysisInputError("this study has no retrain control: the verdict needs one as the deletion "
+                                 "reference (create the study with --retrain NAME)")
+    return str(ref_name)
+
+
+def restore(study: Study, model: str, options: RestoreOptions | None = None, trained: TrainedSAE | None = None,
+            use_store: bool = True, executor: Executor | None = None) -> RestorationReport:
+    """Restoration report of ``model`` against the study's retrain control (stored in the study store)."""
+    return restore_all(study, [model], options, trained=trained, use_store=use_store, executor=executor)[model]
+
+
+def make_signals_compute(study: Study, sae_path: str, experts: ExpertFeatures, alphas: Sequence[float],
+                         probe_layers: Sequence[int] | None = None, trained: TrainedSAE | None = None) -> Compute:
+    """The per-model work of ``restore_all``: ``compute(names) -> {name: Signals}`` with the SAE at
+    ``sae_path`` (``trained`` when already loaded). Built here or in a Ray worker."""
+    sae = trained or load_sae(study, path=sae_path)
+    return lambda names: {n: model_signals(study, n, sae, experts, alphas, probe_layers) for n in names}
+
+
+def restore_all(study: Study, names: Sequence[str] | None = None, options: RestoreOptions | None = None,
+                trained: TrainedSAE | None = None, use_store: bool = True,
+                executor: Executor | None = None) -> dict[str, RestorationReport]:
+    """Reports for ``names`` (default: every non-original model), sharing the SAE (``trained``, else the one
+    ``options.layer`` / ``options.k`` name), the expert features and the retrain control's signals; each
+    report is read from / written to the study store as soon as its model's signals are in. The signals of
+    each model are computed here or, one model per worker, on ``executor``."""
+    names = [n for n in study.model_names if n != "original"] if names is None else list(names)
+    ref_name = ""
+    for n in names:
+        ref_name = reference_control(study, n)
+    opts = (options or RestoreOptions()).validated()
+    if opts.probe_layers is not None:
+        opts.validated(study.load("original").n_layers)
+    trained = trained or load_sae(study, layer=opts.layer, k=opts.k)
+    key = opts.key(trained.sae_id, trained.layer)
+    out: dict[str, RestorationReport] = {}
+    todo = []
+    for n in names:
+        c = study.comparison(n)
+        fps = [study.fingerprint(m) for m in (c.original, c.model, ref_name)]
+        hit = study.store.get(STORE_KIND, fps, key) if use_store else None
+        if hit is not None:
+            out[n] = RestorationReport.from_dict(hit)
+        else:
+            todo.append((n, fps))
+    if todo:
+        experts = find_expert_features(study.load("original"), trained, study.forget, study.retain)
+        job = ChunkJob(make_signals_compute, study, (str(trained.path), experts, opts.alphas, opts.probe_layers),
+                       {"trained": trained})
+        pending, signals = dict(todo), {}
+        for _, values in map_chunks(job, [[ref_name], *[[n] for n in pending if n != ref_name]], executor):
+            signals.update(values)
+            for n in [n for n in pending if n in signals and ref_name in signals]:
+                out[n] = restoration_report(signals[n], signals[ref_name], key)
+                if use_store:
+                    study.store.put(STORE_KIND, pending[n], key, out[n].to_dict())
+                del pending[n]
+    return {n: out[n] for n in names}
