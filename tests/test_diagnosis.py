@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from analysis.diagnosis import SAMPLE_COLUMNS, Diagnosis, DiagnosisOptions, Signal, diagnose, stored_diagnosis
-from analysis.diagnosis.figures import diagnosis_charts
 from analysis.diagnosis.cli import add_parser
+from analysis.diagnosis.figures import diagnosis_charts
 from analysis.diagnosis.report import ReportError, write_report
 from analysis.diagnosis.rules import agreement, caveats, summary_verdict
 from analysis.errors import AnalysisInputError, StudyError

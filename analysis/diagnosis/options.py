@@ -10,7 +10,7 @@ from typing import Any
 from analysis.attribution.options import RecoveryOptions
 from analysis.circuits.options import DEFAULT_TOP_N, DistanceName, check_choice
 from analysis.errors import AnalysisInputError
-from analysis.sae.train import SAEOptions
+from analysis.sae.options import SAEOptions
 from analysis.tracing.options import TraceOptions
 
 STORE_KIND = "diagnosis"  # one row per (original, model, retrain) and options: the whole Diagnosis

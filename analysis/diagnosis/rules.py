@@ -6,7 +6,7 @@ Readings:
 - outputs (analysis.evaluation): the share of the retrain control's drop in forget accuracy that this model
   achieves, ``(acc_original - acc_model) / (acc_original - acc_retrain)`` (the retrain control's accuracy
   taken as 0 without one). gone at >= OUTPUT_GONE, present at <= OUTPUT_PRESENT.
-- sae (analysis.sae.restore): its own verdict; suppressed -> present, erased -> gone.
+- sae (analysis.sae.verdict): its own verdict; suppressed -> present, erased -> gone.
 - emphasis (analysis.attribution, unPact): the net recovery rate of each strategy, the model's rate minus the
   retrain control's (what emphasis invents on a model that never learned the facts); present if the best
   strategy's net rate is >= RECOVERY_PRESENT, gone if every strategy's is <= RECOVERY_GONE.

@@ -6,7 +6,7 @@ per-sample table, and the underlying result as a dict."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,12 +30,13 @@ from analysis.diagnosis.rules import (
 )
 from analysis.errors import AnalysisInputError
 from analysis.evaluation import evaluate_study, model_scores
-from analysis.sae.restore import PROBE_MARGIN, RESTORE_NET, restore
-from analysis.sae.train import SAEOptions, TrainedSAE, load_sae
+from analysis.sae.options import SAEOptions
+from analysis.sae.runner import restore
+from analysis.sae.train import TrainedSAE, load_sae
 from analysis.store import ProgressFn
 from analysis.tracing.options import TraceOptions
 from analysis.tracing.result import AIEResult, TraceResult, role_positions
-from analysis.tracing.tracer import trace_dataset, trace_sample
+from analysis.tracing.runner import trace_dataset
 from analysis.unlearning.log import read_unlearning_log
 
 if TYPE_CHECKING:
@@ -109,19 +110,12 @@ def sae(study: Study, model: str, trained: TrainedSAE) -> Gathered:
     """The SAE restoration report (feature retention, restoration net of the retrain control, probes) and
     its verdict."""
     rep = restore(study, model, trained=trained)
-    ref_probe = rep.retrain.get("probe_by_layer", {})
-    gaps = [v - (ref_probe.get(k) or 0.0) for k, v in rep.probe_by_layer.items() if v is not None]
-    gap = max(gaps) if gaps else None
-    why = []
-    if gap is not None and gap >= PROBE_MARGIN:
-        why.append(f"probe {gap:+.2f} over the retrain control")
-    if rep.restoration_rate_net is not None and rep.restoration_rate_net >= RESTORE_NET:
-        why.append(f"net restoration {rep.restoration_rate_net:.2f}")
+    gap = rep.probe_gap
     numbers = {"verdict": rep.verdict, "feature_retention": rep.feature_retention,
                "retrain_feature_retention": rep.retrain.get("feature_retention"),
                "restoration_rate": rep.restoration_rate, "restoration_rate_net": rep.restoration_rate_net,
                "probe_accuracy": rep.probe_accuracy, "probe_gap": gap, "layer": rep.options.get("layer"),
-               "sae_why": ", ".join(why) or "see the evidence"}
+               "sae_why": ", ".join(rep.reasons) or "see the evidence"}
     summary = (f"verdict {rep.verdict}: expert-feature retention {rep.feature_retention:.2f} (retrain control "
                f"{fmt(rep.retrain.get('feature_retention'))}), net restoration {fmt(rep.restoration_rate_net)}, "
                f"probe accuracy {fmt(rep.probe_accuracy)} ({fmt(gap, '+.2f')} over the retrain control)")
@@ -211,17 +205,17 @@ def trace(study: Study, model: str, options: TraceOptions, progress: ProgressFn 
                     f"{aies[model].clean:.3f} (each model is traced through its own output)")
     if before is not None and before < TRACE_MIN_EFFECT:
         evidence.append(f"the original's effect is below {TRACE_MIN_EFFECT}: nothing to compare")
-    skipped = set(aies["original"].skipped) | set(aies[model].skipped)
     rows: dict[str, dict[str, Any]] = {}
-    for s in study.forget:
-        if s.id in skipped:
+    for s in study.forget:  # each dataset trace keeps the per-sample traces it averaged
+        tb, ta = aies["original"].traces.get(s.id), aies[model].traces.get(s.id)
+        if tb is None or ta is None:  # skipped (untraceable) on either model
             continue
-        b = sample_effect(trace_sample(study, "original", s.id, options), layers, role)
-        a = sample_effect(trace_sample(study, model, s.id, options), layers, role)
+        b, a = sample_effect(tb, layers, role), sample_effect(ta, layers, role)
         rows[s.id] = {"trace_before": b, "trace_after": a,
                       "trace_shift": None if a is None or b is None else a - b}
+    # The per-sample traces are already in the rows; the detail keeps the averages only (a smaller report).
     return Gathered(Signal("trace", TITLES["trace"], trace_reading(kept), summary, evidence, numbers), rows,
-                    {n: a.to_dict() for n, a in aies.items()})
+                    {n: replace(a, traces={}).to_dict() for n, a in aies.items()})
 
 
 # ---- CUD ----------------------------------------------------------------------------------------------------

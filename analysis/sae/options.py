@@ -69,7 +69,7 @@ def check_layer(handle: ModelHandle, layer: int) -> int:
     return int(layer)
 
 
-@dataclass
+@dataclass(frozen=True)
 class SAEOptions:
     """How the TopK SAE is trained on the original's residual stream (every field is in its cache key)."""
 
@@ -84,12 +84,16 @@ class SAEOptions:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def validated(self) -> SAEOptions:
+        """Checked without a model (the layer's range needs one: ``resolved``)."""
+        if self.k < 1 or self.expansion < 1 or self.steps < 1 or self.batch_tokens < 1 or self.lr <= 0:
+            raise AnalysisInputError("k, expansion, steps, batch_tokens and lr must be positive")
+        return self
+
     def resolved(self, handle: ModelHandle) -> SAEOptions:
         """These options with the default layer filled in and checked against ``handle``."""
         layer = check_layer(handle, handle.n_layers // 2 if self.layer is None else self.layer)
-        if self.k < 1 or self.expansion < 1 or self.steps < 1 or self.batch_tokens < 1 or self.lr <= 0:
-            raise AnalysisInputError("k, expansion, steps, batch_tokens and lr must be positive")
-        return SAEOptions(**{**self.to_dict(), "layer": layer})
+        return replace(self.validated(), layer=layer)
 
     def key(self) -> str:
         """Hash of every option (and the trainer version): part of the cache directory's name."""

@@ -112,4 +112,3 @@ def run_probe(handle: ModelHandle, retain: Sequence[Sample], forget: Sequence[Sa
     return ProbeResult(layers=layers, acc_by_layer=acc, train_acc_by_layer=tacc, correct=correct,
                        n_train=len(rows), n_eval=n_eval, n_skipped=len(forget) - n_eval,
                        train_ids=sorted({r[0] for r in rows}))
-
