@@ -1,6 +1,6 @@
 """Erasure Workbench analysis package: the science behind the app, the CLI and the notebooks.
 
-Never imports streamlit, the app or the CLI (see ARCHITECTURE.md).
+Never imports streamlit, the app or the CLI. The map: docs/ARCHITECTURE.md.
 """
 
 import os as _os

@@ -304,6 +304,23 @@ class UnlearnContext:
             self.progress(frac, message)
 
 
+@dataclass(frozen=True)
+class StepBatch:
+    """One optimisation step's input (like SAELens's ``TrainStepInput``): the forget rows and their indices
+    into the forget set, and the retain rows and indices (None for methods without a retain term)."""
+
+    forget: PairBatch
+    forget_idx: torch.Tensor
+    retain: PairBatch | None
+    retain_idx: torch.Tensor | None
+
+
+def forget_logprob(ctx: UnlearnContext, step: StepBatch) -> torch.Tensor:
+    """[B] summed answer log-prob of the step's forget rows under the model being unlearned (NPO, SimNPO and
+    the readout control's forget terms)."""
+    return answer_logprob(ctx.model(step.forget.tokens, return_type="logits"), step.forget, "sum")
+
+
 class GradientMethod(UnlearnMethod):
     """The shared optimisation loop; subclasses define :meth:`loss` (and optionally what is trained)."""
 
@@ -313,14 +330,7 @@ class GradientMethod(UnlearnMethod):
     def trainable(self, ctx: UnlearnContext) -> list[torch.nn.Parameter]:
         return list(ctx.model.parameters())
 
-    def loss(
-        self,
-        ctx: UnlearnContext,
-        forget: PairBatch,
-        forget_idx: torch.Tensor,
-        retain: PairBatch | None,
-        retain_idx: torch.Tensor | None,
-    ) -> torch.Tensor:
+    def loss(self, ctx: UnlearnContext, step: StepBatch) -> torch.Tensor:
         raise NotImplementedError
 
     def unlearn(self, ctx: UnlearnContext) -> None:
@@ -350,7 +360,7 @@ class GradientMethod(UnlearnMethod):
                 if ri is not None and ctx.retain_batch is not None
                 else None
             )
-            loss = self.loss(ctx, fb, fi, rb, ri)
+            loss = self.loss(ctx, StepBatch(fb, fi, rb, ri))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)

@@ -7,8 +7,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from analysis.scoring import PairBatch
-from analysis.unlearning.base import GradientMethod, UnlearnContext, nll, register
+from analysis.unlearning.base import GradientMethod, StepBatch, UnlearnContext, nll, register
 
 
 @register("grad_ascent", label="gradient ascent")
@@ -16,12 +15,5 @@ class GradAscent(GradientMethod):
     defaults: ClassVar[dict[str, Any]] = {"steps": 100, "lr": 7e-5}
     needs_retain = False
 
-    def loss(
-        self,
-        ctx: UnlearnContext,
-        forget: PairBatch,
-        forget_idx: torch.Tensor,
-        retain: PairBatch | None,
-        retain_idx: torch.Tensor | None,
-    ) -> torch.Tensor:
-        return -nll(ctx.model(forget.tokens, return_type="logits"), forget)
+    def loss(self, ctx: UnlearnContext, step: StepBatch) -> torch.Tensor:
+        return -nll(ctx.model(step.forget.tokens, return_type="logits"), step.forget)

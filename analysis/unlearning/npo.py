@@ -18,8 +18,15 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from analysis.scoring import PairBatch, answer_logprob
-from analysis.unlearning.base import GradientMethod, UnlearnContext, register, retain_term
+from analysis.scoring import answer_logprob
+from analysis.unlearning.base import (
+    GradientMethod,
+    StepBatch,
+    UnlearnContext,
+    forget_logprob,
+    register,
+    retain_term,
+)
 
 
 def npo_loss(logp: torch.Tensor, logp_ref: torch.Tensor, beta: float) -> torch.Tensor:
@@ -41,14 +48,7 @@ class NPO(GradientMethod):
     def prepare(self, ctx: UnlearnContext) -> None:
         self.ref = reference_logprobs(ctx)
 
-    def loss(
-        self,
-        ctx: UnlearnContext,
-        forget: PairBatch,
-        forget_idx: torch.Tensor,
-        retain: PairBatch | None,
-        retain_idx: torch.Tensor | None,
-    ) -> torch.Tensor:
-        logp = answer_logprob(ctx.model(forget.tokens, return_type="logits"), forget, "sum")
-        forget_term = npo_loss(logp, self.ref[forget_idx.to(self.ref.device)], ctx.cfg.npo_beta)
-        return forget_term + retain_term(ctx, retain)
+    def loss(self, ctx: UnlearnContext, step: StepBatch) -> torch.Tensor:
+        logp = forget_logprob(ctx, step)
+        forget_term = npo_loss(logp, self.ref[step.forget_idx.to(self.ref.device)], ctx.cfg.npo_beta)
+        return forget_term + retain_term(ctx, step.retain)

@@ -15,8 +15,14 @@ from typing import Any, ClassVar
 import torch
 
 from analysis.errors import AnalysisInputError
-from analysis.scoring import PairBatch, answer_logprob
-from analysis.unlearning.base import GradientMethod, UnlearnContext, register, retain_term
+from analysis.unlearning.base import (
+    GradientMethod,
+    StepBatch,
+    UnlearnContext,
+    forget_logprob,
+    register,
+    retain_term,
+)
 from analysis.unlearning.npo import npo_loss, reference_logprobs
 
 READOUT_PARAMS: tuple[str, ...] = ("unembed.W_U", "unembed.b_U")
@@ -44,14 +50,7 @@ class ReadoutSuppression(GradientMethod):
         ctx.extra["trained_parameters"] = names
         return [named[n] for n in names]
 
-    def loss(
-        self,
-        ctx: UnlearnContext,
-        forget: PairBatch,
-        forget_idx: torch.Tensor,
-        retain: PairBatch | None,
-        retain_idx: torch.Tensor | None,
-    ) -> torch.Tensor:
-        logp = answer_logprob(ctx.model(forget.tokens, return_type="logits"), forget, "sum")
-        forget_term = npo_loss(logp, self.ref[forget_idx.to(self.ref.device)], ctx.cfg.readout_beta)
-        return forget_term + retain_term(ctx, retain)
+    def loss(self, ctx: UnlearnContext, step: StepBatch) -> torch.Tensor:
+        logp = forget_logprob(ctx, step)
+        forget_term = npo_loss(logp, self.ref[step.forget_idx.to(self.ref.device)], ctx.cfg.readout_beta)
+        return forget_term + retain_term(ctx, step.retain)

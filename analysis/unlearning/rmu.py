@@ -29,8 +29,7 @@ import torch
 
 from analysis import hooks
 from analysis.errors import AnalysisInputError
-from analysis.scoring import PairBatch
-from analysis.unlearning.base import GradientMethod, UnlearnContext, real_positions, register
+from analysis.unlearning.base import GradientMethod, StepBatch, UnlearnContext, real_positions, register
 
 UPDATE_SPAN = 3  # MLPs of layers l-2, l-1, l
 
@@ -68,19 +67,13 @@ class RMU(GradientMethod):
         blocks = ctx.model.blocks
         return [p for i in ctx.extra["rmu_updated_layers"] for p in blocks[i].mlp.parameters()]
 
-    def loss(
-        self,
-        ctx: UnlearnContext,
-        forget: PairBatch,
-        forget_idx: torch.Tensor,
-        retain: PairBatch | None,
-        retain_idx: torch.Tensor | None,
-    ) -> torch.Tensor:
-        assert retain is not None and retain_idx is not None
+    def loss(self, ctx: UnlearnContext, step: StepBatch) -> torch.Tensor:
+        forget, retain = step.forget, step.retain
+        assert retain is not None and step.retain_idx is not None
         act_f = resid_post_activation(ctx.model, forget.tokens, self.layer)[:, :-1][forget.target_mask]
         forget_term = ((act_f - self.target) ** 2).mean()
         act_r = resid_post_activation(ctx.model, retain.tokens, self.layer)
-        ref_r = self.retain_ref[retain_idx.to(self.retain_ref.device), : retain.tokens.shape[1]]
+        ref_r = self.retain_ref[step.retain_idx.to(self.retain_ref.device), : retain.tokens.shape[1]]
         mask = real_positions(retain)
         retain_term = ((act_r[mask] - ref_r[mask]) ** 2).mean()
         return forget_term + ctx.cfg.retain_weight * ctx.cfg.rmu_alpha * retain_term

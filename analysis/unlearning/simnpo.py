@@ -14,8 +14,14 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from analysis.scoring import PairBatch, answer_logprob
-from analysis.unlearning.base import GradientMethod, UnlearnContext, register, retain_term
+from analysis.unlearning.base import (
+    GradientMethod,
+    StepBatch,
+    UnlearnContext,
+    forget_logprob,
+    register,
+    retain_term,
+)
 
 
 def simnpo_loss(logp_sum: torch.Tensor, answer_lens: torch.Tensor, beta: float, gamma: float) -> torch.Tensor:
@@ -28,14 +34,7 @@ def simnpo_loss(logp_sum: torch.Tensor, answer_lens: torch.Tensor, beta: float, 
 class SimNPO(GradientMethod):
     defaults: ClassVar[dict[str, Any]] = {"steps": 100, "lr": 3e-4, "retain_weight": 1.0}
 
-    def loss(
-        self,
-        ctx: UnlearnContext,
-        forget: PairBatch,
-        forget_idx: torch.Tensor,
-        retain: PairBatch | None,
-        retain_idx: torch.Tensor | None,
-    ) -> torch.Tensor:
-        logp = answer_logprob(ctx.model(forget.tokens, return_type="logits"), forget, "sum")
-        forget_term = simnpo_loss(logp, forget.answer_lens, ctx.cfg.simnpo_beta, ctx.cfg.simnpo_gamma)
-        return forget_term + retain_term(ctx, retain)
+    def loss(self, ctx: UnlearnContext, step: StepBatch) -> torch.Tensor:
+        logp = forget_logprob(ctx, step)
+        forget_term = simnpo_loss(logp, step.forget.answer_lens, ctx.cfg.simnpo_beta, ctx.cfg.simnpo_gamma)
+        return forget_term + retain_term(ctx, step.retain)
