@@ -24,6 +24,10 @@ from analysis.tracing.options import STORE_KIND
 
 TRACE_OPTS = TraceOptions(n_samples=2)  # small: the point is equality, not the science
 
+# Ray workers run one torch thread each (ChunkWorker); the in-process reference runs with one thread too, so
+# that both sum in the same order and the stored floats are bitwise equal (with 2 threads they differ ~1e-7).
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture(scope="module")
 def ray_instance() -> Iterator[Any]:
