@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from analysis.cli_common import Parser, emit, tqdm_progress, verb
+from analysis.cli_common import Parser, dumps, emit, int_arg, positive_int, seed_int, tqdm_progress, verb
 from analysis.errors import WorkbenchError
 
 DEFAULT_STUDY = "studies/demo"
+MIN_PEOPLE = 10  # analysis.organism.train.MIN_PEOPLE (not imported: that module imports torch)
 # Modules exposing add_parser(sub, verb) for their analysis verbs.
 ANALYSIS_VERBS: tuple[str, ...] = ("analysis.tracing.cli", "analysis.circuits.cli", "analysis.attribution.cli",
-                                    "analysis.sae.cli", "analysis.diagnosis.cli")
+                                    "analysis.sae.cli", "analysis.diagnosis.cli", "analysis.patching.cli",
+                                    "analysis.logit_lens.cli", "analysis.validation.cli",
+                                    "analysis.zoo.cli", "analysis.relearn.cli", "analysis.membership.cli")
 
 
 # ---- organism / model ------------------------------------------------------------------------------
@@ -34,8 +37,6 @@ def cmd_organism_train(args: argparse.Namespace) -> None:
 def cmd_model_info(args: argparse.Namespace) -> None:
     from analysis.models import load_model
 
-    if args.n_devices < 1:
-        raise WorkbenchError(f"--n-devices must be at least 1, got {args.n_devices}")
     info = load_model(args.path, device=args.device, n_devices=args.n_devices).info()
     emit(args, info, "\n".join(f"{k:>16}: {v}" for k, v in info.items()))
 
@@ -103,10 +104,53 @@ def streamlit_command(study: str | Path, host: str = "127.0.0.1", port: int = 85
 def cmd_app(args: argparse.Namespace) -> None:
     cmd = streamlit_command(args.study, args.host, args.port)
     if args.json:
-        print(json.dumps({"url": f"http://{args.host}:{args.port}", "study": args.study}), flush=True)
+        print(dumps({"url": f"http://{args.host}:{args.port}", "study": args.study}), flush=True)
     else:
         print(f"Erasure Workbench on http://{args.host}:{args.port} (study: {args.study})", flush=True)
-    raise SystemExit(subprocess.call(cmd, env={**os.environ}))
+    raise SystemExit(run_forwarding_signals(cmd))
+
+
+FORWARDED_SIGNALS: tuple[signal.Signals, ...] = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+STOP_GRACE_S = 10.0  # after a forwarded signal, the child is killed if it has not exited by then
+
+
+class _StopRequested(Exception):
+    """Raised by the signal handler of run_forwarding_signals to leave its blocking wait."""
+
+
+def run_forwarding_signals(cmd: list[str], grace_s: float = STOP_GRACE_S) -> int:
+    """Run ``cmd`` as a child process and return its exit status (128 + N when signal N ended it). SIGINT, SIGTERM
+    and SIGHUP sent to this process are passed on to the child, which is waited for (and killed ``grace_s``
+    seconds after the first such signal if it is still running), so that stopping `erasure app` stops the
+    Streamlit server and frees its port."""
+    proc = subprocess.Popen(cmd, env={**os.environ})
+    stopping: list[int] = []
+
+    def forward(signum: int, frame: object) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signum)
+        if not stopping:  # the first signal ends the open-ended wait below; later ones are only passed on
+            stopping.append(signum)
+            raise _StopRequested
+
+    previous = {s: signal.signal(s, forward) for s in FORWARDED_SIGNALS}
+    try:
+        try:
+            rc = proc.wait()
+        except _StopRequested:
+            try:
+                rc = proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                rc = proc.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if proc.poll() is None:  # an exception in this process: never leave the server behind
+            proc.kill()
+            proc.wait()
+    return 128 - rc if rc < 0 else rc
 
 
 # ---- parser -----------------------------------------------------------------------------------------
@@ -118,9 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                                                       parser_class=Parser)
     sp = verb(org, "train", cmd_organism_train, "train the model organism and save it to a directory")
     sp.add_argument("--out", required=True)
-    sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--people", type=int, default=200)
-    sp.add_argument("--steps", type=int, default=450)
+    sp.add_argument("--seed", type=seed_int, default=0)
+    sp.add_argument("--people", type=int_arg(MIN_PEOPLE), default=200,
+                    help=f"people in the synthetic corpus (at least {MIN_PEOPLE}; default 200)")
+    sp.add_argument("--steps", type=positive_int, default=450, help="training steps (default 450)")
     sp.add_argument("--device", default=None)
 
     mod = sub.add_parser("model", help="inspect models").add_subparsers(dest="sub", required=True,
@@ -128,13 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp = verb(mod, "info", cmd_model_info, "load a model directory and print what it is")
     sp.add_argument("path")
     sp.add_argument("--device", default=None)
-    sp.add_argument("--n-devices", type=int, default=1,
+    sp.add_argument("--n-devices", type=positive_int, default=1,
                     help="split the layers over this many GPUs (TransformerLens n_devices) for a model too big "
                          "for one")
 
     sp = verb(sub, "demo", cmd_demo, "build the built-in demo study (idempotent)")
     sp.add_argument("--out", default=DEFAULT_STUDY)
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--seed", type=seed_int, default=0)
 
     st = sub.add_parser("study", help="create studies").add_subparsers(dest="sub", required=True,
                                                                        parser_class=Parser)
@@ -157,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = verb(sub, "app", cmd_app, "start the Streamlit app (binds 127.0.0.1)")
     sp.add_argument("--study", default=DEFAULT_STUDY)
     sp.add_argument("--host", default="127.0.0.1")
-    sp.add_argument("--port", type=int, default=8501)
+    sp.add_argument("--port", type=int_arg(1, 65535), default=8501)
     return p
 
 

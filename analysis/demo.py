@@ -1,4 +1,5 @@
-"""The built-in demo study: the organism, every unlearning method, and the two ground-truth controls.
+"""The built-in demo study: the organism, every unlearning method, the two ground-truth controls and the zoo
+(analysis.zoo: models whose knowledge of the forget set is known by construction).
 
 ``build_demo`` is idempotent: a model whose directory is complete and listed in the manifest is reused,
 so a second run (or a rerun after an interruption) only builds what is missing.
@@ -27,8 +28,10 @@ DEMO_MODELS: dict[str, tuple[str, str]] = {
     m: (m, UNLEARNING_METHODS.get(m).role)
     for m in ("retrain", "readout_suppression", "grad_ascent", "grad_diff", "npo", "simnpo", "rmu")
 }
-# Rough share of build time per stage, for one progress bar over the whole build.
-_WEIGHTS = {"original": 0.35, "retrain": 0.35, **{n: 0.05 for n in DEMO_MODELS if n != "retrain"}}
+# Rough share of build time per stage, for one progress bar over the whole build (the zoo: the last _ZOO_SHARE).
+_ZOO_SHARE = 0.6
+_WEIGHTS = {k: (1 - _ZOO_SHARE) * v for k, v in
+            {"original": 0.35, "retrain": 0.35, **{n: 0.05 for n in DEMO_MODELS if n != "retrain"}}.items()}
 
 
 def _complete(model_dir: Path, unlearned: bool) -> bool:
@@ -63,7 +66,7 @@ def build_demo(out: str | os.PathLike[str] = "studies/demo", seed: int = 0, n_pe
             write_jsonl(corpus.split(split), root / "samples" / f"{split}.jsonl")
         manifest = Manifest(name="demo", models={}, samples={s: f"samples/{s}.jsonl" for s in
                                                              ("forget", "retain", "utility")},
-                            seed=seed, retrain="retrain",
+                            seed=seed, retrain=None,  # set once the retrain model is in (study.json is valid)
                             extra={"n_people": n_people, "forget_people": corpus.forget_people, "builtin": True})
         study = Study(root, manifest)
         study.save_manifest()
@@ -101,10 +104,21 @@ def build_demo(out: str | os.PathLike[str] = "studies/demo", seed: int = 0, n_pe
             write_unlearning_log(mdir, result)
             study.add_model(name, mdir, role, method=method)
             timings[name] = time.perf_counter() - t0
+        if method == "retrain" and study.manifest.retrain is None:
+            study.manifest.retrain = name  # the forget-quality reference, once it exists (study.json stays valid)
+            study.save_manifest()
         done_frac += _WEIGHTS.get(name, 0.05)
         if progress:
             progress(min(0.999, done_frac), f"{name} ready")
     study = Study.open(root)
+    from analysis.zoo import ZooOptions, build_zoo
+
+    t0 = time.perf_counter()  # the zoo: cached and resumable like the models above; its steps scale like theirs
+    zoo = build_zoo(study, ZooOptions(unlearn_steps=unlearn_steps),
+                    progress=(lambda f, m: progress(min(0.999, 1 - _ZOO_SHARE + _ZOO_SHARE * f), m)) if progress
+                    else None)
+    if zoo.built:
+        timings["zoo"] = time.perf_counter() - t0
     if evaluate:
         t0 = time.perf_counter()
         evaluate_study(study)

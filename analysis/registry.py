@@ -17,10 +17,15 @@ Usage::
 
 Members may be classes or functions. Where a member carries its own ``name`` / ``label`` class attributes
 (``@CORRUPTIONS.register()`` without arguments), the registry reads them.
+
+A registry declared in a light module whose members live in a heavy one (``options.py`` declares it, the
+torch-importing engine registers the members) names that module: ``Registry("ablation",
+members_from="analysis.attribution.core")`` imports it on the first lookup, so a reader never sees it empty.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -32,10 +37,16 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Named members of one family, in registration order."""
 
-    def __init__(self, family: str) -> None:
+    def __init__(self, family: str, members_from: str | None = None) -> None:
         self.family = family  # for messages: "unknown {family} 'x' (expected one of ...)"
         self._members: dict[str, T] = {}
         self._labels: dict[str, str] = {}
+        self._members_from = members_from  # the module registering the members, imported on first lookup
+
+    def _load(self) -> None:
+        if self._members_from is not None:
+            module, self._members_from = self._members_from, None
+            importlib.import_module(module)
 
     def register(self, name: str | None = None, label: str | None = None) -> Callable[[T], T]:
         """Decorator adding a member under ``name`` (default: the member's ``name`` attribute)."""
@@ -57,6 +68,7 @@ class Registry(Generic[T]):
         return self.register(name, label)(member)
 
     def get(self, name: str) -> T:
+        self._load()
         try:
             return self._members[name]
         except (KeyError, TypeError):
@@ -69,22 +81,29 @@ class Registry(Generic[T]):
         return name
 
     def names(self) -> tuple[str, ...]:
+        self._load()
         return tuple(self._members)
 
     def labels(self) -> dict[str, str]:
+        self._load()
         return dict(self._labels)
 
     def label(self, name: str) -> str:
+        self._load()
         return self._labels.get(name, name)
 
     def __contains__(self, name: object) -> bool:
+        self._load()
         return name in self._members
 
     def __iter__(self) -> Iterator[str]:
+        self._load()
         return iter(self._members)
 
     def __len__(self) -> int:
+        self._load()
         return len(self._members)
 
     def items(self) -> list[tuple[str, T]]:
+        self._load()
         return list(self._members.items())

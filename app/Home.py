@@ -21,6 +21,8 @@ PAGES = [
     st.Page(str(ROOT / "views" / "difficulty.py"), title="Difficulty", icon="🧗", url_path="difficulty"),
     st.Page(str(ROOT / "views" / "attribution.py"), title="Attribution", icon="🔎", url_path="attribution"),
     st.Page(str(ROOT / "views" / "sae.py"), title="Suppression vs deletion", icon="🧠", url_path="sae"),
+    st.Page(str(ROOT / "views" / "signals.py"), title="Knowledge signals", icon="🧪", url_path="signals"),
     st.Page(str(ROOT / "views" / "diagnosis.py"), title="Diagnosis", icon="🩺", url_path="diagnosis"),
+    st.Page(str(ROOT / "views" / "validation.py"), title="Validation", icon="⚖️", url_path="validation"),
 ]
 st.navigation(PAGES).run()

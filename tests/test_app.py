@@ -78,13 +78,15 @@ def test_home_no_models_chosen_is_a_warning(app):
 
 
 def test_missing_study_dir_is_an_error(tmp_path, monkeypatch):
+    from app.state import plain
+
     missing = tmp_path / "no-such-study"
     monkeypatch.setattr(sys, "argv", ["streamlit"])
     monkeypatch.setenv("ERASURE_STUDY", str(missing))
     at = AppTest.from_file(HOME, default_timeout=TIMEOUT).run()
     _assert_clean(at)
     errors = _errors(at)
-    assert errors and any(str(missing.resolve()) in e for e in errors), errors
+    assert errors and any(plain(missing.resolve()) in e for e in errors), errors  # escaped: shown as typed
     assert not missing.exists()  # a non-default path is never built into a demo study
 
 

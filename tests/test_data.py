@@ -24,16 +24,17 @@ def test_roundtrip(tmp_path):
 @pytest.mark.parametrize("line, message", [
     ({"prompt": "p", "answer": "a"}, "missing required field 'id'"),
     ({"id": "x", "answer": "a"}, "missing required field 'prompt'"),
-    ({"id": "x", "prompt": " ", "answer": "a"}, "empty prompt"),
-    ({"id": "x", "prompt": "p", "answer": ""}, "empty answer"),
+    ({"id": "x", "prompt": " ", "answer": "a"}, "field 'prompt': expected a non-empty string"),
+    ({"id": "x", "prompt": "p", "answer": ""}, "field 'answer': expected a non-empty string"),
     ({"id": "x", "prompt": "p q", "answer": "a", "subject": "z"}, "subject 'z' not found in prompt"),
     ({"id": "x", "prompt": "p", "answer": "a", "split": "train"}, "unknown split 'train'"),
 ])
 def test_validation_errors(tmp_path, line, message):
     f = tmp_path / "bad.jsonl"
     f.write_text(json.dumps(line) + "\n")
-    with pytest.raises(SampleError, match=message):
+    with pytest.raises(SampleError, match=message) as e:
         read_jsonl(f)
+    assert "bad.jsonl:1: " in str(e.value)  # the file and the line
 
 
 def test_duplicate_ids_and_bad_files(tmp_path):

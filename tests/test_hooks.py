@@ -105,7 +105,9 @@ def test_every_name_fires_in_a_forward_pass(organism):
 # ---- no module of analysis/ but analysis/hooks.py spells a hook name ------------------------------------
 
 BLOCKS = re.compile(r"""["']blocks\.\{?""")
-F_BLOCKS = re.compile(r"""f["']blocks""")
+F_BLOCKS = re.compile(r"""f["']blocks\.""")
+# State-dict keys of a block's parameters ("blocks.0.attn.W_Q") are weight names, not hook points.
+PARAM_KEY = re.compile(r"""^["']blocks\.\d+\.[\w.]*\.(W|b)_\w+["']$""")
 EMBED_LITERAL = re.compile(r"""["']hook_(pos_)?embed["']""")
 _FSTRING_START = getattr(tokenize, "FSTRING_START", None)  # Python >= 3.12 splits f-strings into parts
 _FSTRING_END = getattr(tokenize, "FSTRING_END", None)
@@ -152,7 +154,7 @@ def string_literals(source: str) -> list[tuple[int, str]]:
 
 def hook_name_literals(source: str) -> list[tuple[int, str]]:
     return [(line, lit) for line, lit in string_literals(source)
-            if BLOCKS.search(lit) or F_BLOCKS.search(lit) or EMBED_LITERAL.search(lit)]
+            if (BLOCKS.search(lit) or F_BLOCKS.search(lit) or EMBED_LITERAL.search(lit)) and not PARAM_KEY.match(lit)]
 
 
 def test_the_scanner_finds_hook_names_in_code_only():
@@ -167,11 +169,12 @@ def f(layer):
     c = model.hook_dict["hook_pos_embed"]
     d = ("x", 'hook_embed')
     e = "the blocks.{layer} of a model"  # not a hook literal: no quote before blocks
+    w = {"blocks.0.attn.W_Q": 1}  # a parameter's state-dict key, not a hook name
     "a string statement: blocks.0"
     return f'blocks.{layer}.attn.hook_{"q"}'
 '''
     found = hook_name_literals(source)
-    assert [line for line, _ in found] == [7, 8, 9, 10, 13], found
+    assert [line for line, _ in found] == [7, 8, 9, 10, 14], found
     assert found[0][1] == 'f"blocks.{layer}.hook_resid_post"'
 
 

@@ -79,3 +79,37 @@ def test_killed_job_resumes_and_reads_during_write(tmp_path):
               lambda c: (recomputed.extend(c), {s: s for s in c})[1], chunk_size=2)
     assert len(recomputed) == 40 - len(stored)
     assert len(reader.get_many("slow", ["m"], {})) == 40
+
+
+class _Content:
+    """A stand-in for a Study: sample ids -> content keys, and a digest of all samples."""
+
+    def __init__(self) -> None:
+        self.keys = {"a": "a#1", "b": "b#1"}
+        self.digest = "d1"
+
+    def sample_keys(self):
+        return self.keys
+
+    def samples_digest(self):
+        return self.digest
+
+
+def test_rows_follow_the_samples_content(tmp_path):
+    content = _Content()
+    st = ResultStore(tmp_path / "r.sqlite", content=content)
+    st.put_many("k", ["m"], {"o": 1}, {"a": 1, "b": 2, "x": 3})  # "x" is no sample of the study: kept as given
+    st.put("k", ["m"], {"o": 1}, "whole")
+    assert st.get_many("k", ["m"], {"o": 1}) == {"a": 1, "b": 2, "x": 3}
+    with sqlite3.connect(tmp_path / "r.sqlite") as con:
+        rows = dict(con.execute("SELECT sample_id, options FROM results").fetchall())
+    assert set(rows) == {"a#1", "b#1", "x", ""} and '"study_samples": "d1"' in rows[""]
+
+    content.keys = {"a": "a#2", "b": "b#1"}  # sample a edited
+    content.digest = "d2"
+    assert st.get("k", ["m"], {"o": 1}, "a") is None and st.get("k", ["m"], {"o": 1}, "b") == 2
+    assert st.get_many("k", ["m"], {"o": 1}) == {"b": 2, "x": 3}  # the outdated row of a is not served
+    assert st.get("k", ["m"], {"o": 1}) is None  # nor the dataset-level row
+    computed = []
+    out = run_batch(st, "k", ["m"], {"o": 1}, ["a", "b"], lambda c: (computed.extend(c), {s: 9 for s in c})[1])
+    assert computed == ["a"] and out == {"a": 9, "b": 2}

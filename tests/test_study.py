@@ -13,7 +13,11 @@ from .conftest import SMALL_PEOPLE, SMALL_STEPS, SMALL_UNLEARN_STEPS
 
 
 def test_demo_has_every_model(small_study):
-    assert small_study.model_names == ["original", *DEMO_MODELS]
+    from analysis.zoo import zoo_members
+
+    zoo = [n for n in zoo_members(small_study) if n not in DEMO_MODELS]  # the zoo's own models come last
+    assert len(zoo) >= 7 and small_study.all_model_names[:len(DEMO_MODELS) + 1 + len(zoo)] == ["original", *DEMO_MODELS, *zoo]
+    assert small_study.model_names == ["original", *DEMO_MODELS]  # the zoo is the ruler, not a model under study
     assert small_study.manifest.retrain == "retrain"
     assert small_study.entry("retrain").role == "control" and small_study.entry("npo").role == "unlearned"
     assert len({small_study.fingerprint(n) for n in small_study.model_names}) == len(small_study.model_names)

@@ -34,6 +34,7 @@ from analysis.tracing import (
     trace_sample,
     window_layers,
 )
+from analysis.tracing.runner import store_key
 
 TOL = 1e-5
 
@@ -253,7 +254,8 @@ def test_dataset_aie(small_study):
     assert a.aie["resid"][TOKEN_ROLES.index("middle subject tokens")] == [None] * 4
     assert AIEResult.from_dict(json.loads(json.dumps(a.to_dict()))) == a
     ids = [s.id for s in small_study.forget]
-    assert len(small_study.store.get_many(STORE_KIND, [a.model], opts.validated(4).key(), ids)) == len(ids)
+    key = store_key(small_study, opts.validated(4))  # the options and the study's subject pool
+    assert len(small_study.store.get_many(STORE_KIND, [a.model], key, ids)) == len(ids)
     again = trace_dataset(small_study, "original", opts, progress=lambda f, m: pytest.fail("recomputed"))
     assert again == a
 

@@ -15,63 +15,92 @@ sources, the store kinds), ``core.py`` (the engine: batched leave-one-out, gradi
 the methods and ablations), ``emphasis/`` (the emphasis-strategy registry, one module per level),
 ``runner.py`` (attribution on a study: store, resume, executor), ``recovery.py`` (keyword-emphasis recovery),
 ``result.py``, ``figures.py``, ``cli.py``.
+
+The public names below load their module on first use (analysis.lazy), so that ``analysis.attribution.options``
+and ``analysis.attribution.cli`` (read by the CLI to build its parser) do not import torch.
 """
 
-from analysis.attribution.core import (
-    LOOResult,
-    MethodOutput,
-    PairScores,
-    PromptIds,
-    ablate,
-    grad_contributions,
-    key_tokens,
-    loo_contributions,
-    prompt_ids,
-    score_pairs,
-)
-from analysis.attribution.emphasis import EMPHASES, Emphasis, EmphasisParams, get_emphasis, strategy_names
-from analysis.attribution.options import (
-    ABLATIONS,
-    ATTRIBUTION_METHODS,
-    ATTRIBUTION_STORE_KIND,
-    FUNCTION_WORDS,
-    KEYWORD_SOURCES,
-    RECOVERY_STORE_KIND,
-    AttributionOptions,
-    RecoveryOptions,
-    is_function_word,
-    neutral_token_id,
-)
-from analysis.attribution.recovery import (
-    emphasis_outcomes,
-    keyword_mask,
-    outcome_key,
-    recover,
-    recovery_cached,
-    stored_outcomes,
-)
-from analysis.attribution.result import (
-    GROUPS,
-    AttributionComparison,
-    RecoveryReport,
-    SampleChange,
-    StrategyRecovery,
-    TokenAttribution,
-    compare_attributions,
-    net_recovery,
-    per_sample_recovery,
-    strategy_recovery,
-)
-from analysis.attribution.runner import (
-    DatasetAttribution,
-    attribute,
-    attribute_dataset,
-    attribute_pairs,
-    attribute_sample,
-    attribute_samples,
-    compare_models,
-    dataset_cached,
-)
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from analysis.lazy import lazy_exports
+
+_M = "analysis.attribution."
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(["LOOResult", "MethodOutput", "PairScores", "PromptIds", "ablate", "grad_contributions",
+                     "key_tokens", "loo_contributions", "prompt_ids", "score_pairs"], _M + "core"),
+    **dict.fromkeys(["EMPHASES", "Emphasis", "get_emphasis", "strategy_names"], _M + "emphasis"),
+    **dict.fromkeys(["ABLATIONS", "ATTRIBUTION_METHODS", "ATTRIBUTION_STORE_KIND", "FUNCTION_WORDS",
+                     "KEYWORD_SOURCES", "RECOVERY_STORE_KIND", "AttributionOptions", "EmphasisParams",
+                     "RecoveryOptions", "is_function_word", "neutral_token_id"], _M + "options"),
+    **dict.fromkeys(["emphasis_outcomes", "keyword_mask", "outcome_key", "recover", "recovery_cached",
+                     "stored_outcomes"], _M + "recovery"),
+    **dict.fromkeys(["GROUPS", "AttributionComparison", "RecoveryReport", "SampleChange", "StrategyRecovery",
+                     "TokenAttribution", "compare_attributions", "net_recovery", "per_sample_recovery",
+                     "strategy_recovery"], _M + "result"),
+    **dict.fromkeys(["DatasetAttribution", "attribute", "attribute_dataset", "attribute_pairs", "attribute_sample",
+                     "attribute_samples", "compare_models", "dataset_cached"], _M + "runner"),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from analysis.attribution.core import (
+        LOOResult,
+        MethodOutput,
+        PairScores,
+        PromptIds,
+        ablate,
+        grad_contributions,
+        key_tokens,
+        loo_contributions,
+        prompt_ids,
+        score_pairs,
+    )
+    from analysis.attribution.emphasis import EMPHASES, Emphasis, get_emphasis, strategy_names
+    from analysis.attribution.options import (
+        ABLATIONS,
+        ATTRIBUTION_METHODS,
+        ATTRIBUTION_STORE_KIND,
+        FUNCTION_WORDS,
+        KEYWORD_SOURCES,
+        RECOVERY_STORE_KIND,
+        AttributionOptions,
+        EmphasisParams,
+        RecoveryOptions,
+        is_function_word,
+        neutral_token_id,
+    )
+    from analysis.attribution.recovery import (
+        emphasis_outcomes,
+        keyword_mask,
+        outcome_key,
+        recover,
+        recovery_cached,
+        stored_outcomes,
+    )
+    from analysis.attribution.result import (
+        GROUPS,
+        AttributionComparison,
+        RecoveryReport,
+        SampleChange,
+        StrategyRecovery,
+        TokenAttribution,
+        compare_attributions,
+        net_recovery,
+        per_sample_recovery,
+        strategy_recovery,
+    )
+    from analysis.attribution.runner import (
+        DatasetAttribution,
+        attribute,
+        attribute_dataset,
+        attribute_pairs,
+        attribute_sample,
+        attribute_samples,
+        compare_models,
+        dataset_cached,
+    )
 
 __all__ = [
     "ABLATIONS", "ATTRIBUTION_METHODS", "ATTRIBUTION_STORE_KIND", "EMPHASES", "FUNCTION_WORDS", "GROUPS",

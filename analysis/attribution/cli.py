@@ -4,9 +4,19 @@ the command line. Wired into analysis/cli.py with ``add_parser(sub, verb)``."""
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
-from analysis.cli_common import VerbFn, add_ray_arguments, emit, executor_from_args, open_study
+from analysis.cli_common import (
+    VerbFn,
+    add_ray_arguments,
+    emit,
+    executor_from_args,
+    float_arg,
+    nonnegative_int,
+    open_study,
+    positive_float,
+    positive_int,
+)
 from analysis.errors import AnalysisInputError
 
 if TYPE_CHECKING:
@@ -25,19 +35,24 @@ def attribution_options(args: argparse.Namespace) -> AttributionOptions:
 
 
 def parse_layers(value: str | None) -> tuple[int, ...] | None:
-    """"all" / None -> every layer; "0,2" -> (0, 2)."""
+    """"all" / None -> every layer; "0,2" -> (0, 2) (the argparse ``type`` of --layers: a value that is not a
+    layer number >= 0 is a parse-time error naming the option)."""
     if value is None or value.strip() in ("", "all"):
         return None
-    try:
-        return tuple(int(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise AnalysisInputError(f"--layers expects comma-separated layer numbers or 'all', got {value!r}") from None
+    layers = []
+    for v in (v.strip() for v in value.split(",")):
+        try:
+            layers.append(nonnegative_int(v))
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated layer numbers (whole numbers >= 0) or "
+                                             f"'all', got {v!r} in {value!r}") from None
+    return tuple(layers)
 
 
 def recovery_options(args: argparse.Namespace) -> RecoveryOptions:
     from analysis.attribution import EmphasisParams, RecoveryOptions
 
-    params = EmphasisParams(factor=args.factor, layers=parse_layers(args.layers), copies=args.copies,
+    params = EmphasisParams(factor=args.factor, layers=args.layers, copies=args.copies,
                             separator=args.separator)
     return RecoveryOptions(strategies=tuple(args.strategy) if args.strategy else None, params=params,
                            keywords_from=args.keywords_from, attribution=attribution_options(args)).validated()
@@ -111,27 +126,32 @@ def cmd_recover(args: argparse.Namespace) -> None:
 
 def _attribution_arguments(sp: argparse.ArgumentParser) -> None:
     from analysis.attribution.options import (
-        ABLATIONS,
-        ATTRIBUTION_METHODS,
+        Ablation,
+        AttributionMethod,
         ablation_help,
         attribution_method_help,
     )
 
-    sp.add_argument("--method", default="loo", choices=ATTRIBUTION_METHODS.names(), help=attribution_method_help())
-    sp.add_argument("--ablation", default="delete", choices=ABLATIONS.names(),
+    sp.add_argument("--method", default="loo", choices=get_args(AttributionMethod),
+                    help=attribution_method_help())
+    sp.add_argument("--ablation", default="delete", choices=get_args(Ablation),
                     help=ablation_help() + " (the neutral token: --neutral)")
     sp.add_argument("--neutral", default="unk", help="replacement token: unk, pad, eos or a one-token string")
-    sp.add_argument("--alpha", type=float, default=0.1,
+    sp.add_argument("--alpha", type=float_arg(0, 1, max_open=True), default=0.1,
                     help="KeyTokens: minimum share of the positive contribution mass (default 0.1)")
-    sp.add_argument("--beta", type=int, default=3,
+    sp.add_argument("--beta", type=positive_int, default=3,
                     help="KeyTokens: with fewer than beta positive tokens, all of them are keywords (default 3)")
-    sp.add_argument("--ig-steps", type=int, default=16, help="integrated-gradients steps (default 16)")
+    sp.add_argument("--ig-steps", type=positive_int, default=16, help="integrated-gradients steps (default 16)")
 
 
 def add_parser(sub: argparse._SubParsersAction, verb: VerbFn) -> None:
     """Register `erasure attribute` and `erasure recover` through the CLI's ``verb`` helper (adds --json)."""
-    from analysis.attribution.emphasis import emphasis_help, strategy_names
-    from analysis.attribution.options import KEYWORD_SOURCE_HELP, KEYWORD_SOURCES
+    from analysis.attribution.options import (
+        KEYWORD_SOURCE_HELP,
+        KEYWORD_SOURCES,
+        EmphasisStrategy,
+        strategy_help,
+    )
 
     sp = verb(sub, "attribute", cmd_attribute,
               "unPact prompt-token contributions of a sample's answer (or before vs after over the study)")
@@ -147,12 +167,13 @@ def add_parser(sub: argparse._SubParsersAction, verb: VerbFn) -> None:
               "keyword-emphasis recovery: does the forgotten answer come back? (with the retrain baseline)")
     sp.add_argument("study")
     sp.add_argument("--model", required=True, help="unlearned model of the study")
-    sp.add_argument("--strategy", action="append", choices=strategy_names(),
-                    help=f"emphasis strategy (repeatable; default: all): {emphasis_help()}")
-    sp.add_argument("--factor", type=float, default=3.0,
+    sp.add_argument("--strategy", action="append", choices=get_args(EmphasisStrategy),
+                    help=f"emphasis strategy (repeatable; default: all): {strategy_help()}")
+    sp.add_argument("--factor", type=positive_float, default=3.0,
                     help="activation strategies: attention / embedding scale on keywords (default 3)")
-    sp.add_argument("--layers", default=None, help="attention strategies: comma-separated layers (default: all)")
-    sp.add_argument("--copies", type=int, default=1, help="prompt strategies: extra copies of the keywords")
+    sp.add_argument("--layers", type=parse_layers, default=None,
+                    help="attention strategies: comma-separated layers (default: all)")
+    sp.add_argument("--copies", type=positive_int, default=1, help="prompt strategies: extra copies of the keywords")
     sp.add_argument("--separator", default=None,
                     help="prefix: token between the keywords and the prompt (default: . , : or ;, first known)")
     sp.add_argument("--keywords-from", default="original", choices=KEYWORD_SOURCES.names(),

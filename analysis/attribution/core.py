@@ -18,7 +18,13 @@ import numpy as np
 import torch
 from transformer_lens.hook_points import HookPoint
 
-from analysis.attribution.options import ABLATIONS, ATTRIBUTION_METHODS, AttributionOptions, neutral_token_id
+from analysis.attribution.options import (
+    ABLATION_LABELS,
+    ABLATIONS,
+    ATTRIBUTION_METHODS,
+    AttributionOptions,
+    neutral_token_id,
+)
 from analysis.errors import AnalysisInputError
 from analysis.hooks import EMBED
 from analysis.models.handle import ModelHandle
@@ -122,12 +128,12 @@ def score_pairs(handle: ModelHandle, pairs: Sequence[Pair], batch_size: int | No
 
 
 # ---- leave-one-out ------------------------------------------------------------------------------------------
-@ABLATIONS.register("delete", label="delete the token (x without x_i)")
+@ABLATIONS.register("delete", label=ABLATION_LABELS["delete"])
 def _delete(prompt: list[int], position: int, neutral_id: int | None) -> list[int]:
     return prompt[:position] + prompt[position + 1:]
 
 
-@ABLATIONS.register("replace", label="replace the token by the neutral token (positions kept)")
+@ABLATIONS.register("replace", label=ABLATION_LABELS["replace"])
 def _replace(prompt: list[int], position: int, neutral_id: int | None) -> list[int]:
     if neutral_id is None:
         raise AnalysisInputError("replacement ablation needs a neutral token id")

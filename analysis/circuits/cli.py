@@ -1,14 +1,25 @@
 """`erasure circuit` and `erasure score`. Wired into analysis/cli.py with ``add_parser(sub, verb)``; the
-choices come from the registries (analysis.circuits.eap.METRICS / BASELINES, analysis.circuits.cud.DISTANCES /
-VECTORS), the help text from analysis.circuits.options.HELP (which the app pages show too)."""
+choices are the ``Literal`` types of analysis.circuits.options (the names of the registries
+analysis.circuits.eap.METRICS / BASELINES and analysis.circuits.cud.DISTANCES / VECTORS, which import torch; a test
+checks they agree), the help text from analysis.circuits.options.HELP (which the app pages show too)."""
 
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 from analysis.circuits.options import DEFAULT_TOP_N, HELP
-from analysis.cli_common import VerbFn, add_ray_arguments, emit, executor_from_args, open_study
+from analysis.cli_common import (
+    VerbFn,
+    add_ray_arguments,
+    emit,
+    executor_from_args,
+    float_arg,
+    int_arg,
+    open_study,
+    positive_int,
+    seed_int,
+)
 
 if TYPE_CHECKING:
     from analysis.circuits.options import EAPOptions
@@ -64,20 +75,21 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 
 def _eap_arguments(sp: argparse.ArgumentParser, defaults: EAPOptions) -> None:
-    from analysis.circuits.eap import BASELINES, METRICS
+    from analysis.circuits.options import BaselineName, MetricName  # the METRICS / BASELINES names
 
-    sp.add_argument("--top", type=int, default=DEFAULT_TOP_N, help=f"{HELP['top_n']} (default {DEFAULT_TOP_N})")
-    sp.add_argument("--metric", default=defaults.metric, choices=METRICS.names(),
+    sp.add_argument("--top", type=positive_int, default=DEFAULT_TOP_N,
+                    help=f"{HELP['top_n']} (default {DEFAULT_TOP_N})")
+    sp.add_argument("--metric", default=defaults.metric, choices=get_args(MetricName),
                     help=f"{HELP['metric']} (default {defaults.metric})")
-    sp.add_argument("--steps", type=int, default=defaults.steps, help=f"{HELP['steps']} (default {defaults.steps})")
-    sp.add_argument("--baseline", default=defaults.baseline, choices=BASELINES.names(),
+    sp.add_argument("--steps", type=positive_int, default=defaults.steps,
+                    help=f"{HELP['steps']} (default {defaults.steps})")
+    sp.add_argument("--baseline", default=defaults.baseline, choices=get_args(BaselineName),
                     help=f"{HELP['baseline']} (default {defaults.baseline})")
 
 
 def add_parser(sub: argparse._SubParsersAction, verb: VerbFn) -> None:
     """Register `erasure circuit` and `erasure score` through the CLI's ``verb`` helper (adds --json)."""
-    from analysis.circuits.cud import DISTANCES, VECTORS
-    from analysis.circuits.options import CIRCUIT_DEFAULTS, CUDOptions
+    from analysis.circuits.options import CIRCUIT_DEFAULTS, CUDOptions, DistanceName, VectorKind
 
     sp = verb(sub, "circuit", cmd_circuit, "EAP-IG edge scores and the greedy circuit of one sample")
     sp.add_argument("study")
@@ -88,13 +100,13 @@ def add_parser(sub: argparse._SubParsersAction, verb: VerbFn) -> None:
     cud = CUDOptions()
     sp = verb(sub, "score", cmd_score, "CUD: circuit-guided unlearning difficulty of every forget sample")
     sp.add_argument("study")
-    sp.add_argument("--distance", default=cud.distance, choices=DISTANCES.names(),
+    sp.add_argument("--distance", default=cud.distance, choices=get_args(DistanceName),
                     help=f"{HELP['distance']} (default {cud.distance})")
-    sp.add_argument("--vector", default=cud.vector, choices=VECTORS.names(),
+    sp.add_argument("--vector", default=cud.vector, choices=get_args(VectorKind),
                     help=f"{HELP['vector']} (default {cud.vector})")
-    sp.add_argument("--quantile", type=float, default=cud.quantile,
+    sp.add_argument("--quantile", type=float_arg(0, 0.5, min_open=True), default=cud.quantile,
                     help=f"{HELP['quantile']} (default {cud.quantile})")
-    sp.add_argument("--folds", type=int, default=cud.folds, help=f"{HELP['folds']} (default {cud.folds})")
-    sp.add_argument("--seed", type=int, default=cud.seed, help=f"{HELP['seed']} (default {cud.seed})")
+    sp.add_argument("--folds", type=int_arg(2), default=cud.folds, help=f"{HELP['folds']} (default {cud.folds})")
+    sp.add_argument("--seed", type=seed_int, default=cud.seed, help=f"{HELP['seed']} (default {cud.seed})")
     _eap_arguments(sp, cud.eap)  # CUD's own setting
     add_ray_arguments(sp)

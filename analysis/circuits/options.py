@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, get_args
 
+from analysis.checks import check_float, check_int, check_seed
 from analysis.errors import AnalysisInputError
 
 MetricName = Literal["prob", "logprob", "logit_margin"]
@@ -89,8 +90,8 @@ class EAPOptions:
     def validated(self) -> EAPOptions:
         check_choice("metric", self.metric, MetricName)
         check_choice("baseline", self.baseline, BaselineName)
-        if not isinstance(self.steps, int) or self.steps < 1:
-            raise AnalysisInputError(f"steps must be a positive integer, got {self.steps!r}")
+        check_int("steps (integrated-gradient steps)", self.steps, 1)
+        check_seed("seed", self.seed)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -125,13 +126,11 @@ class CUDOptions:
     def validated(self) -> CUDOptions:
         check_choice("distance", self.distance, DistanceName)
         check_choice("circuit vector kind", self.vector, VectorKind)
-        if self.top_n < 1:
-            raise AnalysisInputError(f"the circuit size must be at least 1 edge, got {self.top_n}")
-        if not 0 < self.quantile <= 0.5:
-            raise AnalysisInputError(f"quantile must be in (0, 0.5], got {self.quantile}")
-        if self.folds < 2:
-            raise AnalysisInputError(f"folds must be at least 2, got {self.folds}")
-        return replace(self, eap=self.eap.validated(), top_n=int(self.top_n), folds=int(self.folds))
+        top_n = check_int("top_n (edges in the circuit)", self.top_n, 1)
+        quantile = check_float("quantile", self.quantile, 0, 0.5, min_open=True)
+        folds = check_int("folds (cross-validation folds)", self.folds, 2)
+        seed = check_seed("seed", self.seed)
+        return replace(self, eap=self.eap.validated(), top_n=top_n, quantile=quantile, folds=folds, seed=seed)
 
     def report_options(self) -> dict[str, Any]:
         """The options a CUDReport records (the edge-score options, the circuit size, vector and quantile;

@@ -29,7 +29,7 @@ from analysis.errors import AnalysisInputError
 from analysis.models.device import memory_budget
 from analysis.models.handle import ModelHandle
 from analysis.scoring import PairBatch, default_batch_size, encode_pair, make_batch, score_answers
-from analysis.store import ChunkJob, Compute, Executor, ProgressFn, run_batch
+from analysis.store import ChunkJob, Compute, Executor, ProgressFn, options_hash, run_batch
 from analysis.subjects import SubjectPool, pick_replacement, subject_input
 
 if TYPE_CHECKING:
@@ -80,11 +80,30 @@ def subject_replaced(handle: ModelHandle, samples: Sequence[Sample], batch: Pair
     return tokens
 
 
+def reference_samples(study: Study) -> list[Sample]:
+    """The samples the mean baseline averages the input embeddings over: 64 retain samples, else forget."""
+    return study.retain[:64] or study.forget[:64]
+
+
 def mean_reference(study: Study, model: str) -> PairBatch:
-    """The reference batch the mean baseline averages the input embeddings over (64 retain samples, else
-    forget samples), tokenised for ``model``."""
-    ref = study.retain[:64] or study.forget[:64]
+    """The reference batch the mean baseline averages the input embeddings over (:func:`reference_samples`),
+    tokenised for ``model``."""
+    ref = reference_samples(study)
     return make_batch(study.load(model), [s.prompt for s in ref], [s.answer for s in ref])
+
+
+def store_key(study: Study, options: EAPOptions) -> dict[str, Any]:
+    """Where per-sample edge scores are stored: the options, and what the baseline reads of the rest of the
+    study (the subject pool for the corrupted baseline, the reference samples for the mean one), so an edited
+    sample elsewhere recomputes the scores it changes."""
+    key = options.key()
+    run = BASELINES.get(options.baseline)
+    if run.needs_corrupted:
+        key = {**key, "subjects": study.subjects_digest()}
+    if run.needs_reference:
+        keys = study.sample_keys()
+        key = {**key, "reference": options_hash({"samples": [keys[s.id] for s in reference_samples(study)]})}
+    return key
 
 
 def _corrupted(study: Study, handle: ModelHandle, samples: Sequence[Sample], batch: PairBatch,
@@ -132,7 +151,7 @@ def sample_edge_scores(study: Study, model: str, sample_ids: Sequence[str], opti
     for sid in sample_ids:
         if sid not in by_id:
             raise AnalysisInputError(f"unknown sample id {sid!r}")
-    key = opts.key()
+    key = store_key(study, opts)
     fp = study.fingerprint(model)
     if batch_size is None:
         stored = study.store.get_many(STORE_KIND, fp, key, sample_ids)

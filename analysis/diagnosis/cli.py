@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
-from analysis.cli_common import VerbFn, open_study
+from analysis.cli_common import VerbFn, dumps, open_study, positive_int
 
 if TYPE_CHECKING:
     from analysis.diagnosis.options import DiagnosisOptions
@@ -51,7 +50,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     seconds = time.perf_counter() - t0
     sizes = write_report(d, html_path, json_path)
     if args.json == STDOUT:
-        print(json.dumps({"html": str(html_path), "bytes": sizes, "seconds": seconds, "diagnosis": d.to_dict()}))
+        print(dumps({"html": str(html_path), "bytes": sizes, "seconds": seconds, "diagnosis": d.to_dict()}))
         return
     lines = [d.headline, *[f"  - {e}" for e in d.evidence]]
     for title, key in (("agree", "agree"), ("disagree", "disagree")):
@@ -64,7 +63,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 def add_parser(sub: argparse._SubParsersAction, verb: VerbFn) -> None:
     """Register `erasure report`. Its ``--json`` takes an optional path, so the parser is made here rather than
     by ``verb`` (whose ``--json`` is a flag); a bare ``--json`` still prints one JSON object."""
-    from analysis.attribution.emphasis import strategy_names
+    from analysis.attribution.options import EmphasisStrategy  # the names of the EMPHASES registry (no torch)
 
     help_ = "diagnose one model (every signal joined) and write a self-contained HTML report"
     sp = sub.add_parser("report", help=help_, description=help_)
@@ -74,6 +73,6 @@ def add_parser(sub: argparse._SubParsersAction, verb: VerbFn) -> None:
     sp.add_argument("--out", required=True, help="the HTML report to write (opens offline)")
     sp.add_argument("--json", nargs="?", const=STDOUT, default=None, metavar="PATH",
                     help="also write the data as JSON to PATH; without PATH, print it on stdout")
-    sp.add_argument("--noise-samples", type=int, default=3, help="noise samples per causal trace (default 3)")
-    sp.add_argument("--strategy", action="append", choices=strategy_names(),
+    sp.add_argument("--noise-samples", type=positive_int, default=3, help="noise samples per causal trace (default 3)")
+    sp.add_argument("--strategy", action="append", choices=get_args(EmphasisStrategy),
                     help="emphasis strategy (repeatable; default: all)")

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from analysis.attribution.options import RecoveryOptions
+from analysis.checks import check_int
 from analysis.circuits.options import DEFAULT_TOP_N, DistanceName, check_choice
-from analysis.errors import AnalysisInputError
 from analysis.sae.options import SAEOptions
 from analysis.tracing.options import TraceOptions
 
@@ -34,10 +34,9 @@ class DiagnosisOptions:
 
     def validated(self, n_layers: int) -> DiagnosisOptions:
         check_choice("distance", self.cud_distance, DistanceName)
-        if self.cud_top_n < 1:
-            raise AnalysisInputError(f"the circuit size must be at least 1 edge, got {self.cud_top_n}")
+        cud_top_n = check_int("cud_top_n (edges in the circuit)", self.cud_top_n, 1)
         return DiagnosisOptions(trace=self.trace.validated(n_layers), recovery=self.recovery.validated(),
-                                sae=self.sae, cud_distance=self.cud_distance, cud_top_n=int(self.cud_top_n))
+                                sae=self.sae.validated(), cud_distance=self.cud_distance, cud_top_n=cud_top_n)
 
     def key(self, sae_id: str | None) -> dict[str, Any]:
         """The store key of validated options: each analysis's own key, and the SAE used (its directory name,

@@ -4,11 +4,11 @@ once, the data as JSON inside the file: it opens offline) and as a JSON file."""
 from __future__ import annotations
 
 import html
-import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
 
+from analysis.cli_common import dumps
 from analysis.diagnosis.figures import Chart, diagnosis_charts
 from analysis.diagnosis.result import SAMPLE_COLUMNS, Diagnosis
 from analysis.diagnosis.rules import capital
@@ -119,7 +119,7 @@ def report_html(d: Diagnosis) -> str:
         f"<td>{_e(s.summary)}{_list(s.evidence) if len(s.evidence) > 1 else ''}</td></tr>" for s in d.signals.values())
     a = d.agreement
     figures = "".join(figure_html(c, i == 0) for i, c in enumerate(charts))
-    data = json.dumps(d.to_dict()).replace("</", "<\\/")
+    data = dumps(d.to_dict()).replace("</", "<\\/")  # strict JSON: NaN / Infinity are null with a note
     written = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     fps = ", ".join(f"{n} {f}" for n, f in d.fingerprints.items())
     return f"""<!DOCTYPE html>
@@ -167,7 +167,7 @@ def write_report(d: Diagnosis, html_path: str | os.PathLike[str] | None = None,
     if html_p:
         texts[html_p] = report_html(d)
     if json_p:
-        texts[json_p] = json.dumps(d.to_dict(), indent=1, allow_nan=False)
+        texts[json_p] = dumps(d.to_dict(), indent=1)  # NaN / Infinity -> null with a note, never bare
     for path, text in texts.items():
         write_atomic(path, text)
     return {str(p): len(t.encode("utf-8")) for p, t in texts.items()}

@@ -65,6 +65,45 @@ class ModelHandle:
         }
 
 
+FINGERPRINT_CHARS = 16  # hex characters of a model fingerprint
+FileStat = tuple[str, int, int, int]  # (file name, size, mtime_ns, ctime_ns)
+
+
+def is_fingerprint(value: object) -> bool:
+    """True for a well-formed fingerprint (``FINGERPRINT_CHARS`` lowercase hex characters), the only kind of
+    value that may go into a store key or a path."""
+    return isinstance(value, str) and len(value) == FINGERPRINT_CHARS and all(c in "0123456789abcdef" for c in value)
+
+
+def fingerprint_files(path: Path) -> list[Path]:
+    """The files a model's fingerprint covers: its weight and config files, sorted by name."""
+    try:
+        files = sorted(p for p in Path(path).iterdir()
+                       if p.is_file() and (p.suffix in WEIGHT_SUFFIXES or p.name in CONFIG_NAMES))
+    except FileNotFoundError:
+        raise ModelLoadError(f"model directory not found: {path}") from None
+    except NotADirectoryError:
+        raise ModelLoadError(f"model path is not a directory: {path}") from None
+    except OSError as e:
+        raise ModelLoadError(f"model directory {path} cannot be read ({e.strerror})") from None
+    if not files:
+        raise ModelLoadError(f"no weights or config found in {path}")
+    return files
+
+
+def file_stats(path: Path) -> list[FileStat]:
+    """(name, size, mtime_ns, ctime_ns) of every file the fingerprint covers: cheap (no file is read), and
+    different whenever a file is replaced or rewritten, so a study hashes again only then."""
+    out = []
+    for f in fingerprint_files(path):
+        try:
+            st = f.stat()
+        except OSError as e:
+            raise ModelLoadError(f"model file {f} cannot be read ({e.strerror})") from None
+        out.append((f.name, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    return out
+
+
 def fingerprint_dir(path: Path) -> str:
     """SHA-256 over the weight and config files of a model directory (names + bytes), 16 hex chars.
 
@@ -72,15 +111,15 @@ def fingerprint_dir(path: Path) -> str:
     files always give the same model.
     """
     h = hashlib.sha256()
-    files = sorted(p for p in path.iterdir() if p.is_file() and (p.suffix in WEIGHT_SUFFIXES or p.name in CONFIG_NAMES))
-    if not files:
-        raise ModelLoadError(f"no weights or config found in {path}")
-    for f in files:
+    for f in fingerprint_files(path):
         h.update(f.name.encode())
-        with f.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()[:16]
+        try:
+            with f.open("rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+        except OSError as e:
+            raise ModelLoadError(f"model file {f} cannot be read ({e.strerror})") from None
+    return h.hexdigest()[:FINGERPRINT_CHARS]
 
 
 def tokenizer_signature(tokenizer: PreTrainedTokenizerBase) -> str:

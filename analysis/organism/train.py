@@ -9,14 +9,18 @@ from pathlib import Path
 
 import torch
 
+from analysis.checks import check_float, check_int, check_seed
 from analysis.data.corpus import Corpus, build_corpus
 from analysis.determinism import deterministic
+from analysis.errors import AnalysisInputError
 from analysis.models.device import pick_device
 from analysis.models.handle import ModelHandle
 from analysis.models.organism_io import build_hooked, save_organism_dir
 from analysis.organism.tokenizer import build_tokenizer
 from analysis.scoring import batch_from_ids, encode_pair, pad_id, score_answers
 from analysis.store import ProgressFn
+
+MIN_PEOPLE = 10  # the corpus's forget split needs at least one person (analysis.data.corpus.build_corpus)
 
 
 @dataclass
@@ -38,6 +42,21 @@ class OrganismConfig:
     warmup: int = 30
     device: str | None = None
     exclude_ids: list[str] = field(default_factory=list)  # facts left out of training (retrain control)
+
+    def validated(self) -> OrganismConfig:
+        """Checked before any work (AnalysisInputError naming the field and what it expects); returns self."""
+        check_seed("seed", self.seed)
+        check_int("n_people (people in the corpus)", self.n_people, MIN_PEOPLE)
+        for name in ("n_layers", "d_model", "n_heads", "d_mlp", "batch_size"):
+            check_int(name, getattr(self, name), 1)
+        if self.d_model % self.n_heads:
+            raise AnalysisInputError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
+        check_int("n_ctx (context length)", self.n_ctx, 2)
+        check_int("steps (training steps)", self.steps, 1)
+        check_int("warmup (steps)", self.warmup, 0)
+        check_float("lr (learning rate)", self.lr, 0, min_open=True)
+        check_float("weight_decay", self.weight_decay, 0)
+        return self
 
 
 @dataclass
@@ -75,6 +94,7 @@ def _training_tensors(corpus: Corpus, tokenizer: object, exclude: set[str], n_ct
 def train_organism(cfg: OrganismConfig, out: str | Path | None = None, corpus: Corpus | None = None,
                    progress: ProgressFn | None = None) -> tuple[ModelHandle, TrainReport]:
     """Train (deterministically for a given seed and device) and optionally save to ``out``."""
+    cfg.validated()  # before any work: a bad config never saves a model
     with deterministic():
         return _train_organism(cfg, out, corpus, progress)
 

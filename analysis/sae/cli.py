@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from analysis.cli_common import VerbFn, add_ray_arguments, emit, executor_from_args, open_study
+from analysis.cli_common import (
+    VerbFn,
+    add_ray_arguments,
+    emit,
+    executor_from_args,
+    float_list,
+    nonnegative_int,
+    open_study,
+    positive_int,
+)
 from analysis.sae.options import RESTORE_OPTION_HELP, SAE_OPTION_HELP, RestoreOptions, SAEOptions
 
 
@@ -22,17 +31,15 @@ def cmd_sae_train(args: argparse.Namespace) -> None:
                     f"  {h.n_tokens} training tokens, {h.tokens_per_s:,.0f} tokens/s")
 
 
-def parse_alphas(value: str | None) -> tuple[float, ...] | None:
-    """"1,2,5" -> (1.0, 2.0, 5.0); None or "" -> None (the default alphas)."""
-    return tuple(float(a) for a in value.split(",")) if value else None
+# --alphas "1,2,5" -> (1.0, 2.0, 5.0): distinct finite strengths > 0, refused at parse time naming the value
+parse_alphas = float_list(0, min_open=True, distinct=True)
 
 
 def cmd_restore(args: argparse.Namespace) -> None:
     from analysis.sae.runner import restore
 
     study = open_study(args)
-    alphas = parse_alphas(args.alphas)
-    opts = RestoreOptions(layer=args.layer, k=args.k, **({"alphas": alphas} if alphas else {}))
+    opts = RestoreOptions(layer=args.layer, k=args.k, **({"alphas": args.alphas} if args.alphas else {}))
     with executor_from_args(args) as executor:
         r = restore(study, args.model, opts, executor=executor)
     obj = {"model": r.model, "verdict": r.verdict, "restoration_rate": r.restoration_rate,
@@ -54,16 +61,18 @@ def add_parser(sub: argparse._SubParsersAction, verb: VerbFn) -> None:
     sae_sub = sae.add_subparsers(dest="sub", required=True, parser_class=type(sae))
     sp = verb(sae_sub, "train", cmd_sae_train, "train (or load the cached) TopK SAE on the original model")
     sp.add_argument("study")
-    sp.add_argument("--layer", type=int, default=defaults.layer, help=SAE_OPTION_HELP["layer"])
-    sp.add_argument("--k", type=int, default=defaults.k, help=SAE_OPTION_HELP["k"])
-    sp.add_argument("--expansion", type=int, default=defaults.expansion, help=SAE_OPTION_HELP["expansion"])
-    sp.add_argument("--steps", type=int, default=defaults.steps, help=SAE_OPTION_HELP["steps"])
+    sp.add_argument("--layer", type=nonnegative_int, default=defaults.layer, help=SAE_OPTION_HELP["layer"])
+    sp.add_argument("--k", type=positive_int, default=defaults.k,
+                    help=SAE_OPTION_HELP["k"] + " (at most d_sae = expansion x d_model)")
+    sp.add_argument("--expansion", type=positive_int, default=defaults.expansion, help=SAE_OPTION_HELP["expansion"])
+    sp.add_argument("--steps", type=positive_int, default=defaults.steps, help=SAE_OPTION_HELP["steps"])
     sp.add_argument("--force", action="store_true", help="retrain even if a cached SAE exists")
 
     sp = verb(sub, "restore", cmd_restore, "suppression or deletion: SAE feature restoration, retention and probes")
     sp.add_argument("study")
     sp.add_argument("--model", required=True, help=RESTORE_OPTION_HELP["model"])
-    sp.add_argument("--layer", type=int, default=restore_defaults.layer, help=RESTORE_OPTION_HELP["layer"])
-    sp.add_argument("--k", type=int, default=restore_defaults.k, help=RESTORE_OPTION_HELP["k"])
-    sp.add_argument("--alphas", default=None, help=RESTORE_OPTION_HELP["alphas"])
+    sp.add_argument("--layer", type=nonnegative_int, default=restore_defaults.layer,
+                    help=RESTORE_OPTION_HELP["layer"])
+    sp.add_argument("--k", type=positive_int, default=restore_defaults.k, help=RESTORE_OPTION_HELP["k"])
+    sp.add_argument("--alphas", type=parse_alphas, default=None, help=RESTORE_OPTION_HELP["alphas"])
     add_ray_arguments(sp)

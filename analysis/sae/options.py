@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
+from analysis.checks import check_float, check_int, check_seed
 from analysis.errors import AnalysisInputError
 
 if TYPE_CHECKING:
@@ -59,7 +59,8 @@ RESTORE_OPTION_HELP: dict[str, str] = {
     "model": "unlearned model or control of the study",
     "layer": "layer of the SAE (default n_layers // 2)",
     "k": "active features per token of the SAE (TopK)",
-    "alphas": f"comma-separated steering strengths (default {','.join(f'{a:g}' for a in ALPHAS)})",
+    "alphas": f"comma-separated steering strengths, each a finite number > 0 given once (alpha 0, the model "
+              f"itself, is always included; default {','.join(f'{a:g}' for a in ALPHAS)})",
 }
 
 
@@ -85,15 +86,27 @@ class SAEOptions:
         return asdict(self)
 
     def validated(self) -> SAEOptions:
-        """Checked without a model (the layer's range needs one: ``resolved``)."""
-        if self.k < 1 or self.expansion < 1 or self.steps < 1 or self.batch_tokens < 1 or self.lr <= 0:
-            raise AnalysisInputError("k, expansion, steps, batch_tokens and lr must be positive")
-        return self
+        """Checked without a model (the layer's range and k against the SAE's width need one: ``resolved``)."""
+        if self.layer is not None:
+            check_int("layer", self.layer, 0)
+        return replace(self, k=check_int("k (active features per token)", self.k, 1),
+                       expansion=check_int("expansion", self.expansion, 1),
+                       steps=check_int("steps (SAE training steps)", self.steps, 1),
+                       batch_tokens=check_int("batch_tokens", self.batch_tokens, 1),
+                       lr=check_float("lr (learning rate)", self.lr, 0, min_open=True),
+                       seed=check_seed("seed", self.seed))
 
     def resolved(self, handle: ModelHandle) -> SAEOptions:
-        """These options with the default layer filled in and checked against ``handle``."""
-        layer = check_layer(handle, handle.n_layers // 2 if self.layer is None else self.layer)
-        return replace(self.validated(), layer=layer)
+        """These options with the default layer filled in and checked against ``handle``: the layer is one of
+        the model's, and k is at most the SAE's width ``d_sae = expansion * d_model``."""
+        opts = self.validated()
+        layer = check_layer(handle, handle.n_layers // 2 if opts.layer is None else opts.layer)
+        d_model = int(handle.model.cfg.d_model)
+        d_sae = opts.expansion * d_model
+        if opts.k > d_sae:
+            raise AnalysisInputError(f"k (active features per token) must be at most the SAE's width d_sae = "
+                                     f"{d_sae} (expansion {opts.expansion} x d_model {d_model}), got {opts.k}")
+        return replace(opts, layer=layer)
 
     def key(self) -> str:
         """Hash of every option (and the trainer version): part of the cache directory's name."""
@@ -113,14 +126,19 @@ class RestoreOptions:
 
     def validated(self, n_layers: int | None = None) -> RestoreOptions:
         """Checked and normalised (alphas and layers as tuples of floats / ints)."""
-        alphas = tuple(float(a) for a in self.alphas)
-        if not alphas:
+        if not len(self.alphas):
             raise AnalysisInputError("give at least one steering strength alpha")
-        if not all(math.isfinite(a) for a in alphas):
-            raise AnalysisInputError(f"steering strengths must be finite numbers, got {list(alphas)}")
-        if self.k < 1:
-            raise AnalysisInputError(f"k must be at least 1, got {self.k}")
-        probe_layers = None if self.probe_layers is None else tuple(int(x) for x in self.probe_layers)
+        # alpha 0 (the model itself) is always added; each alpha is a distinct finite strength > 0
+        alphas = tuple(check_float("each steering strength alpha", a, 0, min_open=True) for a in self.alphas)
+        twice = [a for i, a in enumerate(alphas) if a in alphas[:i]]
+        if twice:
+            raise AnalysisInputError(f"each steering strength alpha must be given once, got {twice[0]:g} twice "
+                                     f"in {[f'{a:g}' for a in alphas]}")
+        check_int("k", self.k, 1)
+        if self.layer is not None:
+            check_int("layer", self.layer, 0)
+        probe_layers = None if self.probe_layers is None else tuple(check_int("probe layer", x, 0)
+                                                                     for x in self.probe_layers)
         if probe_layers is not None and not probe_layers:
             raise AnalysisInputError("give at least one probe layer (or None for every layer)")
         if n_layers is not None:

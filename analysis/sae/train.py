@@ -50,9 +50,10 @@ from sae_lens import (
 from sae_lens.saes.sae import TrainingSAE
 from sae_lens.training.sae_trainer import SAETrainer
 
-from analysis.errors import AnalysisInputError
+from analysis.errors import AnalysisInputError, StudyError
 from analysis.hooks import resid_post
-from analysis.models.handle import ModelHandle
+from analysis.models.handle import ModelHandle, is_fingerprint
+from analysis.names import is_inside
 from analysis.sae.options import TRAINER, SAEOptions
 from analysis.scoring import answer_correct, chunks, make_batch
 
@@ -147,11 +148,26 @@ def collect_activations(handle: ModelHandle, tokens: torch.Tensor, hook: str, la
     return torch.cat(acts)
 
 
+def _checked_fingerprint(study: Study, fingerprint: str) -> str:
+    """``fingerprint`` if it is a hex digest (the only kind of value a cache path is built from)."""
+    if not is_fingerprint(fingerprint):
+        raise StudyError(f"model 'original' of {study.root} has the fingerprint {fingerprint!r}, not a hex digest; "
+                         "an SAE cache path is never built from it")
+    return fingerprint
+
+
 def sae_dir(study: Study, opts: SAEOptions, d_sae: int, fingerprint: str) -> Path:
-    """Cache directory of the SAE trained with ``opts`` (layer resolved) on the model ``fingerprint``."""
+    """Cache directory of the SAE trained with ``opts`` (layer resolved) on the model ``fingerprint``: built
+    from validated parts only (a hex fingerprint, integers, the options hash) and checked to lie inside the
+    study (StudyError otherwise, e.g. when ``sae/`` is a symlink out of it)."""
     if opts.layer is None:
         raise AnalysisInputError("resolve the SAE layer before asking for its cache directory")
-    return Path(study.root) / "sae" / f"{resid_post(opts.layer)}-k{opts.k}-d{d_sae}-{fingerprint}-{opts.key()}"
+    fp = _checked_fingerprint(study, fingerprint)
+    out = Path(study.root) / "sae" / f"{resid_post(int(opts.layer))}-k{int(opts.k)}-d{int(d_sae)}-{fp}-{opts.key()}"
+    if not is_inside(study.root, out):
+        raise StudyError(f"the SAE cache directory {out} resolves to {out.resolve()}, outside the study "
+                         f"{study.root}; refusing to write there")
+    return out
 
 
 @torch.no_grad()
@@ -310,7 +326,7 @@ def load_sae(study: Study, layer: int | None = None, k: int = 16, d_sae: int | N
 def _latest(study: Study, layer: int, k: int, d_sae: int | None, fp: str) -> Path:
     """The most recently trained SAE at ``layer`` with ``k`` (and ``d_sae``) on the model ``fp``."""
     root = Path(study.root) / "sae"
-    pattern = f"{resid_post(layer)}-k{k}-d{d_sae if d_sae else '*'}-{fp}*"
+    pattern = f"{resid_post(int(layer))}-k{int(k)}-d{int(d_sae) if d_sae else '*'}-{_checked_fingerprint(study, fp)}*"
     cands = [c for c in (root.glob(pattern) if root.is_dir() else []) if (c / META).is_file()]
     if not cands:
         raise AnalysisInputError(f"no SAE trained at layer {layer} (k={k}); run `erasure sae train "

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 from analysis.cli_common import VerbFn, emit
 from analysis.errors import AnalysisInputError
@@ -70,9 +70,15 @@ def _trace(args: argparse.Namespace, study: Study, executor: Executor | None) ->
 
 def add_parser(sub: argparse._SubParsersAction, verb: VerbFn) -> None:
     """Register `erasure trace` on the CLI's subparsers, through the CLI's ``verb`` helper (adds --json)."""
-    from analysis.cli_common import add_ray_arguments
-    from analysis.tracing.corruptions import CORRUPTIONS, corruption_help
-    from analysis.tracing.options import KIND_HELP, KINDS, METRIC_HELP, METRICS
+    from analysis.cli_common import add_ray_arguments, positive_float, positive_int, seed_int
+    from analysis.tracing.options import (
+        KIND_HELP,
+        KINDS,
+        METRIC_HELP,
+        METRICS,
+        CorruptionName,
+        corruption_choices_help,
+    )
 
     sp = verb(sub, "trace", cmd_trace, "causal tracing: where a model recalls a sample's answer (ROME-style)")
     sp.add_argument("study")
@@ -81,12 +87,14 @@ def add_parser(sub: argparse._SubParsersAction, verb: VerbFn) -> None:
     sp.add_argument("--all", action="store_true", help="average indirect effects over the --split samples")
     sp.add_argument("--split", default="forget", help="samples of --all (default: forget)")
     sp.add_argument("--kind", default="all", choices=[*KINDS, "all"], help=KIND_HELP)
-    sp.add_argument("--corruption", default="noise", choices=CORRUPTIONS.names(), help=corruption_help())
+    sp.add_argument("--corruption", default="noise", choices=get_args(CorruptionName),
+                    help=corruption_choices_help())
     sp.add_argument("--metric", default="prob", choices=METRICS, help=METRIC_HELP)
-    sp.add_argument("--window", type=int, default=None,
+    sp.add_argument("--window", type=positive_int, default=None,
                     help="layers restored together for mlp/attn (default: ROME's 10, at most half the model's "
                          "layers; 1 = no window)")
-    sp.add_argument("--samples", type=int, default=10, help="noise samples (default 10)")
-    sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--scale", type=float, default=3.0, help="noise std in units of the subject-embedding std")
+    sp.add_argument("--samples", type=positive_int, default=10, help="noise samples (default 10)")
+    sp.add_argument("--seed", type=seed_int, default=0)
+    sp.add_argument("--scale", type=positive_float, default=3.0,
+                    help="noise std in units of the subject-embedding std (a finite number > 0; default 3)")
     add_ray_arguments(sp)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, get_args
 
+from analysis.checks import check_float, check_int, check_seed
 from analysis.errors import AnalysisInputError
-from analysis.hooks import kind_hook_template
 
 # What is restored, per kind. "resid" restores the hidden state *output* of block l (ROME's h_i^(l)),
 # i.e. blocks.{l}.hook_resid_post (= blocks.{l+1}.hook_resid_pre); "mlp" / "attn" restore the MLP /
@@ -16,7 +16,17 @@ TraceKind = Literal["resid", "mlp", "attn"]
 KINDS: tuple[TraceKind, ...] = get_args(TraceKind)
 KIND_LABELS: dict[str, str] = {"resid": "residual stream", "mlp": "MLP", "attn": "attention"}
 KIND_HELP = "restore the residual stream (resid), MLP outputs (mlp), attention outputs (attn)"
-HOOKS: dict[str, str] = {k: kind_hook_template(k) for k in KINDS}  # kind -> "blocks.{layer}.hook_..."
+# HOOKS (kind -> "blocks.{layer}.hook_..."): built by analysis.hooks on first use (module __getattr__ below),
+# since analysis.hooks imports TransformerLens and the CLI reads this module to build its parser.
+
+# The corruptions (members: analysis.tracing.corruptions.CORRUPTIONS, which imports torch) as the CLI offers them;
+# a test checks them against the registry.
+CorruptionName = Literal["noise", "str"]
+CORRUPTION_HELP: dict[str, str] = {
+    "noise": "Gaussian noise on the subject embeddings (std: noise scale x the subject-embedding std; ROME)",
+    "str": "symmetric token replacement: the subject replaced by another subject of the study with as many "
+           "tokens (Zhang & Nanda 2023)",
+}
 
 # The traced quantity (analysis.tracing.engine.Metric). "logit_diff_corrupted" is named for what it subtracts:
 # the logit of the corrupted run's top token other than the answer (not the circuits' logit difference).
@@ -77,18 +87,19 @@ class TraceOptions:
             if n_layers is None:
                 raise ValueError("the default window depends on the model: pass n_layers")
             window = default_window(n_layers)
-        if window < 1:
-            raise AnalysisInputError(f"window must be at least 1 layer, got {self.window}")
+        window = check_int("window (layers restored together)", window, 1)
         if n_layers is not None and window > n_layers:
             raise AnalysisInputError(f"window of {window} layers is larger than the model's {n_layers} layers")
-        if self.n_samples < 1:
-            raise AnalysisInputError(f"the number of noise samples must be at least 1, got {self.n_samples}")
-        if corruption.uses_noise_scale and not self.noise_scale > 0:
-            raise AnalysisInputError(f"noise scale must be positive, got {self.noise_scale}")
-        if self.memory_budget_mb is not None and self.memory_budget_mb < 1:
-            raise AnalysisInputError("memory budget must be at least 1 MB")
+        n_samples = check_int("the number of noise samples (n_samples)", self.n_samples, 1)
+        seed = check_seed("seed", self.seed)
+        # the scale must be finite even where the corruption ignores it (it would be stored in nothing, but an
+        # infinite or NaN value is always a mistake); positive where it is used
+        noise_scale = check_float("noise scale", self.noise_scale, 0 if corruption.uses_noise_scale else None,
+                                  min_open=True)
+        if self.memory_budget_mb is not None:
+            check_int("memory budget (MB)", self.memory_budget_mb, 1)
         ordered = tuple(k for k in KINDS if k in kinds)
-        return replace(self, kinds=ordered, window=int(window))
+        return replace(self, kinds=ordered, window=window, n_samples=n_samples, seed=seed, noise_scale=noise_scale)
 
     def key(self) -> dict[str, Any]:
         """The store key (of validated options): only what changes the numbers, normalised (STR has no noise samples or scale;
@@ -128,3 +139,20 @@ def parse_kinds(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
     if items == ["all"]:
         return KINDS
     return tuple(items)
+
+
+def corruption_choices_help() -> str:
+    """``name: description`` of every corruption (what analysis.tracing.corruptions.corruption_help says, without
+    importing torch), for the CLI's help."""
+    return "; ".join(f"{name}: {CORRUPTION_HELP[name]}" for name in get_args(CorruptionName))
+
+
+def __getattr__(name: str) -> Any:
+    """``HOOKS``, built on first use (analysis.hooks imports TransformerLens; this module must not)."""
+    if name == "HOOKS":
+        from analysis.hooks import kind_hook_template
+
+        hooks: dict[str, str] = {k: kind_hook_template(k) for k in KINDS}
+        globals()["HOOKS"] = hooks
+        return hooks
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

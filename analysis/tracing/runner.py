@@ -40,10 +40,16 @@ def trace(handle: ModelHandle, sample: Sample, pool: SubjectPool, options: Trace
                        answer=sample.answer)
 
 
+def store_key(study: Study, options: TraceOptions) -> dict[str, Any]:
+    """Where a trace is stored: its options, and the study's subject pool (the noise scale and the replacement
+    subjects are drawn from it, so a new or edited subject recomputes every trace)."""
+    return {**options.key(), "subjects": study.subjects_digest()}
+
+
 def cached_trace(study: Study, model: str, sample_id: str, options: TraceOptions) -> TraceResult | None:
     """A stored trace for these options, or a stored trace of all kinds with the same options cut down."""
     fp = study.fingerprint(model)
-    for key in (options.key(), replace(options, kinds=KINDS).key()):
+    for key in (store_key(study, options), store_key(study, replace(options, kinds=KINDS))):
         value = study.store.get(STORE_KIND, [fp], key, sample_id=sample_id)
         if value is not None and "error" not in value:
             return TraceResult.from_dict(value).subset(options.kinds)
@@ -63,7 +69,8 @@ def trace_sample(study: Study, model: str, sample_id: str, options: TraceOptions
             return hit
     result = trace(h, sample, study.subject_pool(), opts)
     if use_store:
-        study.store.put(STORE_KIND, [study.fingerprint(model)], opts.key(), result.to_dict(), sample_id=sample_id)
+        study.store.put(STORE_KIND, [study.fingerprint(model)], store_key(study, opts), result.to_dict(),
+                        sample_id=sample_id)
     return result
 
 
@@ -85,7 +92,7 @@ def dataset_cached(study: Study, model: str, options: TraceOptions | None = None
     """True when every sample of ``split`` has a stored trace (the dataset view is then instant)."""
     ids = dataset_sample_ids(study, split)
     opts = _dataset_options(options, study.load(model).n_layers)
-    got = study.store.get_many(STORE_KIND, [study.fingerprint(model)], opts.key(), ids)
+    got = study.store.get_many(STORE_KIND, [study.fingerprint(model)], store_key(study, opts), ids)
     return bool(ids) and all(i in got for i in ids)
 
 
@@ -125,7 +132,7 @@ def trace_dataset(study: Study, model: str, options: TraceOptions | None = None,
         raise AnalysisInputError(f"unknown sample id {missing[0]!r}")
     job = ChunkJob(make_trace_compute, study, (model, opts))
     fp = study.fingerprint(model)
-    values = run_batch(study.store, STORE_KIND, [fp], opts.key(), ids, job, chunk_size=chunk_size,
+    values = run_batch(study.store, STORE_KIND, [fp], store_key(study, opts), ids, job, chunk_size=chunk_size,
                        progress=progress, desc=f"trace {model}", executor=executor)
     results = [TraceResult.from_dict(v) for v in values.values() if "error" not in v]  # in the order of ids
     skipped = {sid: v["error"] for sid, v in values.items() if "error" in v}

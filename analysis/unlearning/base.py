@@ -430,7 +430,20 @@ def run_unlearning(
     ``corpus`` is needed only by the ``retrain`` control (it retrains the organism on the corpus minus
     the forget facts). Returns the new in-memory model and the run's :class:`UnlearnResult`.
     """
-    m = get_method(method)
+    return run_method(handle_or_model, get_method(method), forget, retain, cfg, corpus, progress)
+
+
+def run_method(
+    handle_or_model: ModelHandle | torch.nn.Module,
+    m: UnlearnMethod,
+    forget: list[Sample],
+    retain: list[Sample],
+    cfg: UnlearnConfig | None = None,
+    corpus: Corpus | None = None,
+    progress: ProgressFn | None = None,
+) -> tuple[ModelHandle, UnlearnResult]:
+    """:func:`run_unlearning` with a method instance rather than a registered name: for methods built with
+    their own parameters (the zoo's depth-limited suppressions, ``analysis.zoo.suppression``)."""
     cfg = (cfg if cfg is not None else UnlearnConfig()).resolved(m.defaults)
     cfg.validate()
     forget, retain = list(forget), list(retain)

@@ -3,6 +3,8 @@ re-emphasising them bring a forgotten answer back (beside the retrain control)?"
 
 from __future__ import annotations
 
+import html
+
 import pandas as pd
 import streamlit as st
 
@@ -26,7 +28,7 @@ from analysis.attribution.figures import attribution_heatmap, contribution_chang
 from analysis.attribution.options import ablation_help, attribution_method_help
 from analysis.errors import WorkbenchError
 from analysis.study import Study
-from app.state import get_study, guarded, run_per_model, sample_picker
+from app.state import get_study, guarded, plain, run_per_model, sample_picker
 
 
 def _fmt(x: float | None, spec: str = ".2f") -> str:
@@ -53,14 +55,14 @@ def _sample_section(study: Study, sample_id: str, after: str, opts: AttributionO
             for name in study.comparison(after).names:
                 results[name] = attribute_sample(study, name, sample_id, opts)
     except WorkbenchError as e:
-        st.error(str(e))
+        st.error(plain(e))
         return
     orig = results["original"]
-    st.caption(f"Answer **{orig.answer}** · LP = mean log-prob of the answer tokens: "
-               + " · ".join(f"{n} {r.logprob:.3f}" for n, r in results.items()))
+    st.caption(f"Answer **{plain(orig.answer)}** · LP = mean log-prob of the answer tokens: "
+               + " · ".join(f"{plain(n)} {r.logprob:.3f}" for n, r in results.items()))
     labels = {n: f"{n} (control)" if n == study.manifest.retrain else n for n in results}
     st.plotly_chart(attribution_heatmap({labels[n]: r for n, r in results.items()}, keywords_from="original",
-                                        title=f"Contribution of each prompt token to “{orig.answer}”"),
+                                        title=f"Contribution of each prompt token to “{html.escape(orig.answer)}”"),
                     width="stretch", key="attr_heatmap")
     rows = [{"position": i, "token": t, **{n: results[n].contributions[i] for n in results},
              **{f"{n} keyword": i in results[n].keywords for n in results}} for i, t in enumerate(orig.tokens)
@@ -86,12 +88,13 @@ def _comparison_section(study: Study, after: str, opts: AttributionOptions) -> N
         return
     cols = st.columns(len(comps))
     for col, (name, c) in zip(cols, comps.items(), strict=True):
-        col.metric(f"{name}: disrupted focus", _fmt(c.disrupted_focus, ".3f"),
+        col.metric(f"{plain(name)}: disrupted focus", _fmt(c.disrupted_focus, ".3f"),
                    help="forget set: mean drop of the original keywords' contribution")
-        col.metric(f"{name}: indiscriminate penalisation", _fmt(c.indiscriminate_penalisation, ".3f"),
+        col.metric(f"{plain(name)}: indiscriminate penalisation", _fmt(c.indiscriminate_penalisation, ".3f"),
                    help=f"retain set: mean drop of every token's contribution (mean |change| "
                         f"{_fmt(c.retain_abs_change, '.3f')})")
-        col.caption("keyword overlap (Jaccard) " + ", ".join(f"{s} {_fmt(v)}" for s, v in c.keyword_overlap.items()))
+        col.caption("keyword overlap (Jaccard) "
+                    + ", ".join(f"{plain(s)} {_fmt(v)}" for s, v in c.keyword_overlap.items()))
     st.plotly_chart(contribution_change_bars(comps), width="stretch", key="change_bars")
 
 
@@ -114,8 +117,8 @@ def _recovery_section(study: Study, attr_opts: AttributionOptions) -> None:
     retrain = study.manifest.retrain
     st.caption("Re-emphasise each forget prompt's keywords and count the samples whose answer becomes top-1 again "
                "(among the forget samples the original answers top-1 and this model does not). "
-               + (f"`{retrain}` never learned the forget facts: what it “recovers” is emphasis inventing answers, "
-                  "so read every number against it." if retrain else "This study has no retrain control."))
+               + (f"{plain(retrain)} never learned the forget facts: what it “recovers” is emphasis inventing "
+                  "answers, so read every number against it." if retrain else "This study has no retrain control."))
     candidates = [n for n in study.model_names if n not in ("original", retrain)]
     models = st.multiselect("Models", candidates, default=candidates, key="recovery_models")
     opts = _recovery_controls(study)
@@ -152,8 +155,8 @@ def _recovery_section(study: Study, attr_opts: AttributionOptions) -> None:
                                  f"{retrain or 'retrain'} p gain", "original top-1 with emphasis")})
     first = next(iter(reports.values()))
     st.caption(f"{first.n_eligible} of {first.n_forget} forget samples are eligible (the original answers them "
-               f"top-1). Net rate: the recovery rate minus {retrain or 'the retrain control'}'s. p gain: mean change "
-               "of the answer probability over eligible samples. “original top-1 with "
+               f"top-1). Net rate: the recovery rate minus {plain(retrain) if retrain else 'the retrain control'}'s. "
+               "p gain: mean change of the answer probability over eligible samples. “original top-1 with "
                "emphasis”: how often the emphasis keeps the original model right (low = the rewrite itself "
                "disturbs the model).")
     metric = st.radio("Chart", ["recovery_rate", "prob_gain"], key="recovery_metric", horizontal=True,
@@ -183,9 +186,9 @@ def page() -> None:
     try:
         opts = _attribution_controls()
     except WorkbenchError as e:
-        st.error(str(e))
+        st.error(plain(e))
         return
-    st.subheader(f"Sample `{sample_id}`")
+    st.subheader(f"Sample {plain(sample_id)}")
     _sample_section(study, sample_id, after, opts)
     _comparison_section(study, after, opts)
     _recovery_section(study, opts)

@@ -12,7 +12,7 @@ from analysis.circuits.figures import circuit_diff_table, circuit_graph
 from analysis.circuits.options import CIRCUIT_DEFAULTS, DEFAULT_TOP_N, HELP, EAPOptions
 from analysis.circuits.result import CircuitResult
 from analysis.circuits.runner import circuit_for_sample
-from app.state import get_study, guarded, sample_picker
+from app.state import get_study, guarded, plain, sample_picker
 
 if TYPE_CHECKING:
     from analysis.study import Study
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 def _circuit(study: Study, model: str, sample_id: str, top_n: int, options: EAPOptions) -> CircuitResult:
     # edge scores are cached per sample in the study store; selection and faithfulness are cheap
-    with st.spinner(f"EAP-IG on {model}…"):
+    with st.spinner(f"EAP-IG on {plain(model)}…"):
         return circuit_for_sample(study, model, sample_id, top_n=top_n, options=options)
 
 
@@ -57,7 +57,7 @@ def page() -> None:
                             key="circ_base", help=HELP["baseline"])
     opts = EAPOptions(metric=metric, baseline=baseline)
     s = study.sample(sample_id)
-    st.caption(f"`{s.id}`: {s.prompt} → **{s.answer}**")
+    st.caption(f"{plain(s.id)}: {plain(s.prompt)} → **{plain(s.answer)}**")
     handle = study.load("original")
     n_layers, n_heads = handle.n_layers, int(handle.model.cfg.n_heads)
     orig = _circuit(study, "original", sample_id, top_n, opts)
@@ -71,10 +71,10 @@ def page() -> None:
                                        title=f"{name}: faithfulness {'-' if f is None else f'{f:.2f}'}"),
                          width="stretch", key=f"graph_{name}")
         if r.faithfulness.get("note"):
-            col.caption(f"Faithfulness {r.faithfulness['note']}.")
+            col.caption(f"Faithfulness {plain(r.faithfulness['note'])}.")
         col.dataframe(_stats_table(r.stats), hide_index=True, width="stretch")
     if other:
-        st.subheader(f"Diff: original vs {other}")
+        st.subheader(f"Diff: original vs {plain(other)}")
         st.dataframe(circuit_diff_table(orig, results[1][1]), hide_index=True, width="stretch")
 
 

@@ -16,7 +16,7 @@ from analysis.diagnosis.figures import diagnosis_charts
 from analysis.diagnosis.report import report_html
 from analysis.diagnosis.result import SAMPLE_COLUMNS
 from analysis.diagnosis.rules import capital
-from app.state import get_study, guarded, load_model
+from app.state import get_study, guarded, load_model, plain
 
 VIEWS = Path(__file__).resolve().parent
 VERDICT_ICON = {"erased": "🟢", "suppressed": "🔴", "not unlearned": "⚪", "inconclusive": "🟡"}
@@ -30,12 +30,12 @@ FILTER_ALL = "all"
 
 def _verdict(d: Diagnosis) -> None:
     with st.container(border=True):
-        st.markdown(f"### {VERDICT_ICON.get(d.verdict, '')} {d.verdict.upper()}")
-        st.markdown(f"**{d.headline}**")
+        st.markdown(f"### {VERDICT_ICON.get(d.verdict, '')} {plain(d.verdict.upper())}")
+        st.markdown(f"**{plain(d.headline)}**")
         for c in d.caveats:
-            st.warning(f"Caveat: {c}", icon="⚠️")
+            st.warning(f"Caveat: {plain(c)}", icon="⚠️")
         for e in d.evidence:
-            st.markdown(f"- {capital(e)}")
+            st.markdown(f"- {plain(capital(e))}")
 
 
 def _signals(d: Diagnosis) -> None:
@@ -43,30 +43,30 @@ def _signals(d: Diagnosis) -> None:
     st.caption("gone: the signal finds no sign of the forget knowledge · present: it does · context: CUD predicts "
                "difficulty before unlearning rather than reading this model")
     for s in d.signals.values():
-        label = f"{READING_ICON.get(s.reading, '')} **{capital(s.title)}**: {s.reading}"
+        label = f"{READING_ICON.get(s.reading, '')} **{plain(capital(s.title))}**: {plain(s.reading)}"
         with st.expander(label, expanded=False):
             for e in s.evidence or [s.summary]:
-                st.markdown(f"- {e}")
+                st.markdown(f"- {plain(e)}")
 
 
 def _agreement(d: Diagnosis) -> None:
     st.subheader("Agreement")
     a = d.agreement
     for line in a.get("agree", []):
-        st.success(line)
+        st.success(plain(line))
     for line in a.get("disagree", []):
-        st.warning(line)
+        st.warning(plain(line))
     if not a.get("agree") and not a.get("disagree"):
         st.info("No two signals give a definite reading to compare.")
     for line in a.get("silent", []) + a.get("context", []):
-        st.caption(line)
+        st.caption(plain(line))
 
 
 def _figures(d: Diagnosis) -> None:
     st.subheader("Figures")
     for c in diagnosis_charts(d):
-        st.markdown(f"**{c.title}**")
-        st.caption(c.caption)
+        st.markdown(f"**{plain(c.title)}**")
+        st.caption(plain(c.caption))
         st.plotly_chart(c.figure, width="stretch", key=f"diag_{c.key}")
 
 
@@ -141,16 +141,17 @@ def page() -> None:
     if d is None:
         slot = st.empty()  # the invitation, cleared once the diagnosis runs
         with slot.container():
-            st.info(f"`{model}` has not been diagnosed yet. The diagnosis runs every analysis it needs that is not in "
+            st.info(f"{plain(model)} has not been diagnosed yet. The diagnosis runs every analysis it needs that is not in "
                     "the study store yet (about a minute on a laptop CPU for the built-in study, most of it training "
                     "the SAE once); a second view is instant.")
-            go = st.button(f"Diagnose {model}", key="diag_go", type="primary")
+            go = st.button(f"Diagnose {plain(model)}", key="diag_go", type="primary")
         if not go:
             return
         slot.empty()
         bar = st.progress(0.0, text="starting")
         try:
-            d = diagnose(study, model, opts, progress=lambda f, m: bar.progress(min(1.0, max(0.0, f)), text=m))
+            d = diagnose(study, model, opts,
+                         progress=lambda f, m: bar.progress(min(1.0, max(0.0, f)), text=plain(m)))
         finally:
             bar.empty()
     _verdict(d)

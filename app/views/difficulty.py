@@ -14,7 +14,7 @@ from analysis.circuits.figures import circuit_graph, cud_histogram, cud_scatter,
 from analysis.circuits.graph import Graph
 from analysis.circuits.options import HELP, CUDOptions
 from analysis.circuits.runner import score_study
-from app.state import get_study, guarded
+from app.state import get_study, guarded, plain
 
 if TYPE_CHECKING:
     from analysis.study import Study
@@ -60,14 +60,14 @@ def page() -> None:
     folds = c3.number_input("Folds", 2, 20, defaults.folds, key="cud_folds", help=HELP["folds"])
     bar = st.progress(0.0, text="EAP-IG on the forget samples (stored in the study, computed once)")
     opts = CUDOptions(distance=dist, top_n=top_n, folds=int(folds))
-    rep = score_study(study, opts, progress=lambda f, m: bar.progress(min(1.0, f), text=m))
+    rep = score_study(study, opts, progress=lambda f, m: bar.progress(min(1.0, f), text=plain(m)))
     bar.empty()
     v = rep.validation
     m = st.columns(4)
     m[0].metric("Spearman rho (CUD)", "-" if v["spearman"] is None else f"{v['spearman']:.3f}")
     m[1].metric("AUROC easy vs hard", "-" if v["auroc"] is None else f"{v['auroc']:.3f}")
     for col, (name, b) in zip(m[2:], v["baselines"].items(), strict=False):
-        col.metric(f"baseline {name}", "-" if b["spearman"] is None else f"rho {b['spearman']:.3f}",
+        col.metric(f"baseline {plain(name)}", "-" if b["spearman"] is None else f"rho {b['spearman']:.3f}",
                    None if b["auroc"] is None else f"AUROC {b['auroc']:.3f}", delta_color="off")
     table = cud_table(rep)
     st.dataframe(table, hide_index=True, width="stretch")
@@ -77,7 +77,7 @@ def page() -> None:
     _anchor_circuits(study, rep.anchors, top_n)
     st.subheader("Easy vs hard circuit signature")
     st.plotly_chart(signature_bars(rep.signature), width="stretch", key="cud_sig")
-    st.caption(f"methods: {', '.join(v['methods'])}; {v['n_hard']} hard, {v['n_easy']} easy of {v['n']}.")
+    st.caption(f"methods: {plain(', '.join(v['methods']))}; {v['n_hard']} hard, {v['n_easy']} easy of {v['n']}.")
 
 
 guarded(page)

@@ -8,7 +8,7 @@ import streamlit as st
 from analysis.errors import AnalysisInputError
 from analysis.figures import topk_bars
 from analysis.scoring import top_next_tokens
-from app.state import get_study, guarded, load_model
+from app.state import get_study, guarded, load_model, plain
 
 
 def page() -> None:
@@ -16,12 +16,15 @@ def page() -> None:
     st.caption("Did unlearning erase the knowledge, or only suppress it? Compare a model before unlearning "
                "with models after it.")
     study = get_study()
-    st.subheader(f"Study: {study.manifest.name}")
-    rows = [{"model": n, "role": e.role, "method": e.method or "", "fingerprint": study.fingerprint(n),
-             "path": e.path} for n, e in study.manifest.models.items()]
+    st.subheader(f"Study: {plain(study.manifest.name)}")
+    rows = [{"model": n, "role": (e := study.entry(n)).role, "method": e.method or "",
+             "fingerprint": study.fingerprint(n), "path": e.path} for n in study.model_names]
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    if study.ruler_names:
+        st.caption(f"Plus {len(study.ruler_names)} zoo models (the ruler the Validation page measures the signals "
+                   "with; they load by name like any model).")
     counts = {s: len(study.samples(s)) for s in study.manifest.samples}
-    st.caption(" · ".join(f"{n} {s} samples" for s, n in counts.items()))
+    st.caption(" · ".join(f"{n} {plain(s)} samples" for s, n in counts.items()))
 
     st.subheader("Next-token predictions")
     forget = study.forget
@@ -44,14 +47,15 @@ def page() -> None:
         try:
             results[name] = top_next_tokens(handle, prompt, k=k)
         except AnalysisInputError as e:
-            st.error(f"{name}: {e}")
+            st.error(f"{plain(name)}: {plain(e)}")
             return
     roles = {n: study.entry(n).role for n in results}
     st.plotly_chart(topk_bars(results, roles=roles), width="stretch", key="topk_chart")
     st.caption("Bar colours: blue = original, green = control (retrain / readout suppression), red = unlearned.")
     match = next((s for s in study.samples() if s.prompt == prompt.strip()), None)
     if match is not None:
-        st.caption(f"Sample `{match.id}` ({match.split}, {match.relation}): expected answer **{match.answer}**.")
+        st.caption(f"Sample {plain(match.id)} ({plain(match.split)}, {plain(match.relation)}): expected answer "
+                   f"**{plain(match.answer)}**.")
 
 
 guarded(page)

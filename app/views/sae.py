@@ -21,7 +21,7 @@ from analysis.sae import (
 )
 from analysis.sae.figures import probe_layers, restoration_curves
 from analysis.study import Study
-from app.state import get_study, guarded, load_model
+from app.state import get_study, guarded, load_model, plain
 
 VERDICT_ICON = {"erased": "🟢", "suppressed": "🔴", "inconclusive": "🟡"}
 
@@ -40,8 +40,8 @@ def _sae(study: Study, layer: int, k: int, steps: int) -> TrainedSAE:
         have = None
     if not st.button(f"Train a TopK SAE at {resid_post(layer)} (k={k}, {steps} steps)", key="train_sae"):
         if have is not None:
-            st.caption(f"Showing the SAE trained with {have.options.get('steps', '?')} steps "
-                       f"(seed {have.options.get('seed', '?')}); the button trains one with {steps}.")
+            st.caption(f"Showing the SAE trained with {plain(have.options.get('steps', '?'))} steps "
+                       f"(seed {plain(have.options.get('seed', '?'))}); the button trains one with {steps}.")
             return have
         st.info("No SAE at this layer yet. Training takes about a minute on the built-in study (SAELens's runner).")
         st.stop()
@@ -59,9 +59,10 @@ def _health(trained: TrainedSAE) -> None:
     c[3].metric("retain acc", f"{h.retain_acc:.2f}")
     c[4].metric("retain acc, SAE spliced", f"{h.retain_acc_spliced:.2f}")
     o = trained.options
-    st.caption(f"`{trained.hook}` · {h.n_tokens} distinct training tokens · SAELens runner, {o.get('steps', '?')} steps "
-               f"of {o.get('batch_tokens', '?')} tokens, lr {o.get('lr', '?')}, seed {o.get('seed', '?')} · "
-               f"{h.tokens_per_s:,.0f} tokens/s · trained on the original (fingerprint `{trained.fingerprint}`)")
+    st.caption(f"{plain(trained.hook)} · {plain(h.n_tokens)} distinct training tokens · SAELens runner, "
+               f"{plain(o.get('steps', '?'))} steps of {plain(o.get('batch_tokens', '?'))} tokens, "
+               f"lr {plain(o.get('lr', '?'))}, seed {plain(o.get('seed', '?'))} · {h.tokens_per_s:,.0f} tokens/s · "
+               f"trained on the original (fingerprint {plain(trained.fingerprint)})")
 
 
 def _experts(study: Study, trained: TrainedSAE) -> None:
@@ -133,10 +134,10 @@ def page() -> None:
     cols = st.columns(min(3, len(reports)))
     for j, (n, r) in enumerate(reports.items()):
         with cols[j % len(cols)].container(border=True):
-            st.markdown(f"**{n}** {VERDICT_ICON.get(r.verdict, '')} **{r.verdict}**"
-                        + (f": {'; '.join(r.reasons)}" if r.reasons else ""))
+            st.markdown(f"**{plain(n)}** {VERDICT_ICON.get(r.verdict, '')} **{plain(r.verdict)}**"
+                        + (f": {plain('; '.join(r.reasons))}" if r.reasons else ""))
             for e in r.evidence:
-                st.markdown(f"- {e}")
+                st.markdown(f"- {plain(e)}")
     pick = st.selectbox("Per-sample verdicts of", list(reports), key="sae_pick")
     df = pd.DataFrame(reports[pick].per_sample)
     st.dataframe(df, hide_index=True, width="stretch")

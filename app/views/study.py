@@ -9,16 +9,16 @@ import streamlit as st
 from analysis.evaluation import evaluate_study, model_scores
 from analysis.figures import scoreboard_bars, trajectory_lines
 from analysis.unlearning.log import read_unlearning_log
-from app.state import get_study, guarded
+from app.state import get_study, guarded, plain
 
 
 @st.cache_data(show_spinner=False)
-def _scoreboard(path: str, fingerprints: tuple[str, ...]) -> pd.DataFrame:
+def _scoreboard(path: str, fingerprints: tuple[str, ...], samples_digest: str) -> pd.DataFrame:
     from analysis.study import Study
 
     study = Study.open(path)
     bar = st.progress(0.0, text="evaluating models")
-    res = evaluate_study(study, progress=lambda f, m: bar.progress(f, text=m))
+    res = evaluate_study(study, progress=lambda f, m: bar.progress(f, text=plain(m)))
     bar.empty()
     rows = [{"model": n, "role": study.entry(n).role, "method": study.entry(n).method or "", **r.to_dict()}
             for n, r in res.items()]
@@ -32,7 +32,7 @@ def page() -> None:
                "retain set and general ability? Forget quality is the KS-test p-value of truth ratios against "
                "the retrain control (TOFU); near 1 = indistinguishable from never having learned.")
     fps = tuple(study.fingerprint(n) for n in study.model_names)
-    board = _scoreboard(str(study.root), fps)
+    board = _scoreboard(str(study.root), fps, study.samples_digest())  # a changed model or sample recomputes
     st.subheader("Scoreboard")
     st.dataframe(board, hide_index=True, width="stretch", column_config={
         c: st.column_config.NumberColumn(format="%.3f") for c in

@@ -20,7 +20,7 @@ from analysis.tracing import (
 from analysis.tracing.corruptions import corruption_help
 from analysis.tracing.figures import aie_lines, trace_heatmaps, trace_title, trace_value_range
 from analysis.tracing.options import METRIC_HELP, default_window
-from app.state import get_study, guarded, load_model, run_per_model, sample_picker
+from app.state import get_study, guarded, load_model, plain, run_per_model, sample_picker
 
 
 def _controls(n_layers: int) -> TraceOptions:
@@ -64,19 +64,19 @@ def page() -> None:
         st.warning("Pick at least one of residual stream, MLP, attention.")
         return
 
-    st.subheader(f"Sample `{sample_id}`")
+    st.subheader(f"Sample {plain(sample_id)}")
     try:
         with st.spinner("Tracing…"):
             r_before = trace_sample(study, before, sample_id, opts)
             r_after = trace_sample(study, after, sample_id, opts)
     except WorkbenchError as e:
-        st.error(str(e))
+        st.error(plain(e))
         r_before = r_after = None
     if r_before is not None and r_after is not None:
         info = r_after.options
         extra = (f"noise std {info['noise_std']:.3g}" if "noise_std" in info else
-                 f"subject replaced by {info['replacement']!r}" if "replacement" in info else "")
-        st.caption(f"Answer **{r_before.answer}** · subject tokens starred and boxed · {extra}")
+                 f"subject replaced by {plain(repr(info['replacement']))}" if "replacement" in info else "")
+        st.caption(f"Answer **{plain(r_before.answer)}** · subject tokens starred and boxed · {extra}")
         c1, c2 = st.columns(2)
         shared = c1.checkbox("One colour scale for both models", value=True, key="shared_scale")
         effect = c2.radio("Difference of", ["indirect effect", "metric"], horizontal=True, key="diff_of",
@@ -98,7 +98,7 @@ def page() -> None:
     try:
         cached = all(dataset_cached(study, n, opts) for n in (before, after))
     except WorkbenchError as e:
-        st.error(str(e))
+        st.error(plain(e))
         return
     if not cached and not st.button(f"Compute over the forget set ({n_forget} samples x 2 models)", key="aie_go"):
         st.caption("Traces every forget sample on both models (stored in the study: a second view is instant).")

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from abc import ABC
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from transformer_lens.hook_points import HookPoint
 
+from analysis.attribution.options import EmphasisParams  # declared with the options (no torch there)
 from analysis.errors import AnalysisInputError
 from analysis.registry import Registry
 
@@ -34,16 +34,6 @@ if TYPE_CHECKING:
 HookFn = Callable[[torch.Tensor, HookPoint], torch.Tensor]
 LEVELS: tuple[str, ...] = ("prompt", "activation")
 SEPARATOR_CANDIDATES: tuple[str, ...] = (".", ",", ":", ";")
-
-
-@dataclass(frozen=True)
-class EmphasisParams:
-    """Parameters shared by the strategies; each strategy uses (and puts in its store key) only its own."""
-
-    factor: float = 3.0  # activation level: attention / embedding scale at keyword positions
-    layers: tuple[int, ...] | None = None  # activation level (attention): None = every layer
-    copies: int = 1  # prompt level: extra copies of the keywords
-    separator: str | None = None  # prefix: None = the first of . , : ; that is one known token; "" = none
 
 
 class Emphasis(ABC):  # noqa: B024 - members override rewrite and/or hooks; neither is required

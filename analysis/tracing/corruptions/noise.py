@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from analysis.tracing.corruptions import CORRUPTIONS, Corrupted, Corruption
+from analysis.tracing.options import CORRUPTION_HELP
 
 if TYPE_CHECKING:
     from analysis.models.handle import ModelHandle
@@ -29,7 +30,7 @@ def gaussian_noise(n: int, n_tokens: int, d_model: int, std: float, seed: int) -
 class GaussianNoise(Corruption):
     name = "noise"
     label = "Gaussian noise"
-    description = "Gaussian noise on the subject embeddings (std: noise scale x the subject-embedding std; ROME)"
+    description = CORRUPTION_HELP["noise"]
     stochastic = True
     uses_noise_scale = True
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from analysis.subjects import pick_replacement
 from analysis.tracing.corruptions import CORRUPTIONS, Corrupted, Corruption
+from analysis.tracing.options import CORRUPTION_HELP
 
 if TYPE_CHECKING:
     from analysis.models.handle import ModelHandle
@@ -19,8 +20,7 @@ if TYPE_CHECKING:
 class SymmetricTokenReplacement(Corruption):
     name = "str"
     label = "token replacement (STR)"
-    description = ("symmetric token replacement: the subject replaced by another subject of the study with as many "
-                   "tokens (Zhang & Nanda 2023)")
+    description = CORRUPTION_HELP["str"]
 
     def corrupt(self, handle: ModelHandle, inp: SubjectInput, pool: SubjectPool, options: TraceOptions) -> Corrupted:
         s0, s1 = inp.subject_range

@@ -1,0 +1,61 @@
+"""`erasure validate STUDY [--json] [--no-robustness] [--signals a,b]`: the meta-evaluation of every signal
+against the study's zoo. Prints a table of every signal's AUROC (P against N) with its 95% bootstrap interval
+and robustness, then which signals separate and which do not. Wired into analysis/cli.py with
+``add_parser(sub, verb)``."""
+
+from __future__ import annotations
+
+import argparse
+
+from analysis.cli_common import VerbFn, emit, open_study, positive_int, seed_int, tqdm_progress
+from analysis.validation.options import OPTION_HELP, ValidationOptions, parse_signals
+
+
+def _num(x: float | None, spec: str = ".3f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def table_lines(result: object) -> list[str]:
+    """The AUROC table of a ValidationResult, one line per signal, best first."""
+    from analysis.validation.result import ValidationResult
+
+    assert isinstance(result, ValidationResult)
+    width = max([len("signal"), *(len(s.signal) for s in result.signals)]) + 2
+    head = f"{'signal':<{width}}{'AUROC':>7}  {'95% interval':<16}{'P':>3}{'N':>4}  {'R':>6}{'Q':>7}{'H':>7}  separation"
+    lines = [head, "-" * len(head)]
+    for s in sorted(result.signals, key=lambda r: -(r.auroc if r.auroc is not None else -1.0)):
+        ci = "-" if s.ci_low is None or s.ci_high is None else f"[{s.ci_low:.3f}, {s.ci_high:.3f}]"
+        lines.append(f"{s.signal:<{width}}{_num(s.auroc):>7}  {ci:<16}{s.n_present:>3}{s.n_absent:>4}  "
+                     f"{_num(s.robustness_r):>6}{_num(s.robustness_q):>7}{_num(s.robustness_h):>7}  {s.separation}")
+    return lines
+
+
+def cmd_validate(args: argparse.Namespace) -> None:
+    from analysis.validation.runner import validate
+
+    opts = ValidationOptions(signals=parse_signals(args.signals), n_resamples=args.resamples, seed=args.seed,
+                             robustness=not args.no_robustness, finetune_steps=args.finetune_steps).validated()
+    study = open_study(args)
+    result = validate(study, opts, progress=tqdm_progress("validate"))
+    lines = [f"meta-evaluation of {len(result.signals)} signal(s) on study {result.study!r}", "",
+             *table_lines(result), "", *result.statement()]
+    if result.notes:
+        lines += ["", *[f"note: {n}" for n in result.notes]]
+    emit(args, result.to_dict(), "\n".join(lines))
+
+
+def add_parser(sub: argparse._SubParsersAction, verb: VerbFn) -> None:
+    """Register `erasure validate`."""
+    d = ValidationOptions()
+    sp = verb(sub, "validate", cmd_validate,
+              "meta-evaluation: every signal's AUROC of knowledge-present against knowledge-absent zoo members, "
+              "with bootstrap intervals and robustness")
+    sp.add_argument("study")
+    sp.add_argument("--signals", default=None, metavar="A,B", help=OPTION_HELP["signals"])
+    sp.add_argument("--no-robustness", action="store_true",
+                    help="skip the quantised and fine-tuned variants (" + OPTION_HELP["robustness"] + ")")
+    sp.add_argument("--resamples", type=positive_int, default=d.n_resamples,
+                    help=OPTION_HELP["n_resamples"] + f" (default {d.n_resamples}, at least 10)")
+    sp.add_argument("--seed", type=seed_int, default=d.seed, help=OPTION_HELP["seed"] + f" (default {d.seed})")
+    sp.add_argument("--finetune-steps", type=positive_int, default=d.finetune_steps,
+                    help=OPTION_HELP["finetune_steps"] + f" (default {d.finetune_steps})")
