@@ -136,6 +136,20 @@ def chunks(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(n, start + size))
 
 
+def pair_batches(handle: ModelHandle, prompts: Sequence[str], answers: Sequence[str],
+                 batch_size: int | None = None, sized_for: ModelHandle | None = None
+                 ) -> Iterator[tuple[slice, PairBatch]]:
+    """(rows, batch) over (prompt, answer) pairs tokenised by ``handle``: ``batch_size`` rows at a time, or as
+    many as fit the memory budget of ``sized_for`` (default ``handle``) at the longest pair's length."""
+    if batch_size:
+        size = batch_size
+    else:  # rows per forward within the memory budget, for the longest row (in tokens)
+        tokens = make_batch(handle, prompts, answers).tokens
+        size = default_batch_size(sized_for or handle, seq_len=int(tokens.shape[1]))
+    for sl in chunks(len(prompts), size):
+        yield sl, make_batch(handle, prompts[sl], answers[sl])
+
+
 def default_batch_size(handle: ModelHandle, seq_len: int = 32, budget_bytes: int | None = None) -> int:
     """Rows per forward that keep the logits + residual activations within ``budget_bytes`` (default: half the
     free memory of the model's GPU, 1 GiB on the CPU; see analysis.models.device.memory_budget)."""

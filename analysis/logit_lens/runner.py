@@ -16,7 +16,7 @@ from analysis.logit_lens.engine import lens_values
 from analysis.logit_lens.options import QUANTITIES, STORE_KIND, LensOptions
 from analysis.logit_lens.result import LensResult, build_lens_result
 from analysis.patching.runner import DEFAULT_CHUNK, ORIGINAL, sample_ids_of
-from analysis.scoring import chunks, default_batch_size, make_batch
+from analysis.scoring import pair_batches
 from analysis.signals import SignalReading
 from analysis.store import ChunkJob, Compute, Executor, ProgressFn, run_batch
 
@@ -37,15 +37,10 @@ def make_lens_compute(study: Study, model: str, options: LensOptions) -> Compute
     def compute(chunk: list[str]) -> dict[str, Any]:
         handle, readout = study.load(model), study.load(readout_of(model, options))
         samples = [by_id[sid] for sid in chunk]
-        if options.batch_size:
-            size = options.batch_size
-        else:  # rows per forward within the memory budget, for the chunk's longest row (in tokens)
-            tokens = make_batch(readout, [s.prompt for s in samples], [s.answer for s in samples]).tokens
-            size = default_batch_size(handle, seq_len=int(tokens.shape[1]))
         out: dict[str, Any] = {}
-        for sl in chunks(len(samples), size):
+        for sl, batch in pair_batches(readout, [s.prompt for s in samples], [s.answer for s in samples],
+                                      options.batch_size, sized_for=handle):
             part = samples[sl]
-            batch = make_batch(readout, [s.prompt for s in part], [s.answer for s in part])
             values = lens_values(handle, readout, batch)
             for i, s in enumerate(part):
                 out[s.id] = values.row(i)

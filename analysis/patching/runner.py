@@ -18,7 +18,7 @@ from analysis.hooks import resid_post
 from analysis.patching.engine import PatchCurves, depth_scores, erasure_ratios, patch_logprobs
 from analysis.patching.options import STORE_KIND, PatchOptions
 from analysis.patching.result import PatchingResult, build_result
-from analysis.scoring import chunks, default_batch_size, make_batch
+from analysis.scoring import pair_batches
 from analysis.signals import SignalReading
 from analysis.store import ChunkJob, Compute, Executor, ProgressFn, run_batch
 
@@ -53,15 +53,10 @@ def make_patch_compute(study: Study, source: str, options: PatchOptions) -> Comp
     def compute(chunk: list[str]) -> dict[str, Any]:
         original, src = study.load(ORIGINAL), study.load(source)
         samples = [by_id[sid] for sid in chunk]
-        if options.batch_size:
-            size = options.batch_size
-        else:  # rows per forward within the memory budget, for the chunk's longest row (in tokens)
-            tokens = make_batch(original, [s.prompt for s in samples], [s.answer for s in samples]).tokens
-            size = default_batch_size(original, seq_len=int(tokens.shape[1]))
         out: dict[str, Any] = {}
-        for sl in chunks(len(samples), size):
+        for sl, batch in pair_batches(original, [s.prompt for s in samples], [s.answer for s in samples],
+                                      options.batch_size):
             part = samples[sl]
-            batch = make_batch(original, [s.prompt for s in part], [s.answer for s in part])
             curves = patch_logprobs(original, src, batch, options.positions)
             for i, s in enumerate(part):
                 out[s.id] = {"base": float(curves.base[i]), "patched": [float(v) for v in curves.patched[i]]}
