@@ -84,3 +84,19 @@ SignalFn = Callable[["Study", str], SignalReading]
 # (e.g. analysis.patching registers "patching"); a function may carry a ``prepare(study, models)`` attribute
 # that analysis.validation calls once before the per-model calls, to batch work over models; labels say what a high value means.
 SIGNALS: Registry[SignalFn] = Registry("signal")
+
+
+def register_signal(name: str, target: str, label: str) -> None:
+    """Register signal ``name`` (once; re-imports are no-ops) as ``module:function``, imported on the first
+    call, so that importing a signal's package (as the validation runner does to collect the signals) loads
+    no engine."""
+    if name in SIGNALS:
+        return
+    module, _, function = target.partition(":")
+
+    def signal(study: Study, model: str) -> SignalReading:
+        import importlib
+
+        return getattr(importlib.import_module(module), function)(study, model)
+
+    SIGNALS.add(name, signal, label=label)

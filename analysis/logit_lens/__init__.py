@@ -13,14 +13,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from analysis.lazy import lazy_exports
-from analysis.signals import SIGNALS, SignalReading
+from analysis.signals import register_signal
 
 if TYPE_CHECKING:
     from analysis.logit_lens.engine import LensValues, lens_values, readout_logits
     from analysis.logit_lens.options import QUANTITIES, READOUTS, STORE_KIND, LensOptions
     from analysis.logit_lens.result import SIGNAL, LensResult
     from analysis.logit_lens.runner import lens_cached, lens_result, lens_results, lens_signal
-    from analysis.study import Study
 
 _M = "analysis.logit_lens."
 _EXPORTS: dict[str, str] = {
@@ -32,14 +31,8 @@ _EXPORTS: dict[str, str] = {
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
-def _signal(study: Study, model: str) -> SignalReading:
-    from analysis.logit_lens.runner import lens_signal
-
-    return lens_signal(study, model)
-
-
-if "logit_lens" not in SIGNALS:
-    SIGNALS.add("logit_lens", _signal, label="logit lens through the original's readout: max answer probability")
+register_signal("logit_lens", "analysis.logit_lens.runner:lens_signal",
+                label="logit lens through the original's readout: max answer probability")
 
 __all__ = [
     "QUANTITIES", "READOUTS", "SIGNAL", "STORE_KIND", "LensOptions", "LensResult", "LensValues", "lens_cached",

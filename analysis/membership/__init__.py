@@ -23,10 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from analysis.lazy import lazy_exports
-from analysis.signals import SIGNALS, SignalReading
-
-if TYPE_CHECKING:
-    from analysis.study import Study
+from analysis.signals import register_signal
 
 _M = "analysis.membership."
 _EXPORTS: dict[str, str] = {
@@ -43,16 +40,10 @@ _EXPORTS: dict[str, str] = {
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
-def _membership(study: Study, model: str) -> SignalReading:
-    from analysis.membership.runner import membership_signal
-
-    return membership_signal(study, model)
-
-
-if "membership" not in SIGNALS:
-    SIGNALS.add("membership", _membership, label="membership inference (Min-K%++): percentile of each forget "
-                                                 "sample's score among perturbed non-member answers (higher = "
-                                                 "knowledge present)")
+register_signal("membership", "analysis.membership.runner:membership_signal",
+                label="membership inference (Min-K%++): percentile of each forget "
+                      "sample's score among perturbed non-member answers (higher = "
+                      "knowledge present)")
 
 if TYPE_CHECKING:
     from analysis.membership.figures import auroc_bars, score_histograms

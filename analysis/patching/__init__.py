@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from analysis.lazy import lazy_exports
-from analysis.signals import SIGNALS, SignalReading
+from analysis.signals import register_signal
 
 if TYPE_CHECKING:
     from analysis.patching.engine import (
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
         patching_signal,
         source_curves,
     )
-    from analysis.study import Study
 
 _M = "analysis.patching."
 _EXPORTS: dict[str, str] = {
@@ -59,14 +58,8 @@ _EXPORTS: dict[str, str] = {
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
-def _signal(study: Study, model: str) -> SignalReading:
-    from analysis.patching.runner import patching_signal
-
-    return patching_signal(study, model)
-
-
-if "patching" not in SIGNALS:
-    SIGNALS.add("patching", _signal, label="activation patching (UDS-style): 1 - depth score")
+register_signal("patching", "analysis.patching.runner:patching_signal",
+                label="activation patching (UDS-style): 1 - depth score")
 
 __all__ = [
     "AGGREGATIONS", "POSITIONS", "SIGNAL", "STORE_KIND", "LayerSummary", "PatchCurves", "PatchOptions",

@@ -17,10 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from analysis.lazy import lazy_exports
-from analysis.signals import SIGNALS, SignalReading
-
-if TYPE_CHECKING:
-    from analysis.study import Study
+from analysis.signals import register_signal
 
 _M = "analysis.relearn."
 _EXPORTS: dict[str, str] = {
@@ -35,16 +32,10 @@ _EXPORTS: dict[str, str] = {
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
-def _relearn(study: Study, model: str) -> SignalReading:
-    from analysis.relearn.runner import relearn_signal
-
-    return relearn_signal(study, model)
-
-
-if "relearn" not in SIGNALS:
-    SIGNALS.add("relearn", _relearn, label="relearning attack: share of the original's forget answers recovered by "
-                                           "relearning half the forget set, net of the retrain control (higher = "
-                                           "knowledge present)")
+register_signal("relearn", "analysis.relearn.runner:relearn_signal",
+                label="relearning attack: share of the original's forget answers recovered by "
+                      "relearning half the forget set, net of the retrain control (higher = "
+                      "knowledge present)")
 
 if TYPE_CHECKING:
     from analysis.relearn.attack import (
