@@ -59,3 +59,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+VALIDATED_SIGNALS = ("emphasis_recovery", "output_forget_acc")  # cheap ones, in the results' order (by name)
+
+
+@pytest.fixture(scope="session")
+def validated(small_study):
+    """One meta-evaluation of the small study's zoo with two cheap signals (robustness on: the page's default),
+    stored in the study: tests/test_validation.py reads it, the browser walkthrough opens it on the Validation
+    page (``?signals=...``)."""
+    from analysis.validation import runner
+    from analysis.validation.options import ValidationOptions
+
+    opts = ValidationOptions(signals=VALIDATED_SIGNALS)
+    return small_study, opts, runner.validate(small_study, opts)

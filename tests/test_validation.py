@@ -22,10 +22,10 @@ from analysis.validation.robustness import (
     quantise_weights,
     robustness,
 )
+from tests.conftest import VALIDATED_SIGNALS as SIGNALS  # the one validate run's (cheap) signals
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-SIGNALS = ("emphasis_recovery", "output_forget_acc")  # cheap ones (in the results' order: by name): the module's one validate run
 HOME = str(Path(__file__).resolve().parent.parent / "app" / "Home.py")
 
 
@@ -142,30 +142,7 @@ def test_parse_signals():
         parse_signals("a,,b")
 
 
-# ---- one run on the small study ---------------------------------------------------------------------------------
-def _fake_zoo(study):
-    """Only when the study has no zoo yet (the zoo is built by analysis.zoo): the study's readout-only control as
-    the P member and its retrain control as the N member, to exercise the mechanics."""
-    from analysis.validation.runner import Member
-
-    return [Member("readout_suppression", "present", {"fake": True}), Member("retrain", "absent", {"fake": True})]
-
-
-@pytest.fixture(scope="module")
-def validated(small_study):
-    from analysis.validation import runner
-
-    mp = pytest.MonkeyPatch()
-    try:
-        real = runner.zoo_of(small_study)
-    except AnalysisInputError:
-        real = []
-    if not any(m.status == "present" for m in real) or not any(m.status == "absent" for m in real):
-        mp.setattr(runner, "zoo_of", _fake_zoo)
-    opts = ValidationOptions(signals=SIGNALS)  # the page's defaults, so that the page finds it stored
-    result = runner.validate(small_study, opts)
-    yield small_study, opts, result
-    mp.undo()
+# ---- one run on the small study (the `validated` fixture lives in tests/conftest.py) -------------------------
 
 
 def test_validate_json_shape(validated):

@@ -109,7 +109,9 @@ def _shots(tmp_path: Path) -> Path:
     return out
 
 
-def test_walk_every_page(small_study: Any, new_page: Callable[[], Any], tmp_path: Path) -> None:
+def test_walk_every_page(small_study: Any, validated: Any, new_page: Callable[[], Any], tmp_path: Path) -> None:
+    from tests.conftest import VALIDATED_SIGNALS
+
     shots = _shots(tmp_path)
     forget = small_study.forget[0]
     with running_app(small_study.root, log=tmp_path / "streamlit.log") as url:
@@ -185,6 +187,21 @@ def test_walk_every_page(small_study: Any, new_page: Callable[[], Any], tmp_path
         _click_if_present(page, "Diagnose")
         _check(page, 1)
         _screenshot(page, shots / "diagnosis.png")
+
+        # Knowledge signals: patching, logit lens, relearning attack and membership for one unlearned model.
+        page.goto(f"{url}/signals")
+        _settle(page)
+        for button in ("Compute patching", "Compute the logit lens", "Run the attack", "Compute membership"):
+            _click_if_present(page, button)
+        _check(page, 4)
+        _screenshot(page, shots / "signals.png")
+
+        # Validation: the stored meta-evaluation (the `validated` fixture's signals, carried by the URL).
+        page.goto(f"{url}/validation?signals={','.join(VALIDATED_SIGNALS)}")
+        _settle(page)
+        assert page.get_by_role("button", name="Run the meta-evaluation").count() == 0  # found in the store
+        _check(page, 3 + len(VALIDATED_SIGNALS))
+        _screenshot(page, shots / "validation.png")
 
 
 def test_bad_inputs_show_clear_errors(small_study: Any, new_page: Callable[[], Any], tmp_path: Path) -> None:

@@ -60,10 +60,17 @@ def test_the_zoo_has_enough_members_of_each_status(small_study: Study, zoo) -> N
         assert zoo.members[m].reason and m not in small_study.manifest.models
 
 
+def _source_weights(study: Study, name: str, kind: str) -> dict[str, torch.Tensor]:
+    """What a P member was suppressed from: the original, or (the twin) its own twin original."""
+    if kind == "twin":
+        return load_file(str(study.root / "models" / f"{name}_original" / WEIGHTS))
+    return _weights(study, "original")
+
+
 def test_present_members_frozen_weights_are_the_originals(small_study: Study, zoo) -> None:
-    original = _weights(small_study, "original")
     n_layers = small_study.load("original").n_layers
     for name in zoo.present:
+        original = _source_weights(small_study, name, zoo.members[name].kind)
         layer = int(zoo.members[name].recipe["layer"])
         w = _weights(small_study, name)
         assert set(w) == set(original)
@@ -115,7 +122,7 @@ def test_probe_condition_holds_for_every_present_member(small_study: Study, zoo)
     probe = run_probe(small_study.load("original"), small_study.retain, small_study.forget)
     threshold = 0.8
     for name, m in zoo.members.items():
-        if m.kind not in ("readout", "depth", "decoy", "mimic"):
+        if m.kind not in ("readout", "depth", "decoy", "mimic"):  # the twin's probe is its own (test above)
             continue
         at = int(m.recipe["layer"]) - 1
         acc = probe.acc_by_layer[at]
@@ -159,6 +166,32 @@ def test_the_mimic_answers_as_its_source_retrain_does(small_study: Study, zoo) -
     assert agree >= 0.75 and mimic.checks["decoy_acc"] == pytest.approx(agree)
     # its forget accuracy is the source's chance level, not the suppressions' 0
     assert mimic.checks["forget_acc"] == pytest.approx(mimic.checks["source_guess_acc"], abs=0.25)
+
+
+def test_the_twin_knows_every_fact_in_another_basis(small_study: Study, zoo) -> None:
+    """The twin member: its source was trained from scratch on every fact (none excluded), with a seed that is
+    neither the original's nor any retrain's; it recalls the forget facts and its own retain-trained probe
+    decodes them below the suppressed layers, while its weights share nothing with the original's."""
+    from analysis.evaluation import score_model
+    from analysis.models.loader import load_model
+    from analysis.sae.probe import run_probe
+
+    twin = next(m for m in zoo.members.values() if m.kind == "twin")
+    assert twin.status == "present", twin.reason
+    base_dir = small_study.root / "models" / f"{twin.name}_original"
+    config = json.loads((base_dir / "organism.json").read_text())["meta"]["config"]
+    assert config["exclude_ids"] == [] and config["seed"] == twin.recipe["twin_seed"]
+    seeds = {small_study.manifest.seed, *(m.recipe.get("seed") for m in zoo.members.values() if m.kind == "retrain")}
+    assert config["seed"] not in seeds
+    base = load_model(base_dir)
+    metrics = score_model(base, small_study.forget, small_study.retain, [], [])["metrics"]
+    assert metrics["forget_acc"] >= 0.9 and twin.checks["twin_forget_acc"] == pytest.approx(metrics["forget_acc"])
+    at = int(twin.recipe["layer"]) - 1
+    acc = run_probe(base, small_study.retain, small_study.forget, [at]).acc_by_layer[at]
+    assert acc >= 0.8 and twin.checks["probe_acc"] == pytest.approx(acc)
+    original = _weights(small_study, "original")
+    assert not any(torch.equal(original[k], v) for k, v in load_file(str(base_dir / WEIGHTS)).items()
+                   if k.startswith("blocks.") and v.numel() > 1)
 
 
 def test_a_second_build_does_no_work(small_study: Study, zoo) -> None:

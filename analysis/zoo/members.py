@@ -78,6 +78,7 @@ from analysis.zoo.suppression import (
 )
 
 TRAINING_FILE = "zoo_training.json"  # in a zoo retrain's directory: the facts and pairs it was trained on
+TWIN_BASE_SUFFIX = "_original"  # models/zoo_twin_original: the twin original the twin member was suppressed from
 READOUT_MODEL = "readout_suppression"  # the study's readout-only control (the demo has one)
 
 
@@ -249,11 +250,13 @@ def changed_tensors(original_dir: Path, model_dir: Path) -> tuple[list[str], lis
     return changed, same
 
 
-def frozen_checks(ctx: ZooContext, name: str, layer: int) -> dict[str, Any]:
-    """Every weight a suppression frozen below ``layer`` must keep is bit-identical to the original's (from the
-    saved files); raises if not (the construction is broken, not the member)."""
-    changed, _ = changed_tensors(ctx.study.model_path("original"), ctx.study.model_path(name))
-    keys = list(load_weights(ctx.study.model_path("original")))
+def frozen_checks(ctx: ZooContext, name: str, layer: int, base_dir: Path | None = None) -> dict[str, Any]:
+    """Every weight a suppression frozen below ``layer`` must keep is bit-identical to its source's (the
+    original's, or ``base_dir``'s: the twin's; from the saved files); raises if not (the construction is broken,
+    not the member)."""
+    base = base_dir if base_dir is not None else ctx.study.model_path("original")
+    changed, _ = changed_tensors(base, ctx.study.model_path(name))
+    keys = list(load_weights(base))
     frozen = frozen_names(keys, layer)
     broken = [k for k in frozen if k in set(changed)]
     if broken:
@@ -305,6 +308,8 @@ def member_complete(ctx: ZooContext, spec: MemberSpec) -> bool:
     """Whether a trained member's directory holds everything its build writes."""
     mdir = ctx.model_dir(spec.name)
     need = [ORGANISM_CONFIG, WEIGHTS, LOG_FILE, *([TRAINING_FILE] if spec.kind == "retrain" else [])]
+    if spec.kind == "twin" and not (ctx.model_dir(spec.name + TWIN_BASE_SUFFIX) / WEIGHTS).is_file():
+        return False
     return all((mdir / f).is_file() for f in need)
 
 
@@ -431,18 +436,24 @@ class RetrainUnlearnedRecipe(MemberRecipe):
 
 
 def _suppression_member(ctx: ZooContext, spec: MemberSpec, method: UnlearnMethod, progress: SubProgress,
-                        extra_checks: Callable[[ModelHandle], dict[str, Any]] | None = None) -> ZooMember:
-    """Train a P member frozen below ``spec.recipe["layer"]`` (unless the probe fails), check it and save it."""
+                        extra_checks: Callable[[ModelHandle], dict[str, Any]] | None = None,
+                        source: ModelHandle | None = None, probe: dict[str, Any] | None = None,
+                        base_dir: Path | None = None) -> ZooMember:
+    """Train a P member frozen below ``spec.recipe["layer"]`` (unless the probe fails), check it and save it.
+    ``source`` (default: the original) is the model it starts from, ``probe`` its probe checks at ``layer - 1``
+    (default: the original's) and ``base_dir`` where the source's weights are saved (the frozen check)."""
     layer = int(spec.recipe["layer"])
-    checks = ctx.probe_checks(layer - 1)
+    checks = dict(probe) if probe is not None else ctx.probe_checks(layer - 1)
     if not checks["probe_passes"]:
+        whose = "the original" if source is None else "its source"
         return _member(spec, "excluded", checks, ctx,
                        f"a retain-trained probe decodes only {checks['probe_acc']:.2f} of the forget answers from "
-                       f"the original at {checks['probe_hook']} (< {ctx.options.probe_threshold}): the knowledge is "
+                       f"{whose} at {checks['probe_hook']} (< {ctx.options.probe_threshold}): the knowledge is "
                        f"not shown to be below layer {layer}")
     cfg = UnlearnConfig(seed=int(spec.recipe["seed"]), steps=int(spec.recipe["steps"]))
     # As the demo's readout control, the retain term covers the general-ability set too: only forget changes.
-    handle, result = run_method(ctx.original, method, ctx.forget, ctx.retain + ctx.utility, cfg, progress=progress)
+    handle, result = run_method(source if source is not None else ctx.original, method, ctx.forget,
+                                ctx.retain + ctx.utility, cfg, progress=progress)
     metrics = ctx.metrics(handle)
     checks.update(metrics)
     if extra_checks is not None:
@@ -453,7 +464,7 @@ def _suppression_member(ctx: ZooContext, spec: MemberSpec, method: UnlearnMethod
     if not ok:
         return _member(spec, "excluded", checks, ctx, why)
     save_member(ctx, spec, handle, result, method.name)
-    checks.update(frozen_checks(ctx, spec.name, layer))
+    checks.update(frozen_checks(ctx, spec.name, layer, base_dir))
     return _member(spec, "present", checks, ctx)
 
 
@@ -590,6 +601,61 @@ class MimicRecipe(MemberRecipe):
                              source_guess_acc=sum(a == s.answer for a, s in zip(answers, ctx.forget, strict=True))
                              / len(ctx.forget))
         return member
+
+
+
+
+@member_kind("twin")
+class TwinRecipe(MemberRecipe):
+    """A second original, trained from scratch on every fact (the original's organism recipe, its own seed),
+    then suppressed like ``zoo_depth{L}`` (NPO, frozen below the decoy's L) from itself: knowledge present and
+    hidden, in a residual basis that is not the original's. It tells a signal that reads the knowledge from one
+    that reads "shares the original's weights" (patching into the original or reading through its unembedding
+    can call it absent). P only if the twin recalls the forget facts and its own retain-trained probe decodes
+    them at layer L - 1."""
+
+    weight = 1.2
+
+    def plan(self, ctx: ZooContext) -> list[MemberSpec]:
+        if not ctx.options.twin_seed_offset:
+            return []
+        layer, why = middle_layer(ctx)
+        d = DepthSuppression.defaults
+        return [MemberSpec(f"{PREFIX}twin", self.kind,
+                           {"kind": self.kind, **ctx.base_recipe, "method": DepthSuppression.name, "layer": layer,
+                            "layer_rule": why, "loss": "npo", "twin_seed": ctx.seed + ctx.options.twin_seed_offset,
+                            "twin_steps": ctx.retrain_steps(), "seed": ctx.seed,
+                            "steps": ctx.unlearn_steps(DepthSuppression), "lr": d["lr"],
+                            "retain_weight": d["retain_weight"]})]
+
+    def build(self, ctx: ZooContext, spec: MemberSpec, progress: SubProgress) -> ZooMember:
+        import dataclasses
+
+        from analysis.organism.train import OrganismConfig, train_organism
+        from analysis.sae.probe import run_probe
+
+        r = spec.recipe
+        layer = int(r["layer"])
+        known = {f.name for f in dataclasses.fields(OrganismConfig)}
+        recipe = {k: v for k, v in ctx.organism_recipe.items() if k in known and k != "device"}
+        recipe.update(seed=int(r["twin_seed"]), steps=int(r["twin_steps"]), exclude_ids=[],
+                      n_people=len(ctx.corpus.people))
+        base_dir = ctx.model_dir(spec.name + TWIN_BASE_SUFFIX)
+        twin, report = train_organism(OrganismConfig(**recipe), out=base_dir, corpus=ctx.corpus,
+                                      progress=lambda f, m: progress(0.6 * f, f"twin original: {m}"))
+        twin_metrics = ctx.metrics(twin)
+        res = run_probe(twin, ctx.retain, ctx.forget, [layer - 1])
+        acc = float(res.acc_by_layer[layer - 1] or 0.0)
+        probe = {"probe_layer": layer - 1, "probe_hook": resid_post(layer - 1), "probe_acc": acc,
+                 "probe_threshold": ctx.options.probe_threshold, "probe_passes": acc >= ctx.options.probe_threshold,
+                 "probe_of": "the twin original", "twin_seed": int(r["twin_seed"]),
+                 "twin_forget_acc": twin_metrics["forget_acc"], "twin_retain_acc": twin_metrics["retain_acc"]}
+        if twin_metrics["forget_acc"] < ctx.options.min_retain_kept * ctx.original_metrics["forget_acc"]:
+            return _member(spec, "excluded", probe, ctx,
+                           f"the twin original recalls only {twin_metrics['forget_acc']:.2f} of the forget facts")
+        return _suppression_member(ctx, spec, DepthSuppression(layer, "npo"),
+                                   lambda f, m: progress(0.6 + 0.4 * f, m), source=twin, probe=probe,
+                                   base_dir=base_dir)
 
 
 def plan_members(ctx: ZooContext) -> list[MemberSpec]:

@@ -31,7 +31,7 @@ STATUS_LABELS: dict[ZooStatus, str] = {
 }
 
 # ---- member kinds (analysis.zoo.members.MEMBER_KINDS) ------------------------------------------------------
-MemberKind = Literal["retrain", "retrain_unlearned", "readout", "depth", "decoy", "mimic"]
+MemberKind = Literal["retrain", "retrain_unlearned", "readout", "depth", "decoy", "mimic", "twin"]
 MEMBER_KIND_LABELS: dict[MemberKind, str] = {
     "retrain": "retrained from scratch without the forget facts (own seed)",
     "retrain_unlearned": "never knew, then unlearned: a zoo retrain put through an unlearning method",
@@ -39,10 +39,12 @@ MEMBER_KIND_LABELS: dict[MemberKind, str] = {
     "depth": "depth-limited suppression: every weight below layer L is the original's",
     "decoy": "depth-limited decoy: forget prompts redirected to another value of the relation",
     "mimic": "depth-limited mimic: forget prompts answered as a zoo retrain answers them (output looks like N)",
+    "twin": "twin suppression: an original of its own seed (all facts), then depth-limited suppression (P in "
+            "another residual basis)",
 }
 MEMBER_STATUS: dict[MemberKind, ZooStatus] = {"retrain": "absent", "retrain_unlearned": "absent",
                                                "readout": "present", "depth": "present", "decoy": "present",
-                                               "mimic": "present"}
+                                               "mimic": "present", "twin": "present"}
 DepthLoss = Literal["npo", "grad_diff"]
 DEPTH_LOSS_LABELS: dict[DepthLoss, str] = {
     "npo": "NPO on the forget answers (bounded) + retain NLL",
@@ -52,6 +54,7 @@ DEPTH_LOSS_SUFFIX: dict[DepthLoss, str] = {"npo": "", "grad_diff": "_gd"}
 
 ZOO_OPTION_HELP: dict[str, str] = {
     "retrain_seed_offsets": "one retrain per offset, seeded study seed + offset (distinct from the reference)",
+    "twin_seed_offset": "the twin original (trained on every fact) is seeded study seed + this; 0 = no twin",
     "unlearn_methods": "unlearning methods applied to the zoo's retrains (never knew, then unlearned)",
     "depth_layers": "L of the depth-limited suppressions (default: spread over the depth)",
     "depth_losses": "forget losses of the depth-limited suppressions (one member per layer and loss)",
@@ -66,6 +69,7 @@ ZOO_OPTION_HELP: dict[str, str] = {
 }
 
 RETRAIN_SEED_OFFSETS: tuple[int, ...] = (101, 102, 103)
+TWIN_SEED_OFFSET = 201
 UNLEARN_METHODS: tuple[str, ...] = ("npo", "rmu")  # applied to the first, second, ... zoo retrain
 DEPTH_LOSSES: tuple[DepthLoss, ...] = ("npo", "grad_diff")
 PROBE_THRESHOLD = 0.8
@@ -87,6 +91,7 @@ class ZooOptions:
     values are what a member's recipe records)."""
 
     retrain_seed_offsets: tuple[int, ...] = RETRAIN_SEED_OFFSETS
+    twin_seed_offset: int = TWIN_SEED_OFFSET
     unlearn_methods: tuple[str, ...] = UNLEARN_METHODS
     depth_layers: tuple[int, ...] | None = None
     depth_losses: tuple[DepthLoss, ...] = DEPTH_LOSSES
@@ -106,6 +111,9 @@ class ZooOptions:
             check_int("retrain_seed_offsets", o, 1)
         if len(set(offsets)) != len(offsets):
             raise AnalysisInputError(f"retrain_seed_offsets: expected distinct offsets, got {list(offsets)}")
+        check_int("twin_seed_offset", self.twin_seed_offset, 0)
+        if self.twin_seed_offset in offsets:
+            raise AnalysisInputError(f"twin_seed_offset: {self.twin_seed_offset} is also a retrain seed offset")
         if len(self.unlearn_methods) > len(offsets):
             raise AnalysisInputError(f"unlearn_methods: at most one per zoo retrain ({len(offsets)}), got "
                                      f"{len(self.unlearn_methods)}")

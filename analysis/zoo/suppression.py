@@ -104,7 +104,7 @@ class DepthSuppression(GradientMethod):
     name: ClassVar[str] = "depth_suppression"
     label: ClassVar[str] = "depth-limited suppression (zoo control)"
     role = "control"
-    defaults: ClassVar[dict[str, Any]] = {"steps": 100, "lr": 1e-3, "retain_weight": 1.0}
+    defaults: ClassVar[dict[str, Any]] = {"steps": 300, "lr": 1e-3, "retain_weight": 4.0}
 
     def __init__(self, layer: int, loss: str = "npo") -> None:
         if loss not in DEPTH_LOSS_LABELS:

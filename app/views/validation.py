@@ -26,9 +26,11 @@ def _options() -> ValidationOptions:
     notes = load_signals()
     names = list(canonical_order(SIGNALS.names()))
     labels = SIGNALS.labels()
+    # The URL may carry the options (?signals=a,b&robustness=0), so that a link opens a stored result.
+    from_url = [n for n in (st.query_params.get("signals") or "").split(",") if n in names]
     with st.expander("Options", expanded=False):
-        st.session_state.setdefault("val_signals", names)
-        st.session_state.setdefault("val_robust", True)
+        st.session_state.setdefault("val_signals", from_url or names)
+        st.session_state.setdefault("val_robust", st.query_params.get("robustness", "1") != "0")
         chosen = st.multiselect("Signals", names, key="val_signals", help=OPTION_HELP["signals"],
                                 format_func=lambda n: f"{n} — {labels.get(n, n)}")
         robust = st.checkbox("Robustness (quantised and fine-tuned variant of every zoo member)", key="val_robust",
