@@ -435,11 +435,12 @@ class Study:
             self._subject_pool = SubjectPool.from_samples(self.load("original").tokenizer, samples)
         return self._subject_pool
 
-    def subjects_digest(self) -> str:
+    def subjects_digest(self, answers: bool = False) -> str:
         """A digest of the subject pool: part of the store key of every result that reads it (tracing's
-        corruptions, the corrupted EAP-IG baseline), so editing or adding a subject recomputes them."""
-        pool = self.subject_pool()
-        return hashlib.sha256(repr((pool.subjects, sorted(pool.texts.items()))).encode()).hexdigest()[:12]
+        corruptions, the corrupted EAP-IG baseline), so editing or adding a subject recomputes them. With
+        ``answers`` (results that replace subjects: the replacement must answer differently) it covers what
+        each subject answers per relation too."""
+        return self.subject_pool().digest(answers)
 
     def fingerprint(self, name: str) -> str:
         """The model's real fingerprint (analysis.models.handle.fingerprint_dir of its directory), which

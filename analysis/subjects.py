@@ -1,7 +1,8 @@
 """The subject of a prompt, shared by every analysis that corrupts or locates it (causal tracing, the
 corrupted EAP-IG baseline): where the subject's tokens are (:func:`subject_input`), the pool of the study's
-subjects (their token ids in context; ``Study.subject_pool()`` caches it per study) and symmetric token
-replacement's choice of another subject (:func:`pick_replacement`).
+subjects (their token ids in context, and what each answers per relation; ``Study.subject_pool()`` caches it
+per study) and symmetric token replacement's choice of another subject (:func:`pick_replacement`): one whose
+answer to the sample's relation differs from the sample's, so that the replacement corrupts the fact.
 
 Token ids come from analysis.scoring (the one tokenisation path); this module only maps the subject's
 character span onto those ids.
@@ -11,8 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -21,6 +22,27 @@ from analysis.data.schema import Sample
 from analysis.errors import AnalysisInputError, SampleError
 from analysis.models.handle import ModelHandle
 from analysis.scoring import encode_pair, encode_text
+
+# The version of pick_replacement's rule, part of the store key of every result that replaces subjects
+# (tracing's STR, the corrupted EAP-IG baseline): bump it when the rule changes what it picks.
+# 2: the replacement's answer to the sample's relation must differ from the sample's answer.
+REPLACEMENT_RULE = 2
+
+
+def relation_key(sample: Sample) -> str:
+    """What "the same question about another subject" means for ``sample``: its relation, or (a sample
+    without one) its prompt with the subject cut out, so a subject's answer to that prompt is comparable."""
+    if sample.relation:
+        return sample.relation
+    start = sample.prompt.rfind(sample.subject) if sample.subject else -1
+    if start < 0:
+        return ""
+    return "prompt: " + sample.prompt[:start] + "{subject}" + sample.prompt[start + len(sample.subject):]
+
+
+def _norm(answer: str) -> str:
+    """An answer as compared with another: whitespace and case aside."""
+    return " ".join(answer.split()).casefold()
 
 
 @dataclass(frozen=True)
@@ -33,6 +55,7 @@ class SubjectInput:
     subject_range: tuple[int, int]  # [start, end) prompt positions of the subject (BOS included in positions)
     sample_id: str = ""
     answer: str = ""
+    relation: str = ""  # relation_key of the sample ("": unknown)
 
     @property
     def subject_ids(self) -> tuple[int, ...]:
@@ -85,7 +108,7 @@ def subject_input(handle: ModelHandle, sample: Sample, purpose: str = "causal tr
                                  f"longer than the model's context of {handle.model.cfg.n_ctx}")
     rng = subject_token_range(handle.tokenizer, sample, handle.prepend_bos)
     return SubjectInput(ids=tuple(p_ids + a_ids), prompt_len=len(p_ids), answer_ids=tuple(a_ids), subject_range=rng,
-                      sample_id=sample.id, answer=sample.answer)
+                        sample_id=sample.id, answer=sample.answer, relation=relation_key(sample))
 
 
 def token_strings(tokenizer: PreTrainedTokenizerBase | None, ids: Sequence[int]) -> list[str]:
@@ -96,15 +119,18 @@ def token_strings(tokenizer: PreTrainedTokenizerBase | None, ids: Sequence[int])
 
 @dataclass(frozen=True)
 class SubjectPool:
-    """Token ids (in context) of every subject occurrence among the study's samples."""
+    """Token ids (in context) of every subject occurrence among the study's samples, and the answers each
+    subject gives per relation (:func:`relation_key`; answers normalised: whitespace and case aside)."""
 
     subjects: tuple[tuple[int, ...], ...]  # one entry per sample with a subject (duplicates kept)
     texts: dict[tuple[int, ...], str]
+    answers: dict[tuple[int, ...], dict[str, frozenset[str]]] = field(default_factory=dict)
 
     @classmethod
     def from_samples(cls, tokenizer: PreTrainedTokenizerBase, samples: Sequence[Sample]) -> SubjectPool:
         subjects: list[tuple[int, ...]] = []
         texts: dict[tuple[int, ...], str] = {}
+        facts: list[tuple[tuple[int, ...], str, str]] = []
         for s in samples:
             if not s.subject or s.subject not in s.prompt:
                 continue
@@ -115,12 +141,30 @@ class SubjectPool:
             ids = tuple(encode_text(tokenizer, s.prompt, False)[a:b])
             subjects.append(ids)
             texts.setdefault(ids, s.subject)
-        return cls(tuple(subjects), texts)
+            facts.append((ids, relation_key(s), s.answer))
+        return cls(tuple(subjects), texts, _answers(facts))
 
     @classmethod
-    def from_ids(cls, subjects: Sequence[Sequence[int]]) -> SubjectPool:
+    def from_ids(cls, subjects: Sequence[Sequence[int]],
+                 facts: Iterable[tuple[Sequence[int], str, str]] = ()) -> SubjectPool:
+        """A pool of token-id subjects; ``facts`` are (subject ids, relation, answer) triples."""
         subs = tuple(tuple(int(i) for i in s) for s in subjects)
-        return cls(subs, {s: " ".join(f"#{i}" for i in s) for s in subs})
+        known = [(tuple(int(i) for i in ids), rel, ans) for ids, rel, ans in facts]
+        return cls(subs, {s: " ".join(f"#{i}" for i in s) for s in subs}, _answers(known))
+
+    def answers_to(self, subject: tuple[int, ...], relation: str) -> frozenset[str] | None:
+        """The (normalised) answers ``subject`` gives to ``relation`` in the study; None when unknown."""
+        if not relation:
+            return None
+        return self.answers.get(subject, {}).get(relation)
+
+    def digest(self, answers: bool = False) -> str:
+        """A digest of the subjects (their ids and texts), and with ``answers`` of what they answer: part of
+        the store key of every result that reads the pool."""
+        parts: tuple[object, ...] = (self.subjects, sorted(self.texts.items()))
+        if answers:
+            parts += (sorted((s, sorted((r, sorted(a)) for r, a in by.items())) for s, by in self.answers.items()),)
+        return hashlib.sha256(repr(parts).encode()).hexdigest()[:12]
 
     def __len__(self) -> int:
         return len(self.subjects)
@@ -142,14 +186,39 @@ class SubjectPool:
         return float(max(var, 0.0) ** 0.5)
 
 
-def pick_replacement(own: tuple[int, ...], pool: SubjectPool, seed: int) -> tuple[int, ...]:
+def _answers(facts: Iterable[tuple[tuple[int, ...], str, str]]) -> dict[tuple[int, ...], dict[str, frozenset[str]]]:
+    out: dict[tuple[int, ...], dict[str, set[str]]] = {}
+    for ids, relation, answer in facts:
+        if relation:
+            out.setdefault(ids, {}).setdefault(relation, set()).add(_norm(answer))
+    return {ids: {r: frozenset(a) for r, a in by.items()} for ids, by in out.items()}
+
+
+def pick_replacement(own: tuple[int, ...], pool: SubjectPool, seed: int, *, relation: str,
+                     answer: str) -> tuple[int, ...]:
     """Symmetric token replacement's choice (STR, Zhang & Nanda 2023): another subject of the study with as
-    many tokens, preferably one that differs at every position (a replacement sharing e.g. the first name
-    would leave that token uncorrupted). A deterministic function of the seed and the subject."""
-    candidates = sorted({s for s in pool.subjects if len(s) == len(own) and s != own})
-    if not candidates:
+    many tokens whose answer to ``relation`` differs from ``answer`` (a subject with the same answer would
+    corrupt nothing). Subjects whose answer to the relation the pool does not know are taken only when no
+    subject is known to answer differently. Among those, preferably one that differs at every position (a
+    replacement sharing e.g. the first name would leave that token uncorrupted). A deterministic function of
+    the seed and the subject. ``relation`` is the sample's :func:`relation_key` ("" = unknown)."""
+    same_length = sorted({s for s in pool.subjects if len(s) == len(own) and s != own})
+    if not same_length:
         raise AnalysisInputError(f"no other subject of {len(own)} token(s) in the study to replace the subject "
                                  "with (symmetric token replacement); use noise corruption")
+    differ, unknown = [], []
+    for c in same_length:
+        known = pool.answers_to(c, relation)
+        if known is None:
+            unknown.append(c)
+        elif _norm(answer) not in known:
+            differ.append(c)
+    candidates = differ or unknown
+    if not candidates:
+        raise AnalysisInputError(
+            f"every other subject of {len(own)} token(s) in the study ({len(same_length)}) gives the answer "
+            f"{answer!r} to {relation!r} too: replacing the subject with one of them would corrupt nothing "
+            "(symmetric token replacement); use noise corruption")
     disjoint = [c for c in candidates if all(a != b for a, b in zip(c, own, strict=True))]
     candidates = disjoint or candidates
     digest = hashlib.sha256(f"{seed}|{','.join(map(str, own))}".encode()).hexdigest()

@@ -426,3 +426,28 @@ def test_corrupted_baseline_is_tracings_token_replacement(organism: Any, small_s
     no_subject = next(s for s in small_study.samples() if not s.subject)
     with pytest.raises(AnalysisInputError, match="no subject"):
         sample_edge_scores(small_study, "original", [no_subject.id], opts)
+
+
+def test_corrupted_baseline_replaces_the_subject_with_one_answering_differently(organism: Any,
+                                                                                small_study: Any) -> None:
+    """The corrupted EAP-IG baseline puts in each sample's place a subject whose answer to the sample's
+    relation (read from the study's samples) is not the sample's: a same-answer subject corrupts nothing."""
+    from analysis.circuits.runner import subject_replaced
+    from analysis.scoring import make_batch
+    from analysis.subjects import subject_input
+
+    facts: dict[tuple[tuple[int, ...], str], set[str]] = {}
+    for s in small_study.samples():
+        if s.subject:
+            facts.setdefault((subject_input(organism, s).subject_ids, s.relation), set()).add(s.answer.strip())
+    ss = small_study.forget + small_study.retain[::4]
+    batch = make_batch(organism, [s.prompt for s in ss], [s.answer for s in ss])
+    for seed in range(3):
+        corrupted = subject_replaced(organism, ss, batch, small_study.subject_pool(), seed=seed)
+        for row, s in enumerate(ss):
+            inp = subject_input(organism, s)
+            s0, s1 = inp.subject_range
+            repl = tuple(corrupted[row, s0:s1].tolist())
+            assert repl != inp.subject_ids
+            answers = facts.get((repl, s.relation))
+            assert answers and s.answer.strip() not in answers, (seed, s.id, answers)

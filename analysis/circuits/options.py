@@ -30,7 +30,7 @@ METRIC_LABELS: dict[str, str] = {
 BASELINE_LABELS: dict[str, str] = {
     "zero": "all-zero input embeddings",
     "mean": "the mean input embedding over retain samples",
-    "corrupted": "the subject replaced by another subject of the same token length",
+    "corrupted": "the subject replaced by another subject of the same token length with a different answer",
 }
 DISTANCE_LABELS: dict[str, str] = {
     "cosine": "cosine distance, max(0, 1 - cos)",

@@ -30,7 +30,7 @@ from analysis.models.device import memory_budget
 from analysis.models.handle import ModelHandle
 from analysis.scoring import PairBatch, default_batch_size, encode_pair, make_batch, score_answers
 from analysis.store import ChunkJob, Compute, Executor, ProgressFn, options_hash, run_batch
-from analysis.subjects import SubjectPool, pick_replacement, subject_input
+from analysis.subjects import REPLACEMENT_RULE, SubjectPool, pick_replacement, subject_input
 
 if TYPE_CHECKING:
     from analysis.study import Study
@@ -68,15 +68,16 @@ def _todo_batch_size(handle: ModelHandle, todo: Sequence[Sample]) -> int:
 def subject_replaced(handle: ModelHandle, samples: Sequence[Sample], batch: PairBatch, pool: SubjectPool,
                      seed: int) -> torch.Tensor:
     """The corrupted baseline input: ``batch.tokens`` with each sample's subject replaced by another subject
-    of the study with as many tokens (symmetric token replacement, the same choice causal tracing makes for
-    this seed), so positions and padding are unchanged."""
+    of the study with as many tokens whose answer to the sample's relation differs (symmetric token
+    replacement, the same choice causal tracing makes for this seed), so positions and padding are unchanged."""
     tokens = batch.tokens.clone()
     for row, s in enumerate(samples):
         inp = subject_input(handle, s, purpose="the corrupted EAP-IG baseline")
         if tuple(tokens[row, :len(inp.ids)].tolist()) != inp.ids:
             raise RuntimeError(f"sample {s.id!r}: batch tokens and trace tokens disagree")
         s0, s1 = inp.subject_range
-        tokens[row, s0:s1] = tokens.new_tensor(pick_replacement(inp.subject_ids, pool, seed))
+        repl = pick_replacement(inp.subject_ids, pool, seed, relation=inp.relation, answer=inp.answer)
+        tokens[row, s0:s1] = tokens.new_tensor(repl)
     return tokens
 
 
@@ -94,12 +95,13 @@ def mean_reference(study: Study, model: str) -> PairBatch:
 
 def store_key(study: Study, options: EAPOptions) -> dict[str, Any]:
     """Where per-sample edge scores are stored: the options, and what the baseline reads of the rest of the
-    study (the subject pool for the corrupted baseline, the reference samples for the mean one), so an edited
-    sample elsewhere recomputes the scores it changes."""
+    study (for the corrupted baseline the subject pool with what each subject answers, and the version of the
+    replacement rule; the reference samples for the mean one), so an edited sample elsewhere recomputes the
+    scores it changes."""
     key = options.key()
     run = BASELINES.get(options.baseline)
     if run.needs_corrupted:
-        key = {**key, "subjects": study.subjects_digest()}
+        key = {**key, "subjects": study.subjects_digest(answers=True), "replacement_rule": REPLACEMENT_RULE}
     if run.needs_reference:
         keys = study.sample_keys()
         key = {**key, "reference": options_hash({"samples": [keys[s.id] for s in reference_samples(study)]})}

@@ -25,7 +25,7 @@ CorruptionName = Literal["noise", "str"]
 CORRUPTION_HELP: dict[str, str] = {
     "noise": "Gaussian noise on the subject embeddings (std: noise scale x the subject-embedding std; ROME)",
     "str": "symmetric token replacement: the subject replaced by another subject of the study with as many "
-           "tokens (Zhang & Nanda 2023)",
+           "tokens and a different answer (Zhang & Nanda 2023)",
 }
 
 # The traced quantity (analysis.tracing.engine.Metric). "logit_diff_corrupted" is named for what it subtracts:

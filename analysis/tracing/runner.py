@@ -13,7 +13,7 @@ from analysis.data.schema import Sample
 from analysis.errors import AnalysisInputError
 from analysis.models.handle import ModelHandle
 from analysis.store import ChunkJob, Compute, Executor, ProgressFn, run_batch
-from analysis.subjects import SubjectPool, subject_input, token_strings
+from analysis.subjects import REPLACEMENT_RULE, SubjectPool, subject_input, token_strings
 from analysis.tracing.corruptions import get_corruption
 from analysis.tracing.engine import run_trace
 from analysis.tracing.options import KINDS, STORE_KIND, TraceOptions
@@ -42,7 +42,11 @@ def trace(handle: ModelHandle, sample: Sample, pool: SubjectPool, options: Trace
 
 def store_key(study: Study, options: TraceOptions) -> dict[str, Any]:
     """Where a trace is stored: its options, and the study's subject pool (the noise scale and the replacement
-    subjects are drawn from it, so a new or edited subject recomputes every trace)."""
+    subjects are drawn from it, so a new or edited subject recomputes every trace); for a corruption that
+    replaces the subject, also what the subjects answer and the version of the replacement rule."""
+    if get_corruption(options.corruption).replaces_subject:
+        return {**options.key(), "subjects": study.subjects_digest(answers=True),
+                "replacement_rule": REPLACEMENT_RULE}
     return {**options.key(), "subjects": study.subjects_digest()}
 
 

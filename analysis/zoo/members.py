@@ -22,6 +22,12 @@ depth               present   ``zoo_depth{L}`` / ``zoo_depth{L}_gd``: blocks >= 
 decoy               present   ``zoo_decoy``: frozen below a middle L, trained to give a decoy answer.
 mimic               present   ``zoo_mimic``: frozen like the decoy, trained to answer each forget prompt as the last
                               zoo retrain does (chance-level forget accuracy: its outputs look like an N member's).
+twin                present   ``zoo_twin``: a second original trained from scratch on every fact (its own seed,
+                              saved as ``models/zoo_twin_original``), then suppressed like ``zoo_depth{L}`` from
+                              itself. Knowledge present in a residual basis that is not the original's: a signal
+                              that reads "shares the original's weights" instead of the knowledge calls it absent.
+                              Checks: the twin recalls the forget facts, ITS probe passes, its frozen weights are
+                              the twin's.
 ==================  ========  ===================================================================================
 
 A P member counts only if a probe trained on retain samples decodes the forget answers from the ORIGINAL at its

@@ -41,6 +41,9 @@ class Corruption(ABC):
     description: ClassVar[str]  # one line, for help texts (CLI and app)
     stochastic: ClassVar[bool] = False  # draws n_samples random corruptions
     uses_noise_scale: ClassVar[bool] = False
+    # replaces the subject with another of the pool (analysis.subjects.pick_replacement): its results depend on
+    # what the pool's subjects answer and on the replacement rule (both in the store key)
+    replaces_subject: ClassVar[bool] = False
 
     @abstractmethod
     def corrupt(self, handle: ModelHandle, inp: SubjectInput, pool: SubjectPool, options: TraceOptions) -> Corrupted:
