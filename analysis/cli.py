@@ -20,7 +20,8 @@ MIN_PEOPLE = 10  # analysis.organism.train.MIN_PEOPLE (not imported: that module
 ANALYSIS_VERBS: tuple[str, ...] = ("analysis.tracing.cli", "analysis.circuits.cli", "analysis.attribution.cli",
                                     "analysis.sae.cli", "analysis.diagnosis.cli", "analysis.patching.cli",
                                     "analysis.logit_lens.cli", "analysis.validation.cli",
-                                    "analysis.zoo.cli", "analysis.relearn.cli", "analysis.membership.cli")
+                                    "analysis.zoo.cli", "analysis.relearn.cli", "analysis.membership.cli",
+                                    "analysis.verdict.cli")
 
 
 # ---- organism / model ------------------------------------------------------------------------------

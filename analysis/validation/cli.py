@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from analysis.cli_common import VerbFn, emit, open_study, positive_int, seed_int, tqdm_progress
+from analysis.errors import AnalysisInputError
 from analysis.validation.options import OPTION_HELP, ValidationOptions, parse_signals
 
 
@@ -41,7 +42,22 @@ def cmd_validate(args: argparse.Namespace) -> None:
              *table_lines(result), "", *result.statement()]
     if result.notes:
         lines += ["", *[f"note: {n}" for n in result.notes]]
-    emit(args, result.to_dict(), "\n".join(lines))
+    out = result.to_dict()
+    try:  # each member's fitted verdict beside its status (from the readings just stored; none if not read)
+        from analysis.verdict.cli import member_verdicts
+        from analysis.verdict.rule import load_rule
+
+        rule = load_rule()
+        verdicts = member_verdicts(study, [m["name"] for m in out["members"]], rule)
+        for m in out["members"]:
+            m["verdict"] = verdicts[m["name"]]
+        out["verdict_rule"] = {"version": rule.version, "signal": rule.signal, "threshold": rule.threshold}
+        lines += ["", f"verdicts (rule v{rule.version}: {rule.signal} against {rule.threshold:.3f}):"]
+        lines += [f"  {m['name']:<24}{m['status']:<9}{(m['verdict'] or {}).get('verdict', 'not read')}"
+                  for m in out["members"]]
+    except AnalysisInputError as e:  # no rule shipped / damaged: the meta-evaluation stands on its own
+        lines += ["", f"note: no verdict ({e})"]
+    emit(args, out, "\n".join(lines))
 
 
 def add_parser(sub: argparse._SubParsersAction, verb: VerbFn) -> None:

@@ -16,6 +16,7 @@ from analysis.diagnosis.figures import diagnosis_charts
 from analysis.diagnosis.report import report_html
 from analysis.diagnosis.result import SAMPLE_COLUMNS
 from analysis.diagnosis.rules import capital
+from analysis.errors import AnalysisInputError
 from app.state import get_study, guarded, load_model, plain
 
 VIEWS = Path(__file__).resolve().parent
@@ -28,7 +29,46 @@ SAMPLE_PAGES: tuple[tuple[str, str, str], ...] = (("tracing", "tracing.py", "Cau
 FILTER_ALL = "all"
 
 
+def _fitted(study: Any, model: str) -> None:
+    """The fitted verdict (analysis.verdict: one signal and a boundary fitted on development zoos, applied with a
+    95% interval over samples) and the ruler: where the model sits among the zoo's P and N members."""
+    from analysis.validation.runner import stored_reading
+    from analysis.verdict.figures import ruler_figure
+    from analysis.verdict.judge import judge, ruler
+    from analysis.verdict.rule import load_rule
+
+    st.subheader("Fitted verdict")
+    try:
+        rule = load_rule()
+    except AnalysisInputError as e:
+        st.info(f"No fitted verdict: {plain(str(e))}")
+        return
+    fits = ", ".join(str(x.get("seed")) for x in rule.fitted_on)
+    st.caption(f"Rule v{rule.version} (analysis/verdict/rule.json): {plain(rule.signal)}, mean over forget samples, "
+               f"against the boundary {rule.threshold:.2f}, fitted on the zoos of demo seeds {plain(fits)} and tested "
+               "on held-out seeds (benchmarks/VERDICT.md). Suppressed when the 95% interval lies above the boundary, "
+               "erased when below, inconclusive when it straddles it.")
+    if stored_reading(study, rule.signal, model) is None and not st.button(
+            f"Compute {plain(rule.signal)} on {plain(model)}", key="diag_fit_go"):
+        return
+    with st.spinner(f"reading {rule.signal} on {model}"):
+        v = judge(study, model, rule)
+    with st.container(border=True):
+        st.markdown(f"### {VERDICT_ICON.get(v.verdict, '')} {plain(v.verdict.upper())}")
+        st.markdown(plain(capital(v.reason)) + ".")
+        n_sup = sum(c == "suppressed" for c in v.per_sample.values())
+        st.caption(f"Driven by {plain(', '.join(v.drivers))}. Per sample: {n_sup} of {len(v.per_sample)} forget "
+                   "samples read suppressed on their own evidence.")
+    zoo = ruler(study, rule.signal)
+    if zoo:
+        st.plotly_chart(ruler_figure(zoo, v), width="stretch", key="diag_ruler")
+    else:
+        st.caption("The zoo's readings of this signal are not in the study yet: run `erasure validate STUDY` to see "
+                   "where this model sits among models whose knowledge is known.")
+
+
 def _verdict(d: Diagnosis) -> None:
+    st.subheader("Signal by signal (hand-set thresholds)")
     with st.container(border=True):
         st.markdown(f"### {VERDICT_ICON.get(d.verdict, '')} {plain(d.verdict.upper())}")
         st.markdown(f"**{plain(d.headline)}**")
@@ -136,6 +176,7 @@ def page() -> None:
     model = st.selectbox("Model", names, index=names.index(unlearned[0]), key="diag_model",
                          format_func=lambda n: f"{n} ({study.entry(n).role})")
     load_model(model)  # a model that fails to load: st.error, page stops
+    _fitted(study, model)
     opts = DiagnosisOptions()
     d = stored_diagnosis(study, model, opts)
     if d is None:
