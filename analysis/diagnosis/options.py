@@ -10,6 +10,7 @@ from typing import Any
 from analysis.attribution.options import RecoveryOptions
 from analysis.checks import check_int
 from analysis.circuits.options import DEFAULT_TOP_N, DistanceName, check_choice
+from analysis.sae.options import OPTIONS_VERSION as SAE_REPORT_VERSION
 from analysis.sae.options import SAEOptions
 from analysis.tracing.options import TraceOptions
 
@@ -40,6 +41,7 @@ class DiagnosisOptions:
 
     def key(self, sae_id: str | None) -> dict[str, Any]:
         """The store key of validated options: each analysis's own key, and the SAE used (its directory name,
-        analysis.sae.train.TrainedSAE.sae_id; None when no SAE could be had)."""
+        analysis.sae.train.TrainedSAE.sae_id; None when no SAE could be had) with the version of its report."""
         return {"version": VERSION, "trace": self.trace.key(), "recovery": self.recovery.key(), "sae": sae_id,
+                "sae_report": SAE_REPORT_VERSION,
                 "cud": {"distance": self.cud_distance, "top_n": self.cud_top_n}}

@@ -3,7 +3,8 @@ concept, and three signals (passive retention, active restoration, probe readout
 unlearned model and sample: erased / suppressed / inconclusive.
 
 Rooms: ``options`` (SAEOptions, RestoreOptions, the verdict's thresholds, the choices and their labels),
-``train`` (the SAE, with SAELens's runner), ``features`` (expert features), ``probe`` (probe readout),
+``train`` (the SAE, with SAELens's runner), ``fit`` (how well the SAE reconstructs a model's activations),
+``features`` (expert features), ``probe`` (probe readout),
 ``restoration`` (steering modes and the raw signals of a model), ``verdict`` (the rule and the report),
 ``runner`` (restore / restore_all over a study, with the store), ``result``, ``figures``, ``cli``.
 
@@ -18,25 +19,30 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["ExpertFeature", "ExpertFeatures", "find_expert_features"], "features"),
-    **dict.fromkeys(["ALPHAS", "ERASE_PROBE_GAP", "ERASE_RESTORE_NET", "ERASE_RETENTION_GAP", "PROBE_MARGIN",
+    **dict.fromkeys(["model_fit", "reconstruction_fit"], "fit"),
+    **dict.fromkeys(["ALPHAS", "ERASE_PROBE_GAP", "ERASE_RESTORE_NET", "ERASE_RETENTION_GAP", "MAX_SAE_FVE_DROP",
+                     "MIN_SAE_FVE", "PROBE_MARGIN",
                      "RESTORE_NET", "RESTORE_OPTION_HELP", "SAE_OPTION_HELP", "STEERING_MODE_LABELS", "STORE_KIND",
                      "VERDICTS", "VERDICT_RULES", "RestoreOptions", "SAEOptions", "SteeringMode", "Verdict"],
                     "options"),
     **dict.fromkeys(["probe_training_set", "run_probe"], "probe"),
     **dict.fromkeys(["STEERING_MODES", "model_signals", "steered_correct"], "restoration"),
-    **dict.fromkeys(["ProbeResult", "RestorationReport", "Signals"], "result"),
+    **dict.fromkeys(["ProbeResult", "RestorationReport", "SAEFit", "Signals"], "result"),
     **dict.fromkeys(["restore", "restore_all"], "runner"),
     **dict.fromkeys(["SAEHealth", "TrainedSAE", "load_sae", "train_sae"], "train"),
-    **dict.fromkeys(["probe_gap", "restoration_report", "verdict_of", "verdict_reasons"], "verdict"),
+    **dict.fromkeys(["fit_caveat", "probe_gap", "restoration_report", "verdict_of", "verdict_reasons"], "verdict"),
 }
 
 if TYPE_CHECKING:
     from analysis.sae.features import ExpertFeature, ExpertFeatures, find_expert_features
+    from analysis.sae.fit import model_fit, reconstruction_fit
     from analysis.sae.options import (
         ALPHAS,
         ERASE_PROBE_GAP,
         ERASE_RESTORE_NET,
         ERASE_RETENTION_GAP,
+        MAX_SAE_FVE_DROP,
+        MIN_SAE_FVE,
         PROBE_MARGIN,
         RESTORE_NET,
         RESTORE_OPTION_HELP,
@@ -52,10 +58,10 @@ if TYPE_CHECKING:
     )
     from analysis.sae.probe import probe_training_set, run_probe
     from analysis.sae.restoration import STEERING_MODES, model_signals, steered_correct
-    from analysis.sae.result import ProbeResult, RestorationReport, Signals
+    from analysis.sae.result import ProbeResult, RestorationReport, SAEFit, Signals
     from analysis.sae.runner import restore, restore_all
     from analysis.sae.train import SAEHealth, TrainedSAE, load_sae, train_sae
-    from analysis.sae.verdict import probe_gap, restoration_report, verdict_of, verdict_reasons
+    from analysis.sae.verdict import fit_caveat, probe_gap, restoration_report, verdict_of, verdict_reasons
 
 
 def __getattr__(name: str) -> Any:
@@ -71,10 +77,11 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_EXPORTS})
 
 
-__all__ = ["ALPHAS", "ERASE_PROBE_GAP", "ERASE_RESTORE_NET", "ERASE_RETENTION_GAP", "PROBE_MARGIN", "RESTORE_NET",
-           "RESTORE_OPTION_HELP", "SAE_OPTION_HELP", "STEERING_MODES", "STEERING_MODE_LABELS", "STORE_KIND",
-           "VERDICTS", "VERDICT_RULES", "ExpertFeature", "ExpertFeatures", "ProbeResult", "RestorationReport",
-           "RestoreOptions", "SAEHealth", "SAEOptions", "Signals", "SteeringMode", "TrainedSAE", "Verdict",
-           "find_expert_features", "load_sae", "model_signals", "probe_gap", "probe_training_set",
+__all__ = ["ALPHAS", "ERASE_PROBE_GAP", "ERASE_RESTORE_NET", "ERASE_RETENTION_GAP", "MAX_SAE_FVE_DROP", "MIN_SAE_FVE",
+           "PROBE_MARGIN", "RESTORE_NET", "RESTORE_OPTION_HELP", "SAE_OPTION_HELP", "STEERING_MODES",
+           "STEERING_MODE_LABELS", "STORE_KIND", "VERDICTS", "VERDICT_RULES", "ExpertFeature", "ExpertFeatures",
+           "ProbeResult", "RestorationReport", "RestoreOptions", "SAEFit", "SAEHealth", "SAEOptions", "Signals",
+           "SteeringMode", "TrainedSAE", "Verdict", "find_expert_features", "fit_caveat", "load_sae", "model_fit",
+           "model_signals", "probe_gap", "probe_training_set", "reconstruction_fit",
            "restoration_report", "restore", "restore_all", "run_probe", "steered_correct", "train_sae", "verdict_of",
            "verdict_reasons"]

@@ -47,7 +47,11 @@ def cmd_restore(args: argparse.Namespace) -> None:
            "probe_accuracy": r.probe_accuracy, "probe_gap": r.probe_gap, "probe_gap_layer": r.probe_gap_layer,
            "reasons": r.reasons, "per_alpha": r.per_alpha,
            "per_sample": [{"id": s["id"], "verdict": s["verdict"]} for s in r.per_sample],
-           "evidence": r.evidence, "probe_by_layer": r.probe_by_layer, "injection_by_alpha": r.injection_by_alpha}
+           "evidence": r.evidence, "probe_by_layer": r.probe_by_layer, "injection_by_alpha": r.injection_by_alpha,
+           # the SAE's reconstruction of this model's own activations, of the original's and of the retrain
+           # control's (fve: fraction of variance explained; nmse: normalised MSE), and the caveat when poor
+           "sae_fit": r.sae_fit, "sae_fit_original": r.sae_fit_original,
+           "sae_fit_retrain": r.retrain.get("sae_fit"), "caveats": r.caveats}
     lines = [f"{r.model}: {r.verdict.upper()} ({'; '.join(r.reasons)})", *[f"  - {e}" for e in r.evidence],
              "  per alpha (forget accuracy):", *[f"    alpha {a:>4}: {acc:.3f}" for a, acc in r.per_alpha.items()],
              "  per sample:", *[f"    {s['id']:<28} {s['verdict']}" for s in r.per_sample]]

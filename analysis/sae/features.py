@@ -35,9 +35,11 @@ def last_prompt_acts(handle: ModelHandle, samples: Sequence[Sample], hooks: Sequ
 
 @torch.no_grad()
 def sample_features(handle: ModelHandle, trained: TrainedSAE, samples: Sequence[Sample]) -> torch.Tensor:
-    """[N, d_sae] SAE feature activations at the last prompt token."""
+    """[N, d_sae] SAE feature activations at the last prompt token (the SAE run on ``handle``'s device at its
+    hook; the features returned on the CPU, as ``last_prompt_acts`` returns the activations)."""
     acts = last_prompt_acts(handle, samples, [trained.hook], stop_at_layer=trained.layer + 1)[trained.hook]
-    return trained.sae.encode(acts)
+    here = trained.for_model(handle)
+    return here.sae.encode(acts.to(here.device)).cpu()
 
 
 @dataclass

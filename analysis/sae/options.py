@@ -4,7 +4,8 @@ and help texts) that both the CLI and the app read.
 - ``SAEOptions``: how the TopK SAE is trained on the original (every field is part of its cache key).
 - ``RestoreOptions``: what a restoration run computes (the SAE it loads, the steering strengths, the probe
   layers); ``RestoreOptions.key`` is its store key.
-- The thresholds of the verdict rule (``analysis.sae.verdict``).
+- The thresholds of the verdict rule (``analysis.sae.verdict``), and of the caveat on the SAE's fit to a
+  judged model's activations (``MIN_SAE_FVE``, ``MAX_SAE_FVE_DROP``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ if TYPE_CHECKING:
     from analysis.models.handle import ModelHandle
 
 STORE_KIND = "sae_restoration"  # one RestorationReport per (original, model, retrain control) and options
-OPTIONS_VERSION = 1  # of the restoration store key
+# of the restoration store key: 2 added the SAE's fit to each model's own activations and its caveat (reports
+# stored under 1 have neither, so they are recomputed, not served)
+OPTIONS_VERSION = 2
 TRAINER = "saelens-runner-1"  # part of the SAE cache key: bump when the training recipe changes
 
 # ---- the verdict rule (analysis.sae.verdict) -------------------------------------------------------------
@@ -32,6 +35,19 @@ ERASE_PROBE_GAP = 0.125  # erased: probe gap over the retrain control at most th
 ERASE_RESTORE_NET = 0.1  # erased: net restoration rate at most this (or undefined)
 ERASE_RETENTION_GAP = 0.25  # erased: expert-feature retention at most the retrain control's + this
 MIN_FORGET_DROP = 0.05  # below this drop in forget accuracy a restoration rate is undefined
+
+# ---- the SAE's fit to a judged model (analysis.sae.fit) ---------------------------------------------------
+# The SAE is trained on the original only and then read on every other model. Its fraction of variance
+# explained (FVE) on a model's own activations at the hook (forget + retain prompt tokens) says whether it
+# still describes that model's residual stream. On the small demo study (tests' 300-step SAE) the original's
+# own FVE is 0.90, the unlearned models' 0.84-0.88, the retrain control's 0.82, the zoo members derived from
+# the original 0.90, and the models trained from other seeds (a residual stream in another basis:
+# zoo_retrain_*, zoo_twin) 0.08-0.15. A report carries a caveat (in its reasons) when the FVE is below
+# MIN_SAE_FVE, or more than MAX_SAE_FVE_DROP below the original's own (reconstructed much worse than the model
+# the SAE was trained on, even above the floor): its retention and restoration then read features the model
+# may not use. The caveat does not change the verdict.
+MIN_SAE_FVE = 0.7  # caveat below this fraction of variance explained on the model's own activations
+MAX_SAE_FVE_DROP = 0.2  # caveat when this far below the original's own fraction
 
 # ---- choices ---------------------------------------------------------------------------------------------
 Verdict = Literal["erased", "suppressed", "inconclusive"]

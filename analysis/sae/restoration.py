@@ -12,6 +12,10 @@ control (``analysis.sae.verdict``).
    retrain control measures injection (trap a); the net rate subtracts it.
 3. Probe readout (analysis.sae.probe): catches trap (b), a model changed only after layer L (e.g. at its
    readout), which mid-layer patching cannot see.
+4. The SAE's fit to the model's own activations (``analysis.sae.fit.model_fit``): how far 1 and 2 can be read.
+
+The SAE runs on the device of the activations it reads (``TrainedSAE.for_model``): the original's features on
+the original's device, the steering on the steered model's.
 
 Steering modes are a registry (``STEERING_MODES``): a mode maps (SAE, f_o, expert mask, add scale) to the
 function giving the residual-stream change ``delta(x)`` that alpha scales.
@@ -29,7 +33,8 @@ from analysis.data.schema import Sample
 from analysis.errors import AnalysisInputError
 from analysis.models.handle import ModelHandle
 from analysis.registry import Registry
-from analysis.sae.features import ExpertFeatures, last_prompt_acts
+from analysis.sae.features import ExpertFeatures, sample_features
+from analysis.sae.fit import model_fit
 from analysis.sae.options import ALPHAS, STEERING_MODE_LABELS, SteeringMode
 from analysis.sae.probe import run_probe
 from analysis.sae.result import Signals
@@ -76,10 +81,11 @@ def expert_mask(experts: ExpertFeatures, samples: Sequence[Sample], d_sae: int) 
 
 @torch.no_grad()
 def original_features(original: ModelHandle, trained: TrainedSAE, batch: PairBatch) -> torch.Tensor:
-    """[N, T, d_sae] the original's SAE features on ``batch`` at the SAE's hook."""
+    """[N, T, d_sae] the original's SAE features on ``batch`` at the SAE's hook (on the activations' device)."""
     _, cache = original.model.run_with_cache(batch.tokens, names_filter=trained.hook,
                                              stop_at_layer=trained.layer + 1)
-    return trained.sae.encode(cache[trained.hook].float())
+    acts = cache[trained.hook].float()
+    return trained.on(acts.device).sae.encode(acts)
 
 
 @torch.no_grad()
@@ -95,13 +101,16 @@ def steered_correct(handle: ModelHandle, trained: TrainedSAE, batch: PairBatch, 
 def steered_logits(handle: ModelHandle, trained: TrainedSAE, batch: PairBatch, f_o: torch.Tensor,
                    mask: torch.Tensor, alphas: Sequence[float], mode: SteeringMode = "replace",
                    add_scale: torch.Tensor | None = None) -> torch.Tensor:
-    """[A * N, T, vocab] logits of ``handle`` steered at layer L, rows alpha-major (alpha 0 = unchanged)."""
+    """[A * N, T, vocab] logits of ``handle`` steered at layer L, rows alpha-major (alpha 0 = unchanged). The
+    SAE, ``f_o``, ``mask`` and ``add_scale`` are used on the device of ``handle``'s activations at layer L."""
     steering = STEERING_MODES.get(mode)
+    here = trained.for_model(handle)
+    dev = here.device
     n, a = batch.tokens.shape[0], len(alphas)
     big = batch.repeat(a)
-    alpha = torch.tensor([float(x) for x in alphas], device=batch.tokens.device).repeat_interleave(n)
-    m = mask.to(f_o.device).float()[:, None, :].repeat(a, 1, 1)  # [A*N, 1, d_sae]
-    delta = steering(trained.sae, f_o.repeat(a, 1, 1), m, add_scale)
+    alpha = torch.tensor([float(x) for x in alphas], device=dev).repeat_interleave(n)
+    m = mask.to(dev).float()[:, None, :].repeat(a, 1, 1)  # [A*N, 1, d_sae]
+    delta = steering(here.sae, f_o.to(dev).repeat(a, 1, 1), m, None if add_scale is None else add_scale.to(dev))
 
     def hook(x: torch.Tensor, hook: Any) -> torch.Tensor:  # noqa: ARG001
         return x + (alpha[:, None, None] * delta(x)).to(x.dtype)
@@ -143,19 +152,20 @@ def model_signals(study: Study, name: str, trained: TrainedSAE, experts: ExpertF
     corr = steered_correct(handle, trained, batch, f_o, mask, alist)
     # add mode: each expert feature's largest activation on the original's forget samples (last prompt token)
     rows = torch.arange(len(forget))
-    last_o = f_o[rows, batch.prompt_lens.cpu() - 1]
+    last_o = f_o[rows.to(f_o.device), batch.prompt_lens.to(f_o.device) - 1].cpu()
     add_scale = last_o.max(0).values
     corr_add = steered_correct(handle, trained, batch, f_o, mask, [float(a) for a in alphas], "add", add_scale)
-    # passive retention at the last prompt token
-    last_u = trained.sae.encode(last_prompt_acts(handle, forget, [trained.hook], trained.layer + 1)[trained.hook])
+    # passive retention at the last prompt token (features on the CPU, as last_o)
+    last_u = sample_features(handle, trained, forget)
     mo, mu = (last_o * mask).sum(-1), (last_u * mask).sum(-1)
     retention = float(mu.sum() / mo.sum().clamp(min=1e-9))
     by_sample = {i: float(u / o) if o > 0 else 0.0 for i, u, o in zip(ids, mu.tolist(), mo.tolist(), strict=True)}
     probe = run_probe(handle, study.retain, forget, probe_layers)
+    fit = model_fit(handle, trained, [*forget, *study.retain])
     return Signals(model=name, fingerprint=study.fingerprint(name), acc_original=acc_o,
                    acc_unlearned=float(corr[0].float().mean()),
                    per_alpha={a: float(corr[j + 1].float().mean()) for j, a in enumerate(alist[1:])},
                    per_alpha_add={a: float(corr_add[j].float().mean()) for j, a in enumerate(alist[1:])},
                    correct_unlearned=dict(zip(ids, corr[0].tolist(), strict=True)),
                    restored={a: dict(zip(ids, corr[j + 1].tolist(), strict=True)) for j, a in enumerate(alist[1:])},
-                   feature_retention=retention, retention_by_sample=by_sample, probe=probe)
+                   feature_retention=retention, retention_by_sample=by_sample, probe=probe, fit=fit)

@@ -1,6 +1,7 @@
-"""Results of the SAE analyses: a probe readout (``ProbeResult``), the raw signals of one model
-(``Signals``) and a model's report judged against the retrain control (``RestorationReport``), each with
-``to_dict`` / ``from_dict`` (JSON-ready: layer and alpha keys as strings)."""
+"""Results of the SAE analyses: how well the SAE reconstructs a model's activations (``SAEFit``), a probe
+readout (``ProbeResult``), the raw signals of one model (``Signals``) and a model's report judged against the
+retrain control (``RestorationReport``), each with ``to_dict`` / ``from_dict`` (JSON-ready: layer and alpha
+keys as strings)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,25 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from analysis.sae.options import MIN_FORGET_DROP, Verdict
+
+
+@dataclass
+class SAEFit:
+    """How well the original's SAE reconstructs one model's own activations at the SAE's hook (the prompt
+    tokens of the forget and retain samples, BOS left out; ``analysis.sae.fit``). None where undefined (no
+    variance, or no activation at all)."""
+
+    fve: float | None  # fraction of variance explained: 1 - sum |x - x_hat|^2 / sum |x - mean(x)|^2
+    nmse: float | None  # normalised MSE: sum |x - x_hat|^2 / sum |x|^2
+    n_tokens: int  # activations (token positions) it was measured on
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SAEFit:
+        return cls(fve=None if d.get("fve") is None else float(d["fve"]),
+                   nmse=None if d.get("nmse") is None else float(d["nmse"]), n_tokens=int(d["n_tokens"]))
 
 
 @dataclass
@@ -56,6 +76,7 @@ class Signals:
     feature_retention: float
     retention_by_sample: dict[str, float]
     probe: ProbeResult
+    fit: SAEFit | None = None  # the SAE's reconstruction of this model's own activations
 
     def rate(self, acc: float) -> float | None:
         """Restoration rate (acc - acc_unlearned) / (acc_original - acc_unlearned); None when the model barely
@@ -68,13 +89,15 @@ class Signals:
         for name in ("per_alpha", "per_alpha_add", "restored"):
             d[name] = {repr(float(a)): v for a, v in getattr(self, name).items()}
         d["probe"] = self.probe.to_dict()
+        d["fit"] = None if self.fit is None else self.fit.to_dict()
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Signals:
         alpha_keyed = {name: {float(a): v for a, v in d[name].items()}
                        for name in ("per_alpha", "per_alpha_add", "restored")}
-        return cls(**{**d, **alpha_keyed, "probe": ProbeResult.from_dict(d["probe"])})
+        fit = None if d.get("fit") is None else SAEFit.from_dict(d["fit"])
+        return cls(**{**d, **alpha_keyed, "probe": ProbeResult.from_dict(d["probe"]), "fit": fit})
 
 
 @dataclass
@@ -105,7 +128,13 @@ class RestorationReport:
     # decodable. The retrain control's accuracy counts as 0 where it has none.
     probe_gap: float | None = None
     probe_gap_layer: int | None = None  # the layer of probe_gap
-    reasons: list[str] = field(default_factory=list)  # the clauses that decided the verdict, in words
+    reasons: list[str] = field(default_factory=list)  # the clauses that decided the verdict, in words (and the
+    # caveats below)
+    # the SAE's reconstruction of this model's own activations and of the original's (the reference), as
+    # SAEFit dicts (the retrain control's is in ``retrain["sae_fit"]``); None in reports stored before them
+    sae_fit: dict[str, Any] | None = None
+    sae_fit_original: dict[str, Any] | None = None
+    caveats: list[str] = field(default_factory=list)  # why the SAE's signals may not be read at face value
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -124,5 +153,5 @@ class RestorationReport:
                 {int(k): v for k, v in d["retrain"].get("probe_by_layer", {}).items()})
         if "reasons" not in d:
             d["reasons"] = verdict_reasons(d["probe_gap"], d["restoration_rate_net"], d["feature_retention"],
-                                           float(d["retrain"]["feature_retention"]))
+                                           float(d["retrain"]["feature_retention"])) + list(d.get("caveats", []))
         return cls(**d)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from analysis.errors import AnalysisInputError
 from analysis.sae.features import ExpertFeatures, find_expert_features
+from analysis.sae.fit import model_fit
 from analysis.sae.options import STORE_KIND, RestoreOptions
 from analysis.sae.restoration import model_signals
 from analysis.sae.result import RestorationReport
@@ -76,13 +77,15 @@ def restore_all(study: Study, names: Sequence[str] | None = None, options: Resto
             todo.append((n, fps))
     if todo:
         experts = find_expert_features(study.load("original"), trained, study.forget, study.retain)
+        # the SAE's fit to the original's own activations: the reference for each model's fit
+        original_fit = model_fit(study.load("original"), trained, [*study.forget, *study.retain])
         job = ChunkJob(make_signals_compute, study, (str(trained.path), experts, opts.alphas, opts.probe_layers),
                        {"trained": trained})
         pending, signals = dict(todo), {}
         for _, values in map_chunks(job, [[ref_name], *[[n] for n in pending if n != ref_name]], executor):
             signals.update(values)
             for n in [n for n in pending if n in signals and ref_name in signals]:
-                out[n] = restoration_report(signals[n], signals[ref_name], key)
+                out[n] = restoration_report(signals[n], signals[ref_name], key, original_fit)
                 if use_store:
                     study.store.put(STORE_KIND, pending[n], key, out[n].to_dict())
                 del pending[n]

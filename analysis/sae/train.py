@@ -16,6 +16,11 @@ cached activations, used before, took about 12), for a slightly better SAE (FVU 
 
 The options (``SAEOptions``) live in ``analysis.sae.options``.
 
+Devices: SAELens trains on the CPU (the model itself runs on its own device); the inference SAE is then loaded
+on the device of the activations it reads, the original's at its hook (``hook_device``), and every analysis
+that applies it to a model asks ``TrainedSAE.on(device)`` for it on that model's device: a copy moved there,
+made once per device, so an SAE shared between models on different devices is never moved under another.
+
 Deterministic for a given ``SAEOptions.seed``: the SAE's init and SAELens's buffer shuffles draw from torch's
 global RNG, which is seeded inside ``torch.random.fork_rng`` (the caller's RNG state is left as it was).
 
@@ -28,13 +33,14 @@ fingerprint, the hook, the options and the health.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +60,7 @@ from analysis.errors import AnalysisInputError, StudyError
 from analysis.hooks import resid_post
 from analysis.models.handle import ModelHandle, is_fingerprint
 from analysis.names import is_inside
+from analysis.sae.fit import FitSums, reconstruct
 from analysis.sae.options import TRAINER, SAEOptions
 from analysis.scoring import answer_correct, chunks, make_batch
 
@@ -83,6 +90,45 @@ class SAEHealth:
         return asdict(self)
 
 
+Device = torch.device | str
+
+
+def same_device(a: Device, b: Device) -> bool:
+    """True when ``a`` and ``b`` name the same device ("cuda" is the current CUDA device)."""
+    da, db = torch.device(a), torch.device(b)
+    if da.type != db.type:
+        return False
+    if da.type == "cuda":
+        current = torch.cuda.current_device() if torch.cuda.is_available() else 0
+        return (da.index if da.index is not None else current) == (db.index if db.index is not None else current)
+    return da.index == db.index or da.index is None or db.index is None
+
+
+def sae_device(sae: TopKSAE) -> torch.device:
+    """The device the SAE's parameters are on."""
+    return sae.W_enc.device
+
+
+def sae_on(sae: TopKSAE, device: Device) -> TopKSAE:
+    """``sae`` itself when it is on ``device``, else a frozen copy moved there (``sae`` is left where it is)."""
+    if same_device(sae_device(sae), device):
+        return sae
+    moved = copy.deepcopy(sae).to(torch.device(device))
+    _freeze(moved)
+    return moved
+
+
+def hook_device(handle: ModelHandle, layer: int) -> torch.device:
+    """The device of ``handle``'s residual stream at block ``layer`` (its block's GPU when the model is split
+    over several: TransformerLens's ``get_device_for_block_index``; else the model's device)."""
+    cfg = handle.model.cfg
+    if int(getattr(cfg, "n_devices", 1) or 1) > 1:
+        from transformer_lens.utilities.multi_gpu import get_device_for_block_index
+
+        return torch.device(get_device_for_block_index(int(layer), cfg))
+    return torch.device(handle.device)
+
+
 @dataclass
 class TrainedSAE:
     sae: TopKSAE
@@ -92,10 +138,31 @@ class TrainedSAE:
     path: Path
     health: SAEHealth
     options: dict[str, Any] = field(default_factory=dict)
+    # copies of this SAE on other devices (``on``), made once each; never compared, never carried by ``replace``
+    _copies: dict[str, TrainedSAE] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def sae_id(self) -> str:
         return self.path.name
+
+    @property
+    def device(self) -> torch.device:
+        return sae_device(self.sae)
+
+    def on(self, device: Device) -> TrainedSAE:
+        """This SAE on ``device`` (the device of the activations it is about to read): itself when already
+        there, else a copy moved there, made once per device and kept. This one is never moved, so an SAE
+        shared by models on different devices keeps working for each."""
+        if same_device(self.device, device):
+            return self
+        key = str(torch.device(device))
+        if key not in self._copies:
+            self._copies[key] = replace(self, sae=sae_on(self.sae, device))
+        return self._copies[key]
+
+    def for_model(self, handle: ModelHandle) -> TrainedSAE:
+        """This SAE on the device of ``handle``'s activations at the SAE's hook."""
+        return self.on(hook_device(handle, self.layer))
 
     def summary(self) -> dict[str, Any]:
         return {"layer": self.layer, "hook": self.hook, "fingerprint": self.fingerprint, "path": str(self.path),
@@ -173,12 +240,17 @@ def sae_dir(study: Study, opts: SAEOptions, d_sae: int, fingerprint: str) -> Pat
 @torch.no_grad()
 def spliced_accuracy(handle: ModelHandle, sae: TopKSAE, hook: str, prompts: Sequence[str],
                      answers: Sequence[str]) -> tuple[float, float]:
-    """(accuracy, accuracy with the SAE reconstruction replacing the activation at ``hook``)."""
+    """(accuracy, accuracy with the SAE reconstruction replacing the activation at ``hook``); the SAE runs on
+    the activation's device (a copy moved there if ``sae`` is elsewhere)."""
     batch = make_batch(handle, prompts, answers)
     clean = handle.model(batch.tokens, return_type="logits")
+    moved: dict[str, TopKSAE] = {}
 
     def splice(x: torch.Tensor, hook: Any) -> torch.Tensor:  # noqa: ARG001
-        return sae.decode(sae.encode(x.float())).to(x.dtype)
+        key = str(x.device)
+        if key not in moved:
+            moved[key] = sae_on(sae, x.device)
+        return reconstruct(moved[key], x).to(x.dtype)
 
     spliced = handle.model.run_with_hooks(batch.tokens, return_type="logits", fwd_hooks=[(hook, splice)])
     return (float(answer_correct(clean, batch).float().mean()), float(answer_correct(spliced, batch).float().mean()))
@@ -232,8 +304,10 @@ def runner_config(handle: ModelHandle, opts: SAEOptions, out: Path, fingerprint:
         verbose=False)
 
 
-def train_sae(study: Study, options: SAEOptions | None = None, force: bool = False) -> TrainedSAE:
-    """Train (or load from the study's cache) a TopK SAE on the original model at ``blocks.L.hook_resid_post``."""
+def train_sae(study: Study, options: SAEOptions | None = None, force: bool = False,
+              device: Device | None = None) -> TrainedSAE:
+    """Train (or load from the study's cache) a TopK SAE on the original model at ``blocks.L.hook_resid_post``.
+    The SAE comes back on ``device`` (default: the device of the original's activations at the hook)."""
     handle = study.load("original")
     opts = (options or SAEOptions()).resolved(handle)
     assert opts.layer is not None
@@ -241,7 +315,7 @@ def train_sae(study: Study, options: SAEOptions | None = None, force: bool = Fal
     fp = study.fingerprint("original")
     out = sae_dir(study, opts, opts.expansion * int(handle.model.cfg.d_model), fp)
     if (out / META).is_file() and not force:
-        return load_sae(study, path=out)
+        return load_sae(study, path=out, device=device)
 
     rows = token_rows(handle, training_texts(study), int(handle.model.cfg.n_ctx))
     cfg = runner_config(handle, opts, out, fp)
@@ -255,7 +329,9 @@ def train_sae(study: Study, options: SAEOptions | None = None, force: bool = Fal
         torch.manual_seed(opts.seed)
         _StudyRunner(cfg, override_dataset=dataset, override_model=handle.model).run()
     secs = time.perf_counter() - t0
-    sae = TopKSAE.load_from_disk(out, device="cpu")  # the inference SAE, decoder norms folded in
+    # the inference SAE, decoder norms folded in, on the device of the activations it reads
+    sae = TopKSAE.load_from_disk(out, device="cpu").to(hook_device(handle, layer) if device is None else
+                                                       torch.device(device))
     _freeze(sae)
     acts = collect_activations(handle, rows, hook, layer)
     health = _health(handle, sae, hook, acts, study, secs, cfg.training_tokens)
@@ -274,13 +350,23 @@ def _freeze(sae: TopKSAE) -> None:
 
 @torch.no_grad()
 def _health(handle: ModelHandle, sae: TopKSAE, hook: str, acts: torch.Tensor, study: Study, secs: float,
-            n_seen: int) -> SAEHealth:
-    feats = sae.encode(acts)
-    recon = sae.decode(feats)
-    fvu = float((recon - acts).pow(2).sum() / (acts - acts.mean(0)).pow(2).sum())
-    active = feats > 0
-    l0 = float(active.sum(-1).float().mean())
-    n_dead = int((~active.any(0)).sum())
+            n_seen: int, batch_rows: int = 8192) -> SAEHealth:
+    """The SAE's health on ``acts`` (the training activations, [N, d_model], anywhere), run in batches on the
+    SAE's own device."""
+    dev = sae_device(sae)
+    sums = FitSums()
+    n_active, ever = 0, torch.zeros(int(sae.cfg.d_sae), dtype=torch.bool, device=dev)
+    for sl in chunks(acts.shape[0], batch_rows):
+        x = acts[sl].to(dev).float()
+        feats = sae.encode(x)
+        sums.add(x, sae.decode(feats))
+        active = feats > 0
+        n_active += int(active.sum())
+        ever |= active.any(0)
+    fve = sums.result().fve
+    fvu = float("nan") if fve is None else 1.0 - fve
+    l0 = n_active / max(1, acts.shape[0])
+    n_dead = int((~ever).sum())
     retain = study.retain
     if retain:
         acc, acc_s = spliced_accuracy(handle, sae, hook, [s.prompt for s in retain], [s.answer for s in retain])
@@ -293,8 +379,11 @@ def _health(handle: ModelHandle, sae: TopKSAE, hook: str, acts: torch.Tensor, st
 
 
 def load_sae(study: Study, layer: int | None = None, k: int = 16, d_sae: int | None = None,
-             path: str | Path | None = None, options: SAEOptions | None = None) -> TrainedSAE:
-    """Load a cached SAE; refuses one trained on a model other than this study's original.
+             path: str | Path | None = None, options: SAEOptions | None = None,
+             device: Device | None = None) -> TrainedSAE:
+    """Load a cached SAE; refuses one trained on a model other than this study's original. It comes back on
+    ``device`` (default: the device of the original's activations at its hook, the model it reads first);
+    ``TrainedSAE.on`` gives it on another model's device.
 
     ``path`` loads that directory. Otherwise ``options`` (default: ``SAEOptions(layer=layer, k=k)``) name
     the SAE exactly; without ``options``, when the default-options SAE is not there, the most recently
@@ -317,9 +406,11 @@ def load_sae(study: Study, layer: int | None = None, k: int = 16, d_sae: int | N
     if meta.get("fingerprint") != fp:
         raise AnalysisInputError(f"the SAE at {path} was trained on a model with fingerprint "
                                  f"{meta.get('fingerprint')!r}, not this study's original ({fp!r}); retrain it")
-    sae = TopKSAE.load_from_disk(path, device="cpu")
+    layer_of = int(meta["layer"])
+    dev = hook_device(study.load("original"), layer_of) if device is None else torch.device(device)
+    sae = TopKSAE.load_from_disk(path, device="cpu").to(dev)
     _freeze(sae)
-    return TrainedSAE(sae=sae, layer=int(meta["layer"]), hook=meta["hook"], fingerprint=fp, path=path,
+    return TrainedSAE(sae=sae, layer=layer_of, hook=meta["hook"], fingerprint=fp, path=path,
                       health=SAEHealth(**meta["health"]), options=meta.get("options", {}))
 
 

@@ -13,7 +13,8 @@ erased if neither and its feature retention is within ERASE_RETENTION_GAP of the
 inconclusive otherwise. By construction the retrain control itself is erased.
 
 ``verdict_reasons`` says in words which clauses decided the verdict; ``restoration_report`` builds the
-whole report.
+whole report, with the SAE's fit to the model's own activations (and the original's, as the reference) and a
+caveat among the reasons when that fit is poor (``fit_caveat``; the verdict is not changed).
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from analysis.sae.options import (
     ERASE_PROBE_GAP,
     ERASE_RESTORE_NET,
     ERASE_RETENTION_GAP,
+    MAX_SAE_FVE_DROP,
     MIN_FORGET_DROP,
+    MIN_SAE_FVE,
     PROBE_MARGIN,
     RESTORE_NET,
     Verdict,
 )
-from analysis.sae.result import RestorationReport, Signals
+from analysis.sae.result import RestorationReport, SAEFit, Signals
 
 
 def _max(vals: Sequence[float | None]) -> float | None:
@@ -87,8 +90,28 @@ def verdict_reasons(probe_gap: float | None, net: float | None, retention: float
     return out
 
 
-def restoration_report(sig: Signals, ref: Signals, options: dict[str, Any]) -> RestorationReport:
-    """The report of ``sig`` judged against the retrain control's signals ``ref``."""
+def fit_caveat(fit: SAEFit | None, original: SAEFit | None, where: str = "its hook") -> str | None:
+    """A sentence when the SAE reconstructs a model's own activations poorly: its fraction of variance
+    explained below ``MIN_SAE_FVE``, or more than ``MAX_SAE_FVE_DROP`` below the original's own (``original``);
+    else None. An undefined fit gives no caveat."""
+    if fit is None or fit.fve is None:
+        return None
+    ref = None if original is None else original.fve
+    ref_text = "" if ref is None else f" (original {ref:.2f})"
+    if fit.fve < MIN_SAE_FVE:
+        why = f"below {MIN_SAE_FVE}"
+    elif ref is not None and fit.fve < ref - MAX_SAE_FVE_DROP:
+        why = f"more than {MAX_SAE_FVE_DROP} below the original's"
+    else:
+        return None
+    return (f"caveat: the original's SAE explains only {fit.fve:.2f} of this model's activation variance at "
+            f"{where}{ref_text}, {why}: its retention and restoration read features this model may not use")
+
+
+def restoration_report(sig: Signals, ref: Signals, options: dict[str, Any],
+                       original_fit: SAEFit | None = None) -> RestorationReport:
+    """The report of ``sig`` judged against the retrain control's signals ``ref``; ``original_fit`` is the SAE's
+    fit to the original's own activations (the reference for the caveat on ``sig.fit``)."""
     alphas = list(sig.per_alpha)
     rate = {a: sig.rate(sig.per_alpha[a]) for a in alphas}
     inj = {a: ref.rate(ref.per_alpha[a]) if a in ref.per_alpha else None for a in alphas}
@@ -109,6 +132,14 @@ def restoration_report(sig: Signals, ref: Signals, options: dict[str, Any]) -> R
     ]
     if sig.acc_original - sig.acc_unlearned < MIN_FORGET_DROP:
         evidence.append("this model did not forget (forget accuracy barely dropped): restoration is undefined")
+    where = f"layer {options['layer']}" if "layer" in options else "its hook"
+    if sig.fit is not None:
+        evidence.append(f"SAE fit on this model's own activations: explained variance {_fmt(sig.fit.fve)}, "
+                        f"normalised MSE {_fmt(sig.fit.nmse, '.3f')} over {sig.fit.n_tokens} prompt tokens "
+                        f"(original {_fmt(None if original_fit is None else original_fit.fve)}, retrain control "
+                        f"{_fmt(None if ref.fit is None else ref.fit.fve)})")
+    caveat = fit_caveat(sig.fit, original_fit, where)
+    caveats = [] if caveat is None else [caveat]
     per_sample = []
     ref_layer = gap_layer if gap_layer is not None else best
     for sid in sig.correct_unlearned:
@@ -136,17 +167,20 @@ def restoration_report(sig: Signals, ref: Signals, options: dict[str, Any]) -> R
         acc_original=sig.acc_original, acc_unlearned=sig.acc_unlearned,
         retrain={"model": ref.model, "feature_retention": ref.feature_retention,
                  "probe_by_layer": {str(k): x for k, x in ref.probe.acc_by_layer.items()},
-                 "per_alpha": {_k(a): x for a, x in ref.per_alpha.items()}, "acc_unlearned": ref.acc_unlearned},
+                 "per_alpha": {_k(a): x for a, x in ref.per_alpha.items()}, "acc_unlearned": ref.acc_unlearned,
+                 "sae_fit": None if ref.fit is None else ref.fit.to_dict()},
         probe_by_layer={str(k): x for k, x in sig.probe.acc_by_layer.items()},
         probe_train_by_layer={str(k): x for k, x in sig.probe.train_acc_by_layer.items()},
         per_sample=per_sample, evidence=evidence, fingerprints={"model": sig.fingerprint, "retrain": ref.fingerprint},
         options=options, probe_gap=gap, probe_gap_layer=gap_layer,
-        reasons=verdict_reasons(gap, net_max, sig.feature_retention, ref.feature_retention))
+        reasons=verdict_reasons(gap, net_max, sig.feature_retention, ref.feature_retention) + caveats,
+        sae_fit=None if sig.fit is None else sig.fit.to_dict(),
+        sae_fit_original=None if original_fit is None else original_fit.to_dict(), caveats=caveats)
 
 
 def _k(a: float) -> str:
     return f"{a:g}"
 
 
-def _fmt(x: float | None) -> str:
-    return "undefined" if x is None else f"{x:.2f}"
+def _fmt(x: float | None, spec: str = ".2f") -> str:
+    return "undefined" if x is None else format(x, spec)

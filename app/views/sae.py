@@ -3,15 +3,20 @@ against the retrain control (true deletion)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 import streamlit as st
 
 from analysis.errors import WorkbenchError
 from analysis.hooks import resid_post
 from analysis.sae import (
+    MAX_SAE_FVE_DROP,
+    MIN_SAE_FVE,
     SAE_OPTION_HELP,
     STEERING_MODES,
     VERDICT_RULES,
+    RestorationReport,
     SAEOptions,
     TrainedSAE,
     find_expert_features,
@@ -84,6 +89,18 @@ def _experts(study: Study, trained: TrainedSAE) -> None:
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
 
+def _fit_caption(r: RestorationReport) -> str:
+    """How well the original's SAE reconstructs this model's own activations, beside the original's."""
+
+    def fve(fit: dict[str, Any] | None) -> str:
+        return "n/a" if not fit or fit.get("fve") is None else f"{fit['fve']:.2f}"
+
+    flag = "⚠️ poor fit: read retention and restoration with care · " if r.caveats else ""
+    # numbers formatted here (no user text): no escaping needed
+    return (f"{flag}SAE fit on its own activations: explained variance {fve(r.sae_fit)} (original "
+            f"{fve(r.sae_fit_original)}; caveat below {MIN_SAE_FVE} or {MAX_SAE_FVE_DROP} under the original's)")
+
+
 def page() -> None:
     st.title("Suppression vs deletion")
     st.caption("Does unlearning erase the knowledge, or hide it? Three signals, each compared with the retrain "
@@ -136,6 +153,7 @@ def page() -> None:
         with cols[j % len(cols)].container(border=True):
             st.markdown(f"**{plain(n)}** {VERDICT_ICON.get(r.verdict, '')} **{plain(r.verdict)}**"
                         + (f": {plain('; '.join(r.reasons))}" if r.reasons else ""))
+            st.caption(_fit_caption(r))
             for e in r.evidence:
                 st.markdown(f"- {plain(e)}")
     pick = st.selectbox("Per-sample verdicts of", list(reports), key="sae_pick")
