@@ -39,11 +39,14 @@ def _interval(r: Any) -> str:
     return f"{r.auroc:.2f}{ci}"
 
 
-def seed_of(study: Study) -> int:
-    return int(study.manifest.seed if study.manifest.seed is not None else -1)
+def seed_of(study: Study) -> str:
+    """The study's seed, with its size (the same seed is run at test size and at demo size)."""
+    seed = study.manifest.seed if study.manifest.seed is not None else "?"
+    people = study.manifest.extra.get("n_people")
+    return f"{seed} ({people} people, {len(study.forget)} forget samples)" if people else str(seed)
 
 
-def run(paths: list[str], options: ValidationOptions) -> list[tuple[int, str, ValidationResult, float]]:
+def run(paths: list[str], options: ValidationOptions) -> list[tuple[str, str, ValidationResult, float]]:
     out = []
     for path in paths:
         study = Study.open(path)
@@ -55,7 +58,7 @@ def run(paths: list[str], options: ValidationOptions) -> list[tuple[int, str, Va
     return out
 
 
-def markdown(runs: list[tuple[int, str, ValidationResult, float]], options: ValidationOptions) -> str:
+def markdown(runs: list[tuple[str, str, ValidationResult, float]], options: ValidationOptions) -> str:
     seeds = [s for s, _, _, _ in runs]
     signals = list(dict.fromkeys(r.signal for _, _, res, _ in runs for r in res.signals))
     paths = " ".join(p for _, p, _, _ in runs)
@@ -126,7 +129,7 @@ def markdown(runs: list[tuple[int, str, ValidationResult, float]], options: Vali
     return "\n".join(out)
 
 
-def conclusion(runs: list[tuple[int, str, ValidationResult, float]]) -> str:
+def conclusion(runs: list[tuple[str, str, ValidationResult, float]]) -> str:
     """Which signals separate on every seed, which never do, the best signal per seed against the 0.98 bar, and
     output accuracy's AUROC (which should be near 0.5)."""
     sets = [{r.signal for r in res.signals if r.separation == "separates"} for _, _, res, _ in runs]

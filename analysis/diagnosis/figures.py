@@ -16,7 +16,7 @@ from analysis.attribution.result import RecoveryReport
 from analysis.circuits.figures import cud_histogram, cud_scatter, cud_table
 from analysis.circuits.result import CUDReport
 from analysis.diagnosis.result import Diagnosis
-from analysis.diagnosis.rules import SAE_READING, TRACE_MIN_EFFECT, trace_reading
+from analysis.diagnosis.rules import SAE_READING, TRACE_MIN_SHARE, trace_reading
 from analysis.figures import scoreboard_bars
 from analysis.sae.figures import probe_layers, restoration_curves
 from analysis.tracing.figures import aie_lines
@@ -63,7 +63,7 @@ def sample_readings(d: Diagnosis) -> dict[str, list[str]]:
         return "n/a" if x is None or pd.isna(x) else "present" if bool(x) else "gone"
 
     def traced(before: Any, after: Any) -> str:
-        if before is None or after is None or pd.isna(before) or pd.isna(after) or before < TRACE_MIN_EFFECT:
+        if before is None or after is None or pd.isna(before) or pd.isna(after) or before < TRACE_MIN_SHARE:
             return "n/a"
         return trace_reading(float(after) / float(before))
 
@@ -114,7 +114,8 @@ def diagnosis_charts(d: Diagnosis) -> list[Chart]:
         role = d.signals["trace"].numbers.get("role", "")
         out.append(Chart("trace", "Causal trace of the forget set",
                          f"Average indirect effect per layer and token role, original (solid) vs this model "
-                         f"(dashed); the diagnosis reads the {role} at the middle layers.",
+                         f"(dashed), each in its own units; the diagnosis reads the {role} at the middle layers, "
+                         f"each sample's effect divided by that model's own clean-minus-corrupted gap.",
                          aie_lines({n: AIEResult.from_dict(a) for n, a in tr.items()})))
     cud = d.details.get("cud")
     if cud:

@@ -9,19 +9,25 @@ from typing import Any
 
 from analysis.attribution.options import RecoveryOptions
 from analysis.checks import check_int
-from analysis.circuits.options import DEFAULT_TOP_N, DistanceName, check_choice
+from analysis.circuits.options import CUD_REPORT_VERSION, DEFAULT_TOP_N, DistanceName, check_choice
 from analysis.sae.options import OPTIONS_VERSION as SAE_REPORT_VERSION
 from analysis.sae.options import SAEOptions
 from analysis.tracing.options import TraceOptions
 
 STORE_KIND = "diagnosis"  # one row per (original, model, retrain) and options: the whole Diagnosis
-VERSION = 1  # bump when the rules in analysis.diagnosis.rules change what a stored diagnosis says
+VERSION = 2  # bump when the rules in analysis.diagnosis.rules change what a stored diagnosis says
+# 2: the trace reading is the subject's normalised mid-layer share of each model's own effect (was: its raw AIE
+#    on the model as a fraction of the original's)
 
 
 def default_trace_options() -> TraceOptions:
-    """Residual stream and MLP (the subject's mid-layer effect lives there), 3 noise samples: a third of the
-    tracing page's default cost per sample; the AIE is averaged over the forget set anyway."""
-    return TraceOptions(kinds=("resid", "mlp"), n_samples=3)
+    """Residual stream and MLP (the subject's mid-layer effect lives there), the tracing page's 10 noise samples.
+    The metric is the logit difference (``logit_diff_corrupted``), which does not vanish on a model that no
+    longer gives the answer: the diagnosis divides each sample's effect by the model's own clean-minus-corrupted
+    gap (analysis.diagnosis.rules, trace), and a probability gap is ~0 on every such model. 10 noise samples, not
+    3: with 3 the per-sample ratios scatter so much that the readout-only control's mean share on the organism
+    moved between 0.5x and 1.4x the original's from one noise seed to the next (0.9x-1.2x with 10)."""
+    return TraceOptions(kinds=("resid", "mlp"), n_samples=10, metric="logit_diff_corrupted")
 
 
 @dataclass(frozen=True)
@@ -44,4 +50,4 @@ class DiagnosisOptions:
         analysis.sae.train.TrainedSAE.sae_id; None when no SAE could be had) with the version of its report."""
         return {"version": VERSION, "trace": self.trace.key(), "recovery": self.recovery.key(), "sae": sae_id,
                 "sae_report": SAE_REPORT_VERSION,
-                "cud": {"distance": self.cud_distance, "top_n": self.cud_top_n}}
+                "cud": {"distance": self.cud_distance, "top_n": self.cud_top_n, "report": CUD_REPORT_VERSION}}

@@ -29,13 +29,15 @@ SAMPLE_COLUMNS: dict[str, str] = {
     "recovered": "keyword emphasis brings the answer back on this model but not on the retrain control "
                  "(None: not applicable, the original does not answer it or this model still does)",
     "recovered_by": "the emphasis strategies that bring it back",
-    "trace_before": "the original's mid-layer indirect effect at the last subject token",
-    "trace_after": "this model's mid-layer indirect effect at the last subject token",
+    "trace_before": "the original's normalised mid-layer indirect effect of the subject: the share of its own "
+                    "clean-minus-corrupted gap that restoring the subject's mid-layer states brings back",
+    "trace_after": "the same share on this model, of this model's own gap (None where that gap is below the "
+                   "floor or the original does not answer the sample)",
     "trace_shift": "trace_after - trace_before",
     "cud": "CUD on the original model, out-of-fold (higher = predicted harder to unlearn)",
     "cud_label": "CUD calibration label (hard / easy / -)",
     "observed_difficulty": "this model's observed difficulty (area under the answer-probability curve during "
-                           "its unlearning run; None for controls)",
+                           "its unlearning run, the original's own probability left out; None for controls)",
 }
 
 

@@ -10,12 +10,26 @@ Readings:
 - emphasis (analysis.attribution, unPact): the net recovery rate of each strategy, the model's rate minus the
   retrain control's (what emphasis invents on a model that never learned the facts); present if the best
   strategy's net rate is >= RECOVERY_PRESENT, gone if every strategy's is <= RECOVERY_GONE.
-- trace (analysis.tracing): the average indirect effect of the subject at the middle layers (``mid_layers``),
-  averaged over the traced kinds, on this model as a fraction of the original's; present at >=
-  TRACE_PRESENT, gone at <= TRACE_GONE; unavailable if the original's is below TRACE_MIN_EFFECT. The subject
-  token group (``SUBJECT_ROLES``) is the one where the original's mid-layer effect is largest: the last
-  subject token in ROME's GPT models, the first in the built-in organism, whose two-token names share
-  surnames so that the first name identifies the person.
+- trace (analysis.tracing): on each model the original's answer (the sample's answer, on samples the
+  original answers top-1) is traced, and each sample's indirect effect of restoring the subject's states at
+  the middle layers (``mid_layers``, averaged over the traced kinds and the subject group's positions) is
+  divided by THAT model's own total effect, clean minus corrupted: the normalised indirect effect, the share
+  of the model's own clean-vs-corrupted difference that the subject's mid-layer states carry. The share is
+  undefined for a sample whose own gap is below ``TRACE_GAP_FLOOR[metric]`` (nothing to normalise). The
+  default metric is ``logit_diff_corrupted`` (``analysis.diagnosis.options.default_trace_options``): a logit
+  difference does not vanish when the model no longer gives the answer, as a probability does, so the share is
+  defined on a model that suppresses the answer. ``kept`` = this model's mean share / the original's, with
+  ``kept_ci`` the bootstrap interval of this model's mean over samples divided by the original's share;
+  present when the whole interval is >= TRACE_PRESENT, gone when it is <= TRACE_GONE (fractions of the
+  original's share, as before), inconclusive otherwise; unavailable if the original's share is below
+  TRACE_MIN_SHARE. (The interval matters: per-sample shares scatter widely; on the small demo study the
+  intervals of the retrain controls span both thresholds.) The subject token group (``SUBJECT_ROLES``) is the
+  one where the original's mean share is largest: the last subject token in ROME's GPT models, the first in
+  the built-in organism, whose two-token names share surnames so that the first name identifies the person.
+  The share measures where the subject's effect on the answer flows, not whether a fact is stored: a model that
+  never learned the fact still has some subject effect on the answer's score (another person, another generic
+  guess), and on the small demo study some retrains' shares are close to the original's (0.8-0.9x), so a
+  "present" reading alone is not evidence of suppression.
 - cud (analysis.circuits): context, never a reading: it predicts which samples resist, before unlearning.
 
 Summary verdict (``summary_verdict``), in order:
@@ -47,7 +61,11 @@ RECOVERY_PRESENT = 0.2
 RECOVERY_GONE = 0.05
 TRACE_PRESENT = 0.5
 TRACE_GONE = 0.2
-TRACE_MIN_EFFECT = 0.01
+TRACE_MIN_SHARE = 0.01  # the original's mean normalised share must reach this for a fraction of it to mean much
+# Per trace metric: below this |clean - corrupted| on a model, a sample's normalised share is undefined (the
+# corruption hardly moves the traced quantity, so the ratio is noise over noise): a thousandth in probability;
+# one logit (a factor e in the odds of the answer against the corrupted run's top other token).
+TRACE_GAP_FLOOR: dict[str, float] = {"prob": 1e-3, "logit_diff_corrupted": 1.0}
 SUBJECT_ROLES: tuple[str, ...] = ("first subject token", "middle subject tokens", "last subject token")
 RETAIN_CAVEAT = 0.2
 INTERNAL: tuple[str, ...] = ("sae", "emphasis", "trace")
@@ -89,8 +107,14 @@ def recovery_reading(net_rates: Sequence[float | None]) -> str:
     return "present" if best >= RECOVERY_PRESENT else "gone" if best <= RECOVERY_GONE else "inconclusive"
 
 
-def trace_reading(kept: float | None) -> str:
-    return between(kept, TRACE_GONE, TRACE_PRESENT)
+def trace_reading(kept: float | None, kept_ci: tuple[float, float] | None = None) -> str:
+    """``kept`` read against the thresholds; with ``kept_ci`` (the bootstrap interval of this model's mean share
+    over samples, as a fraction of the original's), "present" only when the whole interval is at or above
+    TRACE_PRESENT, "gone" only when it is at or below TRACE_GONE, else "inconclusive"."""
+    if kept is None or kept_ci is None:
+        return between(kept, TRACE_GONE, TRACE_PRESENT)
+    lo, hi = kept_ci
+    return "gone" if hi <= TRACE_GONE else "present" if lo >= TRACE_PRESENT else "inconclusive"
 
 
 def summary_verdict(signals: Mapping[str, Signal]) -> tuple[str, str]:
@@ -133,9 +157,10 @@ SAYS: dict[str, dict[str, str]] = {
     "emphasis": {"gone": "keyword-emphasis recovery is {best_net_pct} net of the retrain control",
                  "present": "keyword emphasis brings {best_net_pct} of the forgotten answers back, net of the retrain "
                             "control"},
-    "trace": {"gone": "the causal trace finds the subject's mid-layer effect gone ({kept_pct} of the original's)",
-              "present": "the causal trace finds the subject's mid-layer effect still there ({kept_pct} of the "
-                         "original's)"},
+    "trace": {"gone": "the causal trace finds the subject's mid-layer share of this model's own effect gone "
+                      "({kept_pct} of the original's share)",
+              "present": "the causal trace finds the subject's mid-layer share of this model's own effect still "
+                         "there ({kept_pct} of the original's share)"},
 }
 # Why two signals can disagree, keyed (signal reading present, signal reading gone).
 WHY: dict[tuple[str, str], str] = {
@@ -143,16 +168,19 @@ WHY: dict[tuple[str, str], str] = {
     ("sae", "emphasis"): "emphasis acts on the prompt and attention, before the readout: an answer blocked at or "
                          "after the layer the probe reads (e.g. at the unembedding) stays blocked however the "
                          "keywords are stressed",
-    ("sae", "trace"): "the trace measures the answer's probability at the output, so a change at the readout "
-                      "removes the effect from the trace while the representation the SAE and probe read is intact",
+    ("sae", "trace"): "the trace reads the answer through this model's own readout, so a changed readout "
+                      "re-weights which directions of the final state count and can lower the subject's share "
+                      "while the representation the SAE and probe read is intact",
     ("emphasis", "outputs"): "the plain prompt no longer reaches the answer, a re-emphasised one does: suppression",
     ("emphasis", "sae"): "the knowledge may be stored outside the SAE's layer or expert features; check the "
                          "per-sample table for how many samples come back",
     ("emphasis", "trace"): "the trace follows the plain prompt; emphasis changes the prompt or its attention",
-    ("trace", "outputs"): "top-1 answers are gone but restoring the subject still raises the answer's "
-                          "probability: the answer is outranked rather than removed",
-    ("trace", "sae"): "the trace is measured at the output on each model; the SAE verdict is relative to the "
-                      "retrain control",
+    ("trace", "outputs"): "top-1 answers are gone but the subject's mid-layer states still carry as much of "
+                          "this model's own clean-vs-corrupted difference in the answer's score as in the "
+                          "original: the route from the subject to the answer is still used",
+    ("trace", "sae"): "the trace's share is relative to each model's own effect and is not judged against the "
+                      "retrain control (a model that never learned the facts has a share too); the SAE verdict "
+                      "is",
     ("trace", "emphasis"): "restoring the subject's states brings the answer up, stressing the keywords does not",
     ("outputs", "sae"): "the SAE verdict is about the knowledge inside; with the answers still produced there is "
                         "little to restore or suppress",

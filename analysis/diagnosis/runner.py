@@ -65,6 +65,10 @@ def check_model(study: Study, model: str) -> None:
     study.entry(model)  # unknown model -> StudyError listing the study's models
     if not study.forget:
         raise AnalysisInputError("the study's forget set is empty: there is nothing to diagnose")
+    if model == study.manifest.retrain:
+        raise AnalysisInputError(f"{model!r} is the study's reference retrain control, which every signal judges a "
+                                 "model against: judged against itself each gap is 0 by construction; diagnose a "
+                                 "retrain of another seed (the zoo's zoo_retrain_*) instead")
 
 
 def store_models(study: Study, model: str) -> list[str]:

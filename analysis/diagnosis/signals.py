@@ -13,13 +13,14 @@ import numpy as np
 
 from analysis.attribution.options import RecoveryOptions
 from analysis.attribution.recovery import recover
-from analysis.circuits.cud import spearman
+from analysis.circuits.cud import method_difficulty, spearman
 from analysis.circuits.runner import score_study
 from analysis.diagnosis.result import Signal
 from analysis.diagnosis.rules import (
     SAE_READING,
     SUBJECT_ROLES,
-    TRACE_MIN_EFFECT,
+    TRACE_GAP_FLOOR,
+    TRACE_MIN_SHARE,
     fmt,
     forgotten_share,
     mid_layers,
@@ -33,6 +34,7 @@ from analysis.evaluation import evaluate_study, model_scores
 from analysis.sae.options import SAEOptions
 from analysis.sae.runner import restore
 from analysis.sae.train import TrainedSAE, load_sae
+from analysis.signals import bootstrap_ci
 from analysis.store import ProgressFn
 from analysis.tracing.options import TraceOptions
 from analysis.tracing.result import AIEResult, TraceResult, role_positions
@@ -153,78 +155,116 @@ def emphasis(study: Study, model: str, retrain: str | None, options: RecoveryOpt
 
 
 # ---- causal trace -------------------------------------------------------------------------------------------
-def role_effect(aie: AIEResult, layers: Sequence[int], role: str) -> dict[str, float | None]:
-    """Per kind: the mean AIE of ``role`` over ``layers``."""
-    i = aie.roles.index(role)
-    out: dict[str, float | None] = {}
-    for kind, rows in aie.aie.items():
-        vals = [rows[i][aie.layers.index(layer)] for layer in layers if layer in aie.layers]
-        out[kind] = _mean([v for v in vals if v is not None])
+def normalised_effect(trace: TraceResult, layers: Sequence[int], role: str, floor: float,
+                      kinds: Sequence[str] | None = None) -> tuple[float | None, str]:
+    """One sample's normalised indirect effect on the model it was traced on: the indirect effect of restoring
+    ``role``'s positions at ``layers`` (mean over them and over ``kinds``, default every traced kind) divided
+    by that model's own total effect, ``clean - corrupted``. ``(None, why)`` where the role has no position
+    or the model's own gap is below ``floor`` in absolute value (nothing to normalise)."""
+    pos = role_positions(trace.subject_range, len(trace.tokens))[role]
+    if not pos:
+        return None, f"the prompt has no {role}"
+    gap = trace.clean - trace.corrupted
+    if not abs(gap) >= floor:  # (NaN-safe)
+        return None, f"the model's own clean-minus-corrupted gap {gap:.3g} is below the floor {floor:g}"
+    rows = [i for i, layer in enumerate(trace.layers) if layer in layers]
+    effects = [float(trace.indirect_effect(k)[np.ix_(rows, pos)].mean()) for k in (kinds or trace.scores)]
+    return float(np.mean(effects)) / gap, ""
+
+
+ShareRows = dict[str, tuple[float | None, str]]  # sample id -> (normalised effect or None, why None)
+
+
+def trace_shares(study: Study, aie: AIEResult, layers: Sequence[int], role: str, floor: float,
+                 answered: dict[str, bool], kinds: Sequence[str] | None = None) -> ShareRows:
+    """Per forget sample, its normalised mid-layer effect (``normalised_effect``) on the model ``aie`` was traced
+    on, None (with why) for a sample that was not traced or that the original does not answer top-1 (the trace
+    follows the original's answer)."""
+    out: ShareRows = {}
+    for s in study.forget:
+        t = aie.traces.get(s.id)
+        if t is None:
+            out[s.id] = (None, "not traced: " + aie.skipped.get(s.id, "no stored trace"))
+        elif not answered.get(s.id, False):
+            out[s.id] = (None, "the original does not give this answer (top-1): there is no original answer to trace")
+        else:
+            out[s.id] = normalised_effect(t, layers, role, floor, kinds)
     return out
 
 
-def sample_effect(trace: TraceResult, layers: Sequence[int], role: str) -> float | None:
-    """One sample's indirect effect at ``role``'s positions, mean over ``layers`` and the traced kinds."""
-    pos = role_positions(trace.subject_range, len(trace.tokens))[role]
-    if not pos:
-        return None
-    rows = [i for i, layer in enumerate(trace.layers) if layer in layers]
-    return _mean([float(trace.indirect_effect(k)[np.ix_(rows, pos)].mean()) for k in trace.scores])
+def _share_mean(rows: ShareRows) -> float | None:
+    return _mean([v for v, _ in rows.values() if v is not None])
 
 
 def trace(study: Study, model: str, options: TraceOptions, progress: ProgressFn | None) -> Gathered:
-    """The subject's mid-layer effect (AIE over the forget set of the subject token group where the original's
-    is largest) on the original and on this model; per sample the same effect before and after (read back
-    from the stored traces)."""
+    """The subject's normalised mid-layer effect on the original and on this model: per forget sample, the
+    indirect effect of restoring the subject's mid-layer states divided by the model's own clean-minus-corrupted
+    gap (each model traces the original's answer, the sample's; read back from the stored traces), and per model
+    the mean over samples; ``kept`` is this model's mean as a fraction of the original's (analysis.diagnosis.rules,
+    trace)."""
     names = ("original", model)
     aies: dict[str, AIEResult] = {}
     for j, n in enumerate(names):
         sub = None if progress is None else (lambda f, msg, _j=j: progress((_j + f) / len(names), msg))
         aies[n] = trace_dataset(study, n, options, progress=sub)
     layers = mid_layers(len(aies["original"].layers))
-
-    def overall(aie: AIEResult, role: str) -> float | None:
-        return _mean([v for v in role_effect(aie, layers, role).values() if v is not None])
-
-    scored = {r: overall(aies["original"], r) for r in SUBJECT_ROLES}
+    metric = options.metric
+    floor = TRACE_GAP_FLOOR[metric]
+    per = model_scores(study, "original")["per_sample"]
+    answered = {str(i): bool(c) for i, c in zip(per["ids"], per["correct"], strict=True)}
+    by_role = {r: trace_shares(study, aies["original"], layers, r, floor, answered) for r in SUBJECT_ROLES}
+    scored = {r: _share_mean(rows) for r, rows in by_role.items()}
     role = max((r for r in SUBJECT_ROLES if scored[r] is not None), key=lambda r: scored[r] or 0.0, default=None)
     if role is None:
-        return unavailable("trace", "no traced sample has a subject token")
-    eff = {n: role_effect(a, layers, role) for n, a in aies.items()}
-    before, after = overall(aies["original"], role), overall(aies[model], role)
-    kept = None if before is None or after is None or before < TRACE_MIN_EFFECT else after / before
-    kinds = list(eff["original"])
-    numbers = {"layers": layers, "role": role, "effect_original": before, "effect_model": after, "kept": kept,
-               "kept_pct": pct(kept), "by_kind": eff, "clean_original": aies["original"].clean,
-               "clean_model": aies[model].clean}
-    summary = (f"AIE of the {role} at layers {layers[0]}-{layers[-1]} ({'+'.join(kinds)}): original "
-               f"{fmt(before, '.3f')}, this model {fmt(after, '.3f')} ({pct(kept)} kept)")
-    evidence = [summary] + [f"{k}: original {fmt(eff['original'][k], '.3f')}, this model {fmt(eff[model][k], '.3f')}"
-                            for k in kinds]
-    evidence.append(f"mean clean answer probability: original {aies['original'].clean:.3f}, this model "
-                    f"{aies[model].clean:.3f} (each model is traced through its own output)")
-    if before is not None and before < TRACE_MIN_EFFECT:
-        evidence.append(f"the original's effect is below {TRACE_MIN_EFFECT}: nothing to compare")
+        return unavailable("trace", "no forget sample has a defined share on the original (no subject token, the "
+                                    "original does not answer it, or its gap is below the floor)")
+    shares = {"original": by_role[role], model: trace_shares(study, aies[model], layers, role, floor, answered)}
+    before, after = _share_mean(shares["original"]), _share_mean(shares[model])
+    kept = None if before is None or after is None or before < TRACE_MIN_SHARE else after / before
+    ci = bootstrap_ci([v for v, _ in shares[model].values()])
+    kept_ci = None if kept is None or ci is None or before is None else (ci[0] / before, ci[1] / before)
+    kinds = [k for k in aies["original"].aie if k in aies[model].aie]
+    by_kind = {n: {k: _share_mean(trace_shares(study, aies[n], layers, role, floor, answered, [k])) for k in kinds}
+               for n in names}
+    n_defined = {n: sum(v is not None for v, _ in shares[n].values()) for n in names}
+    notes = {sid: why for sid, (v, why) in shares[model].items() if v is None}
+    numbers = {"layers": layers, "role": role, "metric": metric, "gap_floor": floor, "share_original": before,
+               "share_model": after, "share_model_ci": None if ci is None else list(ci),
+               "n_defined_original": n_defined["original"], "n_defined_model": n_defined[model], "kept": kept,
+               "kept_pct": pct(kept), "kept_ci": None if kept_ci is None else list(kept_ci), "by_kind": by_kind,
+               "clean_original": aies["original"].clean, "clean_model": aies[model].clean,
+               "corrupted_original": aies["original"].corrupted, "corrupted_model": aies[model].corrupted,
+               "sample_notes": notes}
+    summary = (f"share of each model's own clean-minus-corrupted gap ({metric}) carried by the {role} at layers "
+               f"{layers[0]}-{layers[-1]} ({'+'.join(kinds)}): original {fmt(before, '.3f')}, this model "
+               f"{fmt(after, '.3f')} ({pct(kept)} of the original's"
+               + (f", 95% interval {pct(kept_ci[0])} to {pct(kept_ci[1])})" if kept_ci else ")"))
+    evidence = [summary] + [f"{k}: original {fmt(by_kind['original'][k], '.3f')}, this model "
+                            f"{fmt(by_kind[model][k], '.3f')}" for k in kinds]
+    evidence.append(f"mean clean / corrupted {metric}: original {aies['original'].clean:.3f} / "
+                    f"{aies['original'].corrupted:.3f}, this model {aies[model].clean:.3f} / "
+                    f"{aies[model].corrupted:.3f}; each model traces the original's answer and its effect is "
+                    "divided by its own gap")
+    evidence.append(f"samples with a defined share: original {n_defined['original']}, this model "
+                    f"{n_defined[model]} of {len(study.forget)} (undefined where the model's own gap is below "
+                    f"{floor:g}, the sample was not traced, or the original does not answer it)")
+    if before is not None and before < TRACE_MIN_SHARE:
+        evidence.append(f"the original's share is below {TRACE_MIN_SHARE}: nothing to compare")
     rows: dict[str, dict[str, Any]] = {}
-    for s in study.forget:  # each dataset trace keeps the per-sample traces it averaged
-        tb, ta = aies["original"].traces.get(s.id), aies[model].traces.get(s.id)
-        if tb is None or ta is None:  # skipped (untraceable) on either model
-            continue
-        b, a = sample_effect(tb, layers, role), sample_effect(ta, layers, role)
-        rows[s.id] = {"trace_before": b, "trace_after": a,
-                      "trace_shift": None if a is None or b is None else a - b}
+    for s in study.forget:
+        b, a = shares["original"][s.id][0], shares[model][s.id][0]
+        rows[s.id] = {"trace_before": b, "trace_after": a, "trace_shift": None if a is None or b is None else a - b}
     # The per-sample traces are already in the rows; the detail keeps the averages only (a smaller report).
-    return Gathered(Signal("trace", TITLES["trace"], trace_reading(kept), summary, evidence, numbers), rows,
+    return Gathered(Signal("trace", TITLES["trace"], trace_reading(kept, kept_ci), summary, evidence, numbers), rows,
                     {n: replace(a, traces={}).to_dict() for n, a in aies.items()})
 
 
 # ---- CUD ----------------------------------------------------------------------------------------------------
 def observed_difficulty(study: Study, model: str) -> dict[str, float] | None:
-    """This model's per-sample observed difficulty (``difficulty.auc`` of its unlearning run), if recorded."""
+    """This model's per-sample observed difficulty (``auc_after`` of its unlearning run: the original's own
+    probability left out, analysis.circuits.cud.method_difficulty), if recorded."""
     log = read_unlearning_log(study, model)
-    if not log or "auc" not in log.get("difficulty", {}):
-        return None
-    return {str(i): float(v) for i, v in zip(log["forget_ids"], log["difficulty"]["auc"], strict=True)}
+    return method_difficulty(log, "auc_after") if log else None
 
 
 def cud(study: Study, model: str, distance: str, top_n: int, correct_after: dict[str, bool],

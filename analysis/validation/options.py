@@ -19,7 +19,11 @@ from analysis.errors import AnalysisInputError
 
 READING_KIND = "validation_reading"  # one SignalReading per (signal, model): resumable per pair
 STORE_KIND = "validation"  # the whole ValidationResult per (members, variants, options)
-READING_VERSION = 1  # bump when an adapter's reading changes (every stored reading is recomputed)
+READING_VERSION = 1  # bump when every adapter's reading changes (every stored reading is recomputed)
+# One signal's reading changed: its own version (in its readings' keys and in the key of every result that holds
+# it), so only its readings are recomputed. causal_trace 2: the normalised share of the model's own gap (was: the
+# raw effect as a fraction of the original's, which read 0 on any model that no longer answers).
+SIGNAL_VERSIONS: dict[str, int] = {"causal_trace": 2}
 VERSION = 1  # bump when the assembly of a result (AUROC, robustness, placement) changes
 
 # The modules whose import registers signals in analysis.signals.SIGNALS, in the order of the table.
@@ -110,7 +114,9 @@ class ValidationOptions:
 
     def key(self, signals: tuple[str, ...]) -> dict[str, Any]:
         """The store key of a result over ``signals`` (the resolved names)."""
+        versions = {s: SIGNAL_VERSIONS[s] for s in signals if s in SIGNAL_VERSIONS}
         return {"version": VERSION, "reading_version": READING_VERSION, "signals": list(signals),
+                **({"signal_versions": versions} if versions else {}),
                 "n_resamples": self.n_resamples, "seed": self.seed, "robustness": self.robustness,
                 **({"quant": self.quant_recipe(), "finetune": self.finetune_recipe()} if self.robustness else {})}
 

@@ -25,6 +25,7 @@ from analysis.validation.options import (
     READING_KIND,
     READING_VERSION,
     SIGNAL_MODULES,
+    SIGNAL_VERSIONS,
     STORE_KIND,
     ValidationOptions,
 )
@@ -116,7 +117,10 @@ def reading_key(study: Study, signal: str, model: str) -> tuple[list[str], dict[
     retrain control (every signal reads the model against those), and the signal's name and version."""
     ref = study.manifest.retrain
     fps = [study.fingerprint("original"), study.fingerprint(model), study.fingerprint(ref) if ref else ""]
-    return fps, {"signal": signal, "version": READING_VERSION}
+    key: dict[str, Any] = {"signal": signal, "version": READING_VERSION}
+    if signal in SIGNAL_VERSIONS:  # (absent for a signal never revised, so its stored readings stay valid)
+        key["signal_version"] = SIGNAL_VERSIONS[signal]
+    return fps, key
 
 
 def stored_reading(study: Study, signal: str, model: str) -> SignalReading | None:

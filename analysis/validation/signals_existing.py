@@ -13,15 +13,17 @@ sae_net_restoration          RestorationReport.restoration_rate_net (per sample,
 sae_feature_retention        RestorationReport.feature_retention (per sample: its expert-feature ratio)
 emphasis_recovery            RecoveryReport.best_net (per sample, where the original answers and the
                              model does not: recovered by some strategy, net of the control, 1 / 0)
-causal_trace                 the subject's mid-layer AIE on the model as a fraction of the original's,
-                             the diagnosis's ``kept`` (per sample: the same fraction, where the
-                             original's effect is at least TRACE_MIN_EFFECT)
+causal_trace                 the mean over samples of the subject's normalised mid-layer indirect effect on
+                             the model: the share of the model's OWN clean-minus-corrupted gap of the
+                             original's answer (logit difference) that restoring the subject's mid-layer
+                             states brings back (per sample: that share; None where the model's own gap is
+                             below TRACE_GAP_FLOOR or the original does not answer the sample)
 ===========================  ==========================================================================
 
 The interval ``ci`` is the bootstrap interval over samples only where the per-model value is the mean of the
-per-sample values (output_forget_acc); the others report their analysis's own number, which is not a mean over
-samples (a maximum over layers, alphas or strategies, a ratio of sums), so their ``ci`` is None and
-``details["per_sample_reading"]`` says what the per-sample values are.
+per-sample values (output_forget_acc, causal_trace); the others report their analysis's own number, which is
+not a mean over samples (a maximum over layers, alphas or strategies, a ratio of sums), so their ``ci`` is None
+and ``details["per_sample_reading"]`` says what the per-sample values are.
 
 The SAE is the one the SAE page and the diagnosis use (``analysis.diagnosis.signals.cached_sae`` at the default
 layer and k), trained once with the default options when the study has none. The three SAE signals share one
@@ -77,10 +79,12 @@ def study_sae(study: Study) -> TrainedSAE:
 
 
 def prepare_sae(study: Study, models: Sequence[str]) -> None:
-    """Every restoration report ``models`` need, in one ``restore_all`` (the retrain control's signals once)."""
+    """Every restoration report ``models`` need, in one ``restore_all`` (the retrain control's signals once).
+    The reference retrain control is left out: it is never judged against itself (its SAE readings are
+    undefined, saying why)."""
     from analysis.sae.runner import restore_all
 
-    names = [m for m in dict.fromkeys(models) if m != "original"]
+    names = [m for m in dict.fromkeys(models) if m not in ("original", study.manifest.retrain)]
     if names and study.manifest.retrain:
         restore_all(study, names, trained=study_sae(study))
 
@@ -136,23 +140,29 @@ def emphasis_recovery(study: Study, model: str) -> SignalReading:
 
 # ---- causal trace ------------------------------------------------------------------------------------------
 def causal_trace(study: Study, model: str) -> SignalReading:
-    """The diagnosis's trace reading (``analysis.diagnosis.signals.trace`` with its default trace options): the
-    subject's mid-layer AIE on ``model`` as a fraction of the original's, and per sample the same fraction."""
+    """The diagnosis's trace (``analysis.diagnosis.signals.trace`` with its default trace options): per sample the
+    subject's normalised mid-layer indirect effect on ``model``, the share of ``model``'s own clean-minus-corrupted
+    gap that restoring the subject's mid-layer states brings back (the original's answer traced on every model);
+    the value is their mean with its bootstrap interval. A model that no longer gives the answer still has a gap in
+    logit difference, so the share does not collapse to 0 with the outputs (the old reading, the raw effect as a
+    fraction of the original's, did: it repeated the output metric)."""
     from analysis.diagnosis.options import default_trace_options
-    from analysis.diagnosis.rules import TRACE_MIN_EFFECT
     from analysis.diagnosis.signals import trace
 
     got = trace(study, model, default_trace_options(), None)
-    kept = got.signal.numbers.get("kept")
-    per: dict[str, float | None] = {}
-    for sid, row in got.per_sample.items():
-        before, after = row.get("trace_before"), row.get("trace_after")
-        per[sid] = None if before is None or after is None or before < TRACE_MIN_EFFECT else after / before
-    note = "" if kept is not None else (got.signal.summary if got.signal.reading == "unavailable" else
-                                        "the original's effect is too small to compare")
-    details = {k: got.signal.numbers.get(k) for k in ("role", "layers", "effect_original", "effect_model")}
-    return _reading("causal_trace", model, kept, per,
-                    "the sample's subject effect at the mid layers as a fraction of the original's", details, note)
+    n = got.signal.numbers
+    if not got.per_sample:
+        return SignalReading("causal_trace", model, None, note=got.signal.summary,
+                             details={"per_sample_reading": TRACE_MEANING})
+    per = {sid: row.get("trace_after") for sid, row in got.per_sample.items()}
+    details = {"per_sample_reading": TRACE_MEANING,
+               **{k: n.get(k) for k in ("role", "layers", "metric", "gap_floor", "share_original", "kept")},
+               "per_sample_notes": n.get("sample_notes", {})}
+    return reading_from_samples("causal_trace", model, per, details=details)
+
+
+TRACE_MEANING = ("the share of this model's own clean-minus-corrupted gap (of the original's answer) that restoring "
+                 "the subject's mid-layer states brings back")
 
 
 SignalFn = Callable[["Study", str], SignalReading]
@@ -162,7 +172,7 @@ ADAPTERS: dict[str, tuple[SignalFn, str]] = {
     "sae_net_restoration": (sae_net_restoration, "SAE restoration rate, net of the retrain control"),
     "sae_feature_retention": (sae_feature_retention, "SAE expert-feature retention"),
     "emphasis_recovery": (emphasis_recovery, "keyword-emphasis recovery, net of the retrain control"),
-    "causal_trace": (causal_trace, "subject's mid-layer causal effect kept"),
+    "causal_trace": (causal_trace, "subject's mid-layer share of the model's own causal effect"),
 }
 for _fn in (sae_probe_gap, sae_net_restoration, sae_feature_retention):
     _fn.prepare = prepare_sae  # type: ignore[attr-defined]  # the runner batches these before the per-model calls
