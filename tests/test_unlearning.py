@@ -102,7 +102,7 @@ def test_trajectory_shape_and_range(method, small, corpus, runs):
     np.testing.assert_allclose(result.trajectory[0], orig, rtol=1e-4, atol=1e-6)
     assert result.trajectory[-1].mean() < result.trajectory[0].mean()
     assert len(result.losses) == UNLEARN_STEPS and result.seconds > 0
-    assert set(result.difficulty) == {"final_loss", "auc"}
+    assert set(result.difficulty) == {"final_loss", "auc", "auc_after"}
     assert result.difficulty["auc"].shape == (len(forget),)
 
 
@@ -202,6 +202,7 @@ def test_observed_difficulty_by_hand():
     np.testing.assert_allclose(d["final_loss"][[0, 2]], [np.log(8.0), -np.log(0.8)])
     assert np.isfinite(d["final_loss"][1]) and d["final_loss"][1] > 700  # p underflowed to 0: clipped
     np.testing.assert_allclose(d["auc"], [0.875 / 3, 0.5, 0.8])
+    np.testing.assert_allclose(d["auc_after"], [0.375 / 2, 0.25, 0.8])  # row 0 (the original) left out
     with pytest.raises(AnalysisInputError):
         observed_difficulty(np.array([[1.5]]))
 

@@ -58,17 +58,26 @@ def cmd_score(args: argparse.Namespace) -> None:
     from analysis.circuits.runner import score_study
 
     opts = CUDOptions(distance=args.distance, top_n=args.top, eap=_eap_options(args), vector=args.vector,
-                      quantile=args.quantile, folds=args.folds, seed=args.seed)
+                      quantile=args.quantile, folds=args.folds, seed=args.seed,
+                      setting="reference" if args.reference_setting else "ours")
     with executor_from_args(args) as executor:
         rep = score_study(open_study(args), opts, executor=executor)
     obj = {"samples": [{"id": i, "cud": c, "observed": o, "label": lb}
                        for i, c, o, lb in zip(rep.ids, rep.cud, rep.observed, rep.labels, strict=True)],
-           "validation": rep.validation, "signature": rep.signature, "options": rep.options}
+           "validation": rep.validation, "signature": rep.signature, "options": rep.options,
+           "label_comparison": rep.label_comparison}
     v = rep.validation
-    lines = [f"CUD ({rep.distance}) on {v['n']} forget samples ({v['n_hard']} hard, {v['n_easy']} easy; "
-             f"{v['folds']}-fold out-of-fold): spearman {_fmt(v['spearman'])}, AUROC {_fmt(v['auroc'])}"]
+    lines = [f"CUD ({rep.distance}, {rep.options['setting']} setting) on {v['n']} forget samples "
+             f"({v['n_hard']} hard, {v['n_easy']} easy by {v['labels']} labels; {v['folds']}-fold out-of-fold): "
+             f"spearman {_fmt(v['spearman'])}, AUROC {_fmt(v['auroc'])}"]
     for name, b in v["baselines"].items():
         lines.append(f"  baseline {name:<14} spearman {_fmt(b['spearman'])}, AUROC {_fmt(b['auroc'])}")
+    for kind, c in rep.label_comparison.items():
+        if "error" in c:
+            lines.append(f"  labels {kind:<10} unavailable: {c['error']}")
+            continue
+        base = ", ".join(f"{n} {_fmt(b['auroc'])}" for n, b in c["baselines"].items())
+        lines.append(f"  labels {kind:<10} CUD AUROC {_fmt(c['cud']['auroc'])}, baselines' AUROC {base}")
     for grp, sig in rep.signature.items():
         lines.append(f"  {grp:<5} n={sig['n']:<4} " + ", ".join(f"{k} {_fmt(sig[k])}" for k in sig if k != "n"))
     emit(args, obj, "\n".join(lines))
@@ -108,5 +117,7 @@ def add_parser(sub: argparse._SubParsersAction, verb: VerbFn) -> None:
                     help=f"{HELP['quantile']} (default {cud.quantile})")
     sp.add_argument("--folds", type=int_arg(2), default=cud.folds, help=f"{HELP['folds']} (default {cud.folds})")
     sp.add_argument("--seed", type=seed_int, default=cud.seed, help=f"{HELP['seed']} (default {cud.seed})")
+    sp.add_argument("--reference-setting", action="store_true",
+                    help=f"{HELP['setting']} (default: ours)")
     _eap_arguments(sp, cud.eap)  # CUD's own setting
     add_ray_arguments(sp)

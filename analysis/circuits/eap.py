@@ -8,12 +8,23 @@ Score of edge ``u -> v`` for one sample::
 output over the valid positions of a reference batch; ``corrupted``: its output on a corrupted run of the
 same shape), ``x_v`` the downstream input (see :mod:`analysis.circuits.graph`) and ``M`` the metric.
 
-Integrated gradients over the input (Hanna et al.'s EAP-IG): at step ``k`` the embeddings are set to
-``e_b + alpha_k (e - e_b)`` with ``alpha_k = (k + 1/2) / steps`` (midpoint rule) and the model runs
-normally; the gradient of the metric at every downstream input is taken by one batched backward per step
-and averaged. The baseline run is the model on the baseline input (``zero``: all-zero embeddings;
-``mean``: the mean embedding over the valid positions of a reference batch; ``corrupted``: a corrupted
-batch of the same shape), and ``b_u`` is node ``u``'s output in that run.
+Integrated gradients over the input (``ig_over="inputs"``, Hanna et al.'s EAP-IG over inputs, the
+default): at step ``k`` the embeddings are set to ``e_b + alpha_k (e - e_b)`` and the model runs normally;
+the gradient of the metric at every downstream input is taken by one batched backward per step and
+averaged. The baseline run is the model on the baseline input (``zero``: all-zero embeddings; ``mean``:
+the mean embedding over the valid positions of a reference batch; ``corrupted``: a corrupted batch of the
+same shape), and ``b_u`` is node ``u``'s output in that run.
+
+Integrated gradients over activations (``ig_over="activations"``, the CUD reference code's): node by
+node, the clean run with node ``u``'s output alone set to ``b_u + alpha_k (a_u - b_u)`` (every node
+after it recomputed); the gradients at the downstream inputs, averaged over the steps, score the edges
+out of ``u``. One IG run per upstream node, so ``len(Graph.upstream)`` times the cost. For the input node
+it is the same run as IG over inputs, so the edges out of ``input`` are equal in both. Completeness
+(tested): the scores of all edges out of ``u`` sum to ``M(clean) - M(clean with u's output set to b_u)``,
+because the gradient at ``u``'s output is the sum of the gradients at every later downstream input.
+
+Interpolation points (``points``): ``midpoint``: ``alpha_k = (k + 1/2) / steps``, k = 0..steps-1 (the
+default); ``endpoint``: ``alpha_k = k / steps``, k = 1..steps (the EAP-IG and CUD reference code's).
 
 Completeness (tested): the input feeds every downstream input directly, so the scores of all edges out
 of ``input`` sum to the integrated gradient of the embeddings, i.e. ``M(clean) - M(baseline run)`` up to
@@ -185,46 +196,79 @@ def baseline_outputs(model: Any, g: Graph, batch: PairBatch, baseline: str, corr
     return BASELINES.get(baseline).outputs(model, g, batch, corrupted, reference)
 
 
-def ig_gradients(model: Any, g: Graph, batch: PairBatch, base_embed: torch.Tensor, delta_embed: torch.Tensor,
-                 alphas: Sequence[float], metric: str) -> torch.Tensor:
+def node_site(g: Graph, u: int) -> tuple[str, int | None]:
+    """Where upstream node ``u`` (an index into ``g.upstream``) writes its output: the hook name and, for an
+    attention head, its head index in that hook's ``[B, T, heads, d]`` tensor (None otherwise)."""
+    name = g.upstream[u]
+    if name == "input":
+        return hooks.resid_pre(0), None
+    if name.startswith("m"):
+        return hooks.mlp_out(int(name[1:])), None
+    layer, head = name[1:].split(".h")
+    return hooks.attn_result(int(layer)), int(head)
+
+
+def ig_gradients(model: Any, g: Graph, batch: PairBatch, base_out: torch.Tensor, delta_out: torch.Tensor,
+                 alphas: Sequence[float], metric: str, node: int = 0) -> torch.Tensor:
     """[B, T, n_down, d] sum over ``alphas`` of the gradients of the metric at every downstream input, with
-    the embeddings set to ``base_embed + alpha * delta_embed``: all alphas in one batched forward and
-    backward (rows stacked alpha-major)."""
+    the output of upstream node ``node`` (default 0, the input embeddings) set to
+    ``base_out + alpha * delta_out`` ([B, T, d] each) and the rest of the model run normally: all alphas in
+    one batched forward and backward (rows stacked alpha-major). Downstream inputs that do not depend on the
+    node (those before it) get a zero gradient."""
     k, b = len(alphas), batch.tokens.shape[0]
-    a = torch.tensor(list(alphas), dtype=delta_embed.dtype, device=delta_embed.device)
-    embed = (base_embed[None] + a[:, None, None, None] * delta_embed[None]).reshape(k * b, *delta_embed.shape[1:])
+    a = torch.tensor(list(alphas), dtype=delta_out.dtype, device=delta_out.device)
+    interp = (base_out[None] + a[:, None, None, None] * delta_out[None]).reshape(k * b, *delta_out.shape[1:])
     big = batch.repeat(k) if k > 1 else batch
     stored: dict[str, torch.Tensor] = {}
+    site, head = node_site(g, node)
 
-    def set_input(t: torch.Tensor, hook: Any) -> torch.Tensor:
-        return embed.to(t.dtype).detach().requires_grad_(True)
+    def set_node(t: torch.Tensor, hook: Any) -> torch.Tensor:
+        x = interp.to(t.dtype).detach().requires_grad_(True)
+        if head is None:
+            return x
+        out = t.clone()
+        out[:, :, head] = x
+        return out
 
     def keep(t: torch.Tensor, hook: Any) -> None:
         stored[hook.name] = t
 
-    fwd: list[tuple[str, Callable[..., Any]]] = [(hooks.resid_pre(0), set_input)]
+    fwd: list[tuple[str, Callable[..., Any]]] = [(site, set_node)]
+    node_layer = g.node_layer(g.upstream[node])  # -1 for the input
     order: list[str] = []
+    wanted: list[str] = []  # the downstream inputs after the node (the only ones it feeds)
     for layer in range(g.n_layers):
-        names = [hooks.attn_input(layer, x) for x in QKV] + ([hooks.mlp_in(layer)] if g.has_mlp else [])
-        fwd += [(n, keep) for n in names]
-        order += names
+        qkv = [hooks.attn_input(layer, x) for x in QKV]
+        mlp = [hooks.mlp_in(layer)] if g.has_mlp else []
+        fwd += [(n, keep) for n in qkv + mlp]
+        order += qkv + mlp
+        mlp_after = layer > node_layer or (head is not None and layer == node_layer)  # a head feeds its MLP
+        wanted += (qkv if layer > node_layer else []) + (mlp if mlp_after else [])
     last = hooks.resid_post(g.n_layers - 1)
     fwd.append((last, keep))
     order.append(last)
+    wanted.append(last)
     with torch.enable_grad():
         logits = model.run_with_hooks(big.tokens, fwd_hooks=fwd, return_type="logits")
         total = metric_values(logits, big, metric).sum()
-        grads = torch.autograd.grad(total, [stored[n] for n in order], allow_unused=True)
+        got = dict(zip(wanted, torch.autograd.grad(total, [stored[n] for n in wanted], allow_unused=True),
+                       strict=True))
     parts = []
-    for name, gr in zip(order, grads, strict=True):
+    for name in order:
+        gr = got.get(name)
         t = torch.zeros_like(stored[name]) if gr is None else gr
         parts.append(t.float() if t.dim() == 4 else t.float()[:, :, None])
     return torch.cat(parts, dim=2).reshape(k, b, *parts[0].shape[1:2], -1, parts[0].shape[-1]).sum(0)
 
 
-def ig_alphas(steps: int) -> list[float]:
-    """Midpoint-rule interpolation points (k + 1/2) / steps."""
-    return [(k + 0.5) / steps for k in range(steps)]
+def ig_alphas(steps: int, points: str = "midpoint") -> list[float]:
+    """The interpolation points: ``midpoint`` (k + 1/2) / steps for k = 0..steps-1, ``endpoint`` k / steps
+    for k = 1..steps (the reference code's)."""
+    if points == "midpoint":
+        return [(k + 0.5) / steps for k in range(steps)]
+    if points == "endpoint":
+        return [k / steps for k in range(1, steps + 1)]
+    raise AnalysisInputError(f"unknown IG points {points!r} (expected one of midpoint, endpoint)")
 
 
 def edge_scores(model: Any, batch: PairBatch, options: EAPOptions | None = None,
@@ -239,16 +283,26 @@ def edge_scores(model: Any, batch: PairBatch, options: EAPOptions | None = None,
     clean = node_outputs(model, g, batch.tokens)
     base = baseline_outputs(model, g, batch, opts.baseline, corrupted, reference)
     delta = clean - base
-    alphas = ig_alphas(opts.steps)
+    alphas = ig_alphas(opts.steps, opts.points)
     rows = max_rows or (4096 if batch.tokens.is_cuda else 64)
     per_pass = max(1, rows // max(1, batch.tokens.shape[0]))
-    grad_sum: torch.Tensor | None = None
-    with graph_mode(model):
-        for i in range(0, len(alphas), per_pass):
-            gk = ig_gradients(model, g, batch, base[:, :, 0], delta[:, :, 0], alphas[i:i + per_pass], opts.metric)
-            grad_sum = gk if grad_sum is None else grad_sum + gk
-    assert grad_sum is not None
-    full = torch.einsum("btud,btvd->buv", delta.double(), (grad_sum / opts.steps).double())  # [B, n_up, n_down]
+
+    def mean_gradients(node: int) -> torch.Tensor:
+        """[B, T, n_down, d] the gradients averaged over the steps, IG over node ``node``'s output."""
+        grad_sum: torch.Tensor | None = None
+        with graph_mode(model):
+            for i in range(0, len(alphas), per_pass):
+                gk = ig_gradients(model, g, batch, base[:, :, node], delta[:, :, node], alphas[i:i + per_pass],
+                                  opts.metric, node=node)
+                grad_sum = gk if grad_sum is None else grad_sum + gk
+        assert grad_sum is not None
+        return (grad_sum / opts.steps).double()
+
+    if opts.ig_over == "inputs":  # one IG run over the embeddings scores every edge
+        full = torch.einsum("btud,btvd->buv", delta.double(), mean_gradients(0))  # [B, n_up, n_down]
+    else:  # node by node: IG over node u's output scores the edges out of u
+        full = torch.stack([torch.einsum("btd,btvd->bv", delta[:, :, u].double(), mean_gradients(u))
+                            for u in range(len(g.upstream))], dim=1)
     pairs = torch.as_tensor(g.edge_pairs, device=full.device)
     return full[:, pairs[:, 0], pairs[:, 1]].cpu().numpy()
 

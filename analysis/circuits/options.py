@@ -20,6 +20,11 @@ MetricName = Literal["prob", "logprob", "logit_margin"]
 BaselineName = Literal["zero", "mean", "corrupted"]
 DistanceName = Literal["cosine", "jaccard", "hamming"]
 VectorKind = Literal["binary", "weighted"]
+IGPoints = Literal["midpoint", "endpoint"]
+IGOver = Literal["inputs", "activations"]
+CUDSetting = Literal["ours", "reference"]
+LabelKind = Literal["auc_after", "auc", "final_loss"]
+AnchorKind = Literal["mean", "top_n"]
 
 # Metrics: higher = the model gives the answer more strongly (the formulas: analysis.circuits.eap).
 METRIC_LABELS: dict[str, str] = {
@@ -43,6 +48,34 @@ VECTOR_LABELS: dict[str, str] = {
 }
 
 
+IG_POINTS_LABELS: dict[str, str] = {
+    "midpoint": "alpha_k = (k + 1/2) / steps, k = 0..steps-1 (the midpoint rule; ours)",
+    "endpoint": "alpha_k = k / steps, k = 1..steps (the EAP-IG and CUD reference code's)",
+}
+IG_OVER_LABELS: dict[str, str] = {
+    "inputs": "interpolate the input embeddings, the model runs normally (EAP-IG over inputs; ours)",
+    "activations": "interpolate each upstream node's output on its own, one node at a time (EAP-IG over "
+                   "activations, the CUD reference code's; costs one IG run per upstream node)",
+}
+SETTING_LABELS: dict[str, str] = {
+    "ours": "ours: IG over the input embeddings at midpoints, anchors = the mean circuit vector of the easy "
+            "(hard) samples, labels from auc_after",
+    "reference": "the CUD reference code's: IG over each node's activations at k/steps points, anchors = the "
+                 "binary top-n circuit of the easy (hard) set's mean edge scores, labels = votes from the "
+                 "post-unlearning answer loss",
+}
+LABEL_KIND_LABELS: dict[str, str] = {
+    "auc_after": "mean answer probability over the unlearning steps, the original's row excluded (ours)",
+    "auc": "mean answer probability over every trajectory row, the original's included (before issue 15: it "
+           "shares the original's probability with the answer-loss baseline)",
+    "final_loss": "answer loss after unlearning, lower = harder (the CUD reference's votes)",
+}
+ANCHOR_LABELS: dict[str, str] = {
+    "mean": "the mean circuit vector of the easy (hard) samples (ours)",
+    "top_n": "the top-n circuit of the easy (hard) set's mean edge scores, as a circuit vector (the reference's)",
+}
+
+
 def choices_help(labels: dict[str, str]) -> str:
     """``"name: label; name: label"``: one line describing every choice."""
     return "; ".join(f"{name}: {label}" for name, label in labels.items())
@@ -60,10 +93,17 @@ HELP: dict[str, str] = {
     "quantile": "top/bottom share of the samples per unlearning method labelled hard/easy",
     "folds": "cross-validation folds (anchors are built outside each fold)",
     "seed": "seed of the fold assignment",
+    "setting": "which CUD: " + choices_help(SETTING_LABELS) + ". The reference setting undoes the four "
+               "departures of ours (IG over activations, run node by node: one IG run per upstream node, so "
+               "it is slower). Still different in both: the calibration quantile instead of a count of 50 "
+               "samples per method (docs/ARCHITECTURE.md, 'Departures from the CUD reference code')",
 }
 
 STORE_KIND = "eap_ig"  # per-sample EAP-IG edge scores in the study store
 OPTIONS_VERSION = 1  # part of the store key; bump when the stored scores of the same options change
+# What a CUD report means (its labels, anchors): part of the key of results that hold one (the diagnosis).
+# 2: labels from auc_after (the original's row excluded) by default; the setting option.
+CUD_REPORT_VERSION = 2
 
 
 def check_choice(family: str, value: object, choice_type: Any) -> None:
@@ -83,6 +123,8 @@ class EAPOptions:
     steps: int = 5
     baseline: BaselineName = "zero"
     seed: int = 0  # the corrupted baseline's choice of replacement subject
+    points: IGPoints = "midpoint"  # the IG interpolation points (IG_POINTS_LABELS)
+    ig_over: IGOver = "inputs"  # what IG interpolates (IG_OVER_LABELS)
 
     def __post_init__(self) -> None:
         self.validated()
@@ -90,6 +132,8 @@ class EAPOptions:
     def validated(self) -> EAPOptions:
         check_choice("metric", self.metric, MetricName)
         check_choice("baseline", self.baseline, BaselineName)
+        check_choice("IG points", self.points, IGPoints)
+        check_choice("IG over", self.ig_over, IGOver)
         check_int("steps (integrated-gradient steps)", self.steps, 1)
         check_seed("seed", self.seed)
         return self
@@ -98,8 +142,13 @@ class EAPOptions:
         return asdict(self)
 
     def key(self) -> dict[str, Any]:
-        """The store key of per-sample edge scores."""
-        return {**self.to_dict(), "version": OPTIONS_VERSION}
+        """The store key of per-sample edge scores. ``points`` and ``ig_over`` enter it only when they are
+        not the defaults, the scores every earlier key was computed with, so those stay valid."""
+        d = self.to_dict()
+        for name, before in (("points", "midpoint"), ("ig_over", "inputs")):
+            if d[name] == before:
+                del d[name]
+        return {**d, "version": OPTIONS_VERSION}
 
 
 # The defaults for one sample's circuit (`erasure circuit`, the Circuits page). EAPOptions() itself keeps CUD's
@@ -113,7 +162,9 @@ DEFAULT_TOP_N = 75
 @dataclass(frozen=True)
 class CUDOptions:
     """Options of CUD scoring (analysis.circuits.cud): the circuits' edge scores (``eap``), their size, the
-    circuit vector, the distance to the anchors, the calibration quantile and the cross-validation."""
+    circuit vector, the distance to the anchors, the calibration quantile, the cross-validation and the
+    ``setting`` (ours, or the CUD reference code's: :attr:`scoring_eap`, :attr:`anchor_kind`,
+    :attr:`label_kind`)."""
 
     distance: DistanceName = "cosine"
     top_n: int = DEFAULT_TOP_N
@@ -122,8 +173,27 @@ class CUDOptions:
     quantile: float = 0.3
     folds: int = 5
     seed: int = 0
+    setting: CUDSetting = "ours"
+
+    @property
+    def scoring_eap(self) -> EAPOptions:
+        """The edge-score options CUD runs: ``eap``, with the reference code's IG (k/steps points, over each
+        node's activations) in the reference setting. Their store key differs, so the two settings never
+        share stored edge scores."""
+        if self.setting == "reference":
+            return replace(self.eap, points="endpoint", ig_over="activations")
+        return self.eap
+
+    @property
+    def anchor_kind(self) -> AnchorKind:
+        return "top_n" if self.setting == "reference" else "mean"
+
+    @property
+    def label_kind(self) -> LabelKind:
+        return "final_loss" if self.setting == "reference" else "auc_after"
 
     def validated(self) -> CUDOptions:
+        check_choice("CUD setting", self.setting, CUDSetting)
         check_choice("distance", self.distance, DistanceName)
         check_choice("circuit vector kind", self.vector, VectorKind)
         top_n = check_int("top_n (edges in the circuit)", self.top_n, 1)
@@ -133,6 +203,8 @@ class CUDOptions:
         return replace(self, eap=self.eap.validated(), top_n=top_n, quantile=quantile, folds=folds, seed=seed)
 
     def report_options(self) -> dict[str, Any]:
-        """The options a CUDReport records (the edge-score options, the circuit size, vector and quantile;
-        folds and seed are in its validation)."""
-        return {**self.eap.to_dict(), "top_n": self.top_n, "vector": self.vector, "quantile": self.quantile}
+        """The options a CUDReport records (the edge-score options CUD ran, the circuit size, vector and
+        quantile, the setting with its anchors and labels; folds and seed are in its validation)."""
+        return {**self.scoring_eap.to_dict(), "top_n": self.top_n, "vector": self.vector, "quantile": self.quantile,
+                "setting": self.setting, "anchors": self.anchor_kind, "labels": self.label_kind,
+                "version": CUD_REPORT_VERSION}

@@ -68,6 +68,10 @@ class CUDReport:
     # The easy and hard anchor vectors built from every labelled sample (for display; the scores above
     # use out-of-fold anchors), one value per edge of the original model's graph.
     anchors: dict[str, list[float]] = field(default_factory=dict)
+    # The same circuits against every label kind ({kind: {"definition", "cud": {"spearman", "auroc"},
+    # "baselines", "n_hard", "n_easy", "methods"}}, or {"error"} when the study lacks that difficulty): the
+    # old auc labels, which share the original's probability with the answer-loss baseline, beside the new.
+    label_comparison: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

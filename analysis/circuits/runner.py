@@ -11,12 +11,23 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from analysis.circuits.cud import auroc, circuit_vectors, cross_validate, difficulty_labels, spearman
+from analysis.circuits.cud import (
+    AnchorFn,
+    DifficultyLabels,
+    auroc,
+    circuit_vectors,
+    cross_validate,
+    difficulty_labels,
+    mean_anchor,
+    spearman,
+    top_n_anchor,
+)
 from analysis.circuits.eap import BASELINES, baseline_outputs, edge_scores, faithfulness
 from analysis.circuits.graph import Graph
 from analysis.circuits.options import (
     CIRCUIT_DEFAULTS,
     DEFAULT_TOP_N,
+    LABEL_KIND_LABELS,
     STORE_KIND,
     CUDOptions,
     DistanceName,
@@ -25,7 +36,7 @@ from analysis.circuits.options import (
 from analysis.circuits.result import CircuitResult, CUDReport
 from analysis.circuits.selection import circuit_stats, edge_mask, greedy_circuit
 from analysis.data.schema import Sample
-from analysis.errors import AnalysisInputError
+from analysis.errors import AnalysisInputError, StudyError
 from analysis.models.device import memory_budget
 from analysis.models.handle import ModelHandle
 from analysis.scoring import PairBatch, default_batch_size, encode_pair, make_batch, score_answers
@@ -200,33 +211,42 @@ def score_study(study: Study, options: CUDOptions | None = None, *, distance: Di
     depth / path-length signature of easy vs hard circuits (see :mod:`analysis.circuits.cud`). ``distance``,
     ``top_n`` and ``folds``, when given, replace those of ``options`` (default CUDOptions()). The per-sample
     edge scores run here or on ``executor`` (e.g. analysis.distributed.RayExecutor), ``batch_size`` samples
-    per chunk (default: the memory budget's)."""
+    per chunk (default: the memory budget's). The report's ``label_comparison`` scores the same circuits
+    against every label kind (the old ``auc``, the default ``auc_after``, the reference's ``final_loss``)."""
     if options is not None and not isinstance(options, CUDOptions):
         raise AnalysisInputError(f"score_study takes CUDOptions (the edge-score options are CUDOptions.eap), "
                                  f"got {type(options).__name__}")
     given = {"distance": distance, "top_n": top_n, "folds": folds}
     opts = replace(options or CUDOptions(), **{k: v for k, v in given.items() if v is not None}).validated()
-    lab = difficulty_labels(study, opts.quantile)
-    scores_by_id = sample_edge_scores(study, "original", lab.ids, opts.eap, batch_size=batch_size,
+    lab = difficulty_labels(study, opts.quantile, opts.label_kind)
+    scores_by_id = sample_edge_scores(study, "original", lab.ids, opts.scoring_eap, batch_size=batch_size,
                                       progress=progress, executor=executor)
     g = Graph.of(study.load("original").model)
     scores = np.stack([scores_by_id[i] for i in lab.ids])
     circuits = [greedy_circuit(g, s, opts.top_n) for s in scores]
     vecs = circuit_vectors(scores, circuits, opts.vector)
+
+    def top_n_of_set(rows: np.ndarray) -> np.ndarray:  # the reference's binary top-n anchor circuit
+        return top_n_anchor(scores[rows], lambda s: greedy_circuit(g, s, opts.top_n), opts.vector)
+
+    def mean_of_set(rows: np.ndarray) -> np.ndarray:  # ours: the mean circuit vector
+        return mean_anchor(vecs[rows])
+
+    anchor: AnchorFn = top_n_of_set if opts.anchor_kind == "top_n" else mean_of_set
     n_folds = min(opts.folds, len(lab.ids))
-    score = cross_validate(vecs, lab.labels, opts.distance, folds=n_folds, seed=opts.seed)
+    score = cross_validate(vecs, lab.labels, opts.distance, folds=n_folds, seed=opts.seed, anchor=anchor)
     forget = {s.id: s for s in study.forget}
     handle = study.load("original")
     ans = score_answers(handle, [forget[i].prompt for i in lab.ids], [forget[i].answer for i in lab.ids])
-    baselines_raw = {"original_loss": -ans.logprob,  # as a predictor: lower loss (better known) = harder
-                     "exposures": np.array([float(forget[i].metadata.get("exposures", np.nan)) for i in lab.ids])}
+    # as predictors, higher = harder: lower original loss (better known) = harder; more exposures = harder
+    predictors = {"original_loss": ans.logprob.astype(float),
+                  "exposures": np.array([float(forget[i].metadata.get("exposures", np.nan)) for i in lab.ids])}
 
-    def evaluate(x: np.ndarray) -> dict[str, float | None]:
+    def evaluate(x: np.ndarray, against: DifficultyLabels = lab) -> dict[str, float | None]:
         ok = np.isfinite(x)
-        return {"spearman": spearman(x[ok], lab.observed[ok]), "auroc": auroc(x[ok], lab.labels[ok])}
+        return {"spearman": spearman(x[ok], against.observed[ok]), "auroc": auroc(x[ok], against.labels[ok])}
 
-    baselines = {"original_loss": evaluate(-baselines_raw["original_loss"]),
-                 "exposures": evaluate(baselines_raw["exposures"])}
+    baselines = {name: evaluate(x) for name, x in predictors.items()}
     stats = [circuit_stats(g, s, c) for s, c in zip(scores, circuits, strict=True)]
     signature: dict[str, Any] = {}
     for name, code in (("easy", -1), ("hard", 1), ("all", None)):
@@ -236,10 +256,23 @@ def score_study(study: Study, options: CUDOptions | None = None, *, distance: Di
                 if any(m[k] is not None for m in members) else None) for k in SIGNATURE_KEYS}}
     validation = {**evaluate(score), "n": len(lab.ids), "n_hard": int((lab.labels == 1).sum()),
                   "n_easy": int((lab.labels == -1).sum()), "folds": n_folds, "seed": opts.seed,
-                  "methods": lab.methods, "baselines": baselines,
+                  "methods": lab.methods, "labels": lab.kind, "baselines": baselines,
                   "note": "CUD is out-of-fold; baselines need no fitting. original_loss predicts harder for "
                           "lower loss; exposures predicts harder for more exposures."}
-    anchors = {name: [float(f"{x:.6g}") for x in vecs[lab.labels == code].mean(0)]
+    comparison: dict[str, Any] = {}
+    for kind in LABEL_KIND_LABELS:
+        try:
+            other = lab if kind == lab.kind else difficulty_labels(study, opts.quantile, kind)
+        except StudyError as err:
+            comparison[kind] = {"error": str(err)}
+            continue
+        oof = score if other is lab else cross_validate(vecs, other.labels, opts.distance, folds=n_folds,
+                                                        seed=opts.seed, anchor=anchor)
+        comparison[kind] = {"definition": LABEL_KIND_LABELS[kind], "cud": evaluate(oof, other),
+                            "baselines": {name: evaluate(x, other) for name, x in predictors.items()},
+                            "n_hard": int((other.labels == 1).sum()), "n_easy": int((other.labels == -1).sum()),
+                            "methods": other.methods}
+    anchors = {name: [float(f"{x:.6g}") for x in anchor(np.flatnonzero(lab.labels == code))]
                for name, code in (("easy", -1), ("hard", 1)) if (lab.labels == code).any()}
     return CUDReport(lab.ids, score.tolist(), lab.observed.tolist(), lab.labels.tolist(), opts.distance, validation,
-                     signature, opts.report_options(), anchors)
+                     signature, opts.report_options(), anchors, comparison)

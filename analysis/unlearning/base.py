@@ -32,7 +32,12 @@ How hard a forget sample was to unlearn, read off its trajectory by :func:`obser
   finite (at most ~708).
 * ``auc`` = the mean over recorded steps of ``p(answer)``: the area under the probability-vs-step curve
   with the step axis normalised to [0, 1], so it lies in [0, 1]. **Higher = harder**: the answer stayed
-  likely for longer (or for good).
+  likely for longer (or for good). Its first row is the original model's own probability, the very
+  quantity of CUD's "original model's answer loss" baseline, so a predictor built on that probability
+  agrees with ``auc`` partly by construction.
+* ``auc_after`` = the mean of ``p(answer)`` over the rows *after* row 0 (the original excluded): the same
+  area without the original's own probability, in [0, 1], higher = harder. CUD's calibration labels use it
+  by default (analysis.circuits.cud). NaN when the trajectory has no row after the original.
 
 Both are observed after the fact, per method: the same sample can be easy for one method and hard for
 another.
@@ -173,7 +178,8 @@ def observed_difficulty(trajectory: np.ndarray) -> dict[str, np.ndarray]:
         raise AnalysisInputError(f"trajectory must be [steps + 1, n_forget], got shape {traj.shape}")
     if np.any(traj < 0) or np.any(traj > 1) or not np.all(np.isfinite(traj)):
         raise AnalysisInputError("trajectory values must be probabilities in [0, 1]")
-    return {"final_loss": -np.log(np.maximum(traj[-1], _TINY)), "auc": traj.mean(axis=0)}
+    after = traj[1:].mean(axis=0) if traj.shape[0] > 1 else np.full(traj.shape[1], np.nan)
+    return {"final_loss": -np.log(np.maximum(traj[-1], _TINY)), "auc": traj.mean(axis=0), "auc_after": after}
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -20,15 +20,18 @@ if TYPE_CHECKING:
     from analysis.study import Study
 
 
-def _anchor_circuits(study: Study, anchors: dict[str, list[float]], top_n: int) -> None:
-    """The easy and hard anchors drawn as circuits: each edge weighted by the share of anchor samples whose
-    circuit holds it (binary vectors), the top-n edges of each anchor."""
+def _anchor_circuits(study: Study, anchors: dict[str, list[float]], top_n: int, kind: str) -> None:
+    """The easy and hard anchors drawn as circuits: ours, each edge weighted by the share of anchor samples
+    whose circuit holds it (binary vectors); the reference's, the top-n circuit of the set's mean edge
+    scores. The top-n edges of each anchor."""
     if len(anchors) < 2:
         st.info("No anchor circuits: the study's methods label no sample easy or no sample hard.")
         return
     st.subheader("Anchor circuits")
-    st.caption("Edge width = share of the easy (hard) calibration samples whose circuit contains the edge; "
-               "built from all labelled samples (the scores above use out-of-fold anchors).")
+    what = ("the top-n circuit of the easy (hard) samples' mean edge scores (the reference's anchor)"
+            if kind == "top_n" else "share of the easy (hard) calibration samples whose circuit contains the edge")
+    st.caption(f"Edge width = {what}; built from all labelled samples (the scores above use out-of-fold "
+               "anchors).")
     handle = study.load("original")
     g = Graph.of(handle.model)
     cols = st.columns(2)
@@ -53,13 +56,14 @@ def page() -> None:
                "closer to the hard anchor than to the easy one = harder (0..1). Anchors come from samples "
                "that most unlearning methods found easy or hard; scores are out-of-fold.")
     defaults = CUDOptions()
-    c1, c2, c3 = st.columns(3)
+    c1, c2, c3, c4 = st.columns(4)
     dist = c1.selectbox("Distance", DISTANCES.names(), index=DISTANCES.names().index(defaults.distance),
                         key="cud_dist", help=HELP["distance"])
     top_n = c2.slider("Circuit size (edges)", 10, 200, defaults.top_n, key="cud_top", help=HELP["top_n"])
     folds = c3.number_input("Folds", 2, 20, defaults.folds, key="cud_folds", help=HELP["folds"])
+    reference = c4.toggle("Reference setting", False, key="cud_reference", help=HELP["setting"])
     bar = st.progress(0.0, text="EAP-IG on the forget samples (stored in the study, computed once)")
-    opts = CUDOptions(distance=dist, top_n=top_n, folds=int(folds))
+    opts = CUDOptions(distance=dist, top_n=top_n, folds=int(folds), setting="reference" if reference else "ours")
     rep = score_study(study, opts, progress=lambda f, m: bar.progress(min(1.0, f), text=plain(m)))
     bar.empty()
     v = rep.validation
@@ -74,10 +78,25 @@ def page() -> None:
     c1, c2 = st.columns(2)
     c1.plotly_chart(cud_histogram(table), width="stretch", key="cud_hist")
     c2.plotly_chart(cud_scatter(table, v["spearman"]), width="stretch", key="cud_scatter")
-    _anchor_circuits(study, rep.anchors, top_n)
+    _anchor_circuits(study, rep.anchors, top_n, rep.options.get("anchors", "mean"))
     st.subheader("Easy vs hard circuit signature")
     st.plotly_chart(signature_bars(rep.signature), width="stretch", key="cud_sig")
-    st.caption(f"methods: {plain(', '.join(v['methods']))}; {v['n_hard']} hard, {v['n_easy']} easy of {v['n']}.")
+    st.caption(f"methods: {plain(', '.join(v['methods']))}; {v['n_hard']} hard, {v['n_easy']} easy of {v['n']} "
+               f"by {plain(v.get('labels', 'auc'))} labels.")
+    st.subheader("Which labels")
+    st.caption("The same CUD scores and baselines against each kind of calibration label. The old labels (auc) "
+               "include the original model's own answer probability, the quantity of the answer-loss "
+               "baseline, so that baseline agrees with them partly by construction; auc_after (the default) "
+               "leaves it out; final_loss is the reference's votes from the post-unlearning loss.")
+    rows = []
+    for kind, c in rep.label_comparison.items():
+        row: dict[str, object] = {"labels": kind, "definition": c.get("definition", c.get("error", ""))}
+        if "cud" in c:
+            row |= {"CUD AUROC": c["cud"]["auroc"], "CUD rho": c["cud"]["spearman"],
+                    **{f"{n} AUROC": b["auroc"] for n, b in c["baselines"].items()},
+                    "hard / easy": f"{c['n_hard']} / {c['n_easy']}"}
+        rows.append(row)
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
 
 guarded(page)

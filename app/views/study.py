@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from analysis.circuits.cud import method_difficulty
 from analysis.evaluation import evaluate_study, model_scores
 from analysis.figures import scoreboard_bars, trajectory_lines
 from analysis.unlearning.log import read_unlearning_log
@@ -55,7 +56,7 @@ def page() -> None:
     logs = {n: lg for n, lg in logs.items() if lg is not None}
     if split == "forget":
         for n, lg in logs.items():
-            d = dict(zip(lg["forget_ids"], lg["difficulty"]["auc"], strict=True))
+            d = method_difficulty(lg, "auc_after") or {}
             table[f"difficulty[{n}]"] = [d.get(s.id, np.nan) for s in samples]
     st.dataframe(table, hide_index=True, width="stretch", height=380,
                  column_config={c: st.column_config.NumberColumn(format="%.3f") for c in table.columns
@@ -63,7 +64,8 @@ def page() -> None:
                  | {"id": st.column_config.TextColumn(pinned=True)})
     if split == "forget" and logs:
         st.caption("Observed difficulty = the area under the forget answer's probability curve during unlearning "
-                   "with that method (mean p over steps, in [0, 1]): higher = the sample resisted unlearning.")
+                   "with that method (mean p over the steps after the original, in [0, 1]): higher = the sample "
+                   "resisted unlearning.")
     # Retraining from scratch has no per-step trajectory (only before/after): a line would fake one.
     stepwise = {n: lg["trajectory_mean"] for n, lg in logs.items() if lg.get("method") != "retrain"}
     if split == "forget" and stepwise:
