@@ -144,3 +144,18 @@ def test_cli_verdict_on_the_small_study(small_study, capsys) -> None:
     assert got["readout_suppression"]["verdict"] != "erased"
     assert got["zoo_retrain_1"]["verdict"] != "suppressed"
     assert main(["verdict", str(small_study.root), "--model", "ghost"]) != 0
+
+
+def test_report_box_and_ruler_of_a_fitted_verdict() -> None:
+    from analysis.diagnosis.report import fitted_html
+
+    v = judge_reading(_reading([1.0] * 6 + [0.0, 0.0], signal="sig"), _rule(0.4))
+    zoo = {"p_member": ("present", 0.8), "n_member": ("absent", 0.05), "n<b>": ("absent", 0.1)}
+    box, charts = fitted_html((v, zoo))
+    assert "Fitted verdict: suppressed" in box and "6 of 8 forget samples" in box
+    (chart,) = charts
+    ys = [list(t.y) for t in chart.figure.data]
+    assert ys == [["p_member"], ["n_member", "n<b>"], ["m"]]  # P, N, then the judged model with its interval
+    judged = chart.figure.data[-1]
+    assert judged.x[0] == pytest.approx(v.score) and judged.error_x.arrayminus[0] == pytest.approx(v.score - v.ci[0])
+    assert fitted_html(None) == ("", [])

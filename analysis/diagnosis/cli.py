@@ -32,7 +32,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     from tqdm.auto import tqdm
 
     from analysis.diagnosis import check_model, diagnose
-    from analysis.diagnosis.report import output_paths, write_report
+    from analysis.diagnosis.report import fitted_verdict, output_paths, write_report
     html_path, json_path = output_paths(args.out, None if args.json == STDOUT else args.json)  # before any work
     study = open_study(args)
     check_model(study, args.model)
@@ -47,12 +47,15 @@ def cmd_report(args: argparse.Namespace) -> None:
         d = diagnose(study, args.model, diagnosis_options(args), progress=progress)
     finally:
         bar.close()
+    fitted = fitted_verdict(study, args.model)
     seconds = time.perf_counter() - t0
-    sizes = write_report(d, html_path, json_path)
+    sizes = write_report(d, html_path, json_path, fitted)
     if args.json == STDOUT:
-        print(dumps({"html": str(html_path), "bytes": sizes, "seconds": seconds, "diagnosis": d.to_dict()}))
+        print(dumps({"html": str(html_path), "bytes": sizes, "seconds": seconds, "diagnosis": d.to_dict(),
+                     "fitted_verdict": fitted[0].to_dict() if fitted else None}))
         return
-    lines = [d.headline, *[f"  - {e}" for e in d.evidence]]
+    lines = ([f"fitted verdict: {fitted[0].verdict} ({fitted[0].reason})"] if fitted else []) + \
+        [d.headline, *[f"  - {e}" for e in d.evidence]]
     for title, key in (("agree", "agree"), ("disagree", "disagree")):
         lines += [f"  {title}: {x}" for x in d.agreement.get(key, [])]
     lines += [f"wrote {p} ({n / 1e6:.2f} MB)" for p, n in sizes.items()]

@@ -7,6 +7,7 @@ import html
 import os
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from analysis.cli_common import dumps
 from analysis.diagnosis.figures import Chart, diagnosis_charts
@@ -110,9 +111,45 @@ def figure_html(chart: Chart, first: bool) -> str:
             f"{fig}</section>")
 
 
-def report_html(d: Diagnosis) -> str:
-    """The whole report as one HTML document (no external resources)."""
-    charts = diagnosis_charts(d)
+def fitted_verdict(study: Any, model: str) -> Any | None:
+    """(ModelVerdict, ruler) of the shipped rule on ``model`` (analysis.verdict), None when no rule is shipped."""
+    from analysis.errors import AnalysisInputError
+    from analysis.verdict.judge import judge, ruler
+    from analysis.verdict.rule import load_rule
+
+    try:
+        rule = load_rule()
+    except AnalysisInputError:
+        return None
+    return judge(study, model, rule), ruler(study, rule.signal)
+
+
+def fitted_html(fitted: Any | None) -> tuple[str, list[Chart]]:
+    """The fitted verdict's box and its ruler chart (``fitted`` = (ModelVerdict, {member: (status, score)}) from
+    analysis.verdict.judge), or nothing."""
+    if fitted is None:
+        return "", []
+    from analysis.verdict.figures import ruler_figure
+
+    v, zoo = fitted
+    color = VERDICT_COLORS.get(v.verdict, "#444")
+    n_sup = sum(c == "suppressed" for c in v.per_sample.values())
+    box = (f'<div class="verdict" style="--c: {color}"><h2>Fitted verdict: {_e(v.verdict)}</h2>'
+           f"<p><b>{_e(capital(v.reason))}.</b></p><p>Driven by {_e(', '.join(v.drivers))}; {n_sup} of "
+           f"{len(v.per_sample)} forget samples read suppressed on their own evidence. The rule "
+           "(analysis/verdict/rule.json) was fitted on development zoos and tested on held-out seeds "
+           "(benchmarks/VERDICT.md).</p></div>")
+    charts = [] if not zoo else [Chart("ruler", "The ruler: this model among the zoo",
+                                       "The rule's signal on every zoo member (P: knowledge present but hidden; N: "
+                                       "knowledge absent) and on this model with its 95% interval; the dashed line "
+                                       "is the rule's boundary.", ruler_figure(zoo, v))]
+    return box, charts
+
+
+def report_html(d: Diagnosis, fitted: Any | None = None) -> str:
+    """The whole report as one HTML document (no external resources); ``fitted``: see :func:`fitted_html`."""
+    fitted_box, fitted_charts = fitted_html(fitted)
+    charts = fitted_charts + diagnosis_charts(d)
     color = VERDICT_COLORS.get(d.verdict, "#444")
     signals = "".join(
         f'<tr><td>{_e(capital(s.title))}</td><td class="reading-{_e(s.reading)}">{_e(s.reading)}</td>'
@@ -128,7 +165,8 @@ def report_html(d: Diagnosis) -> str:
 <h1>Diagnosis of {_e(d.model)}</h1>
 <p class="meta">Study {_e(d.study)} · retrain control {_e(d.retrain or "none")} · fingerprints {_e(fps)} ·
 written {written} by Erasure Workbench</p>
-<div class="verdict" style="--c: {color}"><h2>{_e(d.verdict)}</h2><p><b>{_e(d.headline)}</b></p>
+{fitted_box}
+<div class="verdict" style="--c: {color}"><h2>{_e(d.verdict)}{" (signal by signal, hand-set thresholds)" if fitted_box else ""}</h2><p><b>{_e(d.headline)}</b></p>
 {"".join(f'<p class="caveat">Caveat: {_e(c)}</p>' for c in d.caveats)}{_list(d.evidence)}</div>
 <h2>Signals</h2>
 <p class="caption">gone: the signal finds no sign of the forget knowledge; present: it does; context: CUD predicts
@@ -160,14 +198,15 @@ def output_paths(html_path: str | os.PathLike[str] | None,
 
 
 def write_report(d: Diagnosis, html_path: str | os.PathLike[str] | None = None,
-                 json_path: str | os.PathLike[str] | None = None) -> dict[str, int]:
+                 json_path: str | os.PathLike[str] | None = None, fitted: Any | None = None) -> dict[str, int]:
     """Write the HTML report and / or the JSON data; returns the bytes written per path."""
     html_p, json_p = output_paths(html_path, json_path)
     texts = {}
     if html_p:
-        texts[html_p] = report_html(d)
+        texts[html_p] = report_html(d, fitted)
     if json_p:
-        texts[json_p] = dumps(d.to_dict(), indent=1)  # NaN / Infinity -> null with a note, never bare
+        data = d.to_dict() | ({"fitted_verdict": fitted[0].to_dict()} if fitted is not None else {})
+        texts[json_p] = dumps(data, indent=1)  # NaN / Infinity -> null with a note, never bare
     for path, text in texts.items():
         write_atomic(path, text)
     return {str(p): len(t.encode("utf-8")) for p, t in texts.items()}
