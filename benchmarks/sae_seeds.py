@@ -1,6 +1,8 @@
 """Ground truth for the SAE verdict over seeds: for each demo study given (one per seed), train (or load) the
-default TopK SAE, run restoration / retention / probes on every model, and tabulate per seed x model the
-verdict, the three signals and the SAE health. The controls must come out ``retrain`` -> erased and
+default TopK SAE, run restoration / retention / probes on every model (``judged_models``: all but the original
+and the reference retrain control, which is never judged against itself) and on the zoo's retrains of other
+seeds, and tabulate per seed x model the verdict, the three signals and the SAE health. The controls must come
+out: each zoo retrain (``zoo_retrain_*``, a retrain of another seed judged against the reference) -> erased and
 ``readout_suppression`` -> suppressed on every seed; the exit status is 1 when they do not.
 
     python -m benchmarks.sae_seeds studies/demo /tmp/seeds/seed1 /tmp/seeds/seed2 \
@@ -17,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from analysis.sae import RestorationReport, SAEOptions, TrainedSAE, restore_all, train_sae
+from analysis.sae import RestorationReport, SAEOptions, TrainedSAE, judged_models, restore_all, train_sae
 from analysis.sae.options import (
     ERASE_PROBE_GAP,
     ERASE_RESTORE_NET,
@@ -27,13 +29,26 @@ from analysis.sae.options import (
 )
 from analysis.study import Study
 
-EXPECTED = {"retrain": "erased", "readout_suppression": "suppressed"}
+EXPECTED = {"readout_suppression": "suppressed"}  # and "erased" for every zoo retrain (``zoo_retrains``)
 
 
-def model_row(seed: int, r: RestorationReport) -> dict[str, Any]:
+def zoo_retrains(study: Study) -> list[str]:
+    """The zoo's retrains of other seeds (kind ``retrain``, status absent): the "erased" controls. The reference
+    retrain control itself is not among them (a zoo retrain's seed differs from it by construction)."""
+    from analysis.zoo.result import zoo_members
+
+    ref = study.manifest.retrain
+    return [n for n, m in zoo_members(study).items() if m.kind == "retrain" and m.status == "absent" and n != ref]
+
+
+def expected(study: Study, model: str) -> str | None:
+    return "erased" if model in zoo_retrains(study) else EXPECTED.get(model)
+
+
+def model_row(seed: int, r: RestorationReport, want: str | None = None) -> dict[str, Any]:
     counts = {v: sum(s["verdict"] == v for s in r.per_sample) for v in ("suppressed", "erased", "inconclusive")}
     injection = [x for x in r.injection_by_alpha.values() if x is not None]
-    return {"seed": seed, "model": r.model, "verdict": r.verdict, "expected": EXPECTED.get(r.model),
+    return {"seed": seed, "model": r.model, "verdict": r.verdict, "expected": want,
             "acc_original": r.acc_original, "acc_unlearned": r.acc_unlearned,
             "restoration_rate": r.restoration_rate, "injection": max(injection) if injection else None,
             "restoration_rate_net": r.restoration_rate_net, "feature_retention": r.feature_retention,
@@ -42,11 +57,13 @@ def model_row(seed: int, r: RestorationReport) -> dict[str, Any]:
 
 
 def seed_table(study: Study, options: SAEOptions | None = None) -> tuple[TrainedSAE, list[dict[str, Any]]]:
-    """(the SAE, one row per non-original model) for one study."""
+    """(the SAE, one row per judged model: the study's models but the original and the reference retrain
+    control, then the zoo's retrains of other seeds) for one study."""
     trained = train_sae(study, options)
-    reports = restore_all(study, trained=trained)
+    names = list(dict.fromkeys([*judged_models(study), *zoo_retrains(study)]))
+    reports = restore_all(study, names, trained=trained)
     seed = int(study.manifest.seed if study.manifest.seed is not None else -1)
-    return trained, [model_row(seed, r) for r in reports.values()]
+    return trained, [model_row(seed, r, expected(study, r.model)) for r in reports.values()]
 
 
 def _f(x: float | None, signed: bool = False) -> str:
@@ -88,7 +105,7 @@ def markdown(health: list[dict[str, Any]], rows: list[dict[str, Any]]) -> str:
     out += [f"| {m} | " + " | ".join(by.get((m, s), "–") for s in seeds) + " |"
             for m in dict.fromkeys(r["model"] for r in rows)]
     ok = controls_pass(rows)
-    out += ["", f"Controls (retrain -> erased, readout_suppression -> suppressed) on every seed: "
+    out += ["", f"Controls (zoo retrains of other seeds -> erased, readout_suppression -> suppressed) on every seed: "
                 f"**{'PASS' if ok else 'FAIL'}**"]
     return "\n".join(out) + "\n"
 

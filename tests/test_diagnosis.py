@@ -1,5 +1,5 @@
-"""Diagnosis: known answers on the small study's controls (readout_suppression is suppressed, retrain is
-erased), the per-sample table, the JSON round trip, the self-contained HTML report, `erasure report`, bad
+"""Diagnosis: known answers on the small study's controls (readout_suppression is suppressed, a retrain of another
+seed, zoo_retrain_1, is erased; the reference retrain control itself is never diagnosed against itself), the per-sample table, the JSON round trip, the self-contained HTML report, `erasure report`, bad
 inputs, the summary rule on its own, and the page."""
 
 from __future__ import annotations
@@ -44,19 +44,21 @@ def suppressed(small_study) -> Diagnosis:
 
 @pytest.fixture(scope="module")
 def retrained(small_study) -> Diagnosis:
-    return diagnose(small_study, "retrain", TEST_OPTS)
+    """A retrain of another seed (zoo_retrain_1) judged against the reference retrain control: the reference
+    itself cannot be diagnosed (judged against itself, every signal's gap is 0 by construction)."""
+    return diagnose(small_study, "zoo_retrain_1", TEST_OPTS)
 
 
 def test_controls_known_answers(suppressed, retrained):
-    # ground truth: readout_suppression changed only the unembedding (suppression), retrain never learned
+    # ground truth: readout_suppression changed only the unembedding (suppression), zoo_retrain_1 never learned
     assert suppressed.signals["sae"].reading == "present", suppressed.signals["sae"].evidence
     assert suppressed.verdict == "suppressed", suppressed.headline
     assert retrained.signals["sae"].reading == "gone", retrained.signals["sae"].evidence
     assert retrained.signals["outputs"].reading == "gone"
     assert retrained.verdict == "erased", retrained.headline
-    # the control's emphasis recovery is net of itself: exactly zero for every strategy that has a rate
+    # judged against the reference (another seed), its emphasis recovery is not trivially net zero
     nets = retrained.signals["emphasis"].numbers["net_by_strategy"]
-    assert nets and all(v == 0.0 for v in nets.values() if v is not None)
+    assert nets and any(v not in (None, 0.0) for v in nets.values()), nets
     assert retrained.agreement["disagree"] == []
     assert any("the SAE" in a and "gone" in a for a in retrained.agreement["agree"])
     # emphasis acts before the readout, so it cannot undo a readout-only change: the brief's disagreement
@@ -133,13 +135,13 @@ def _report_cli() -> argparse.ArgumentParser:
 
 def test_report_cli(small_study, retrained, tmp_path, capsys):
     out, data = tmp_path / "r.html", tmp_path / "r.json"
-    args = _report_cli().parse_args(["report", str(small_study.root), "--model", "retrain", "--out", str(out),
+    args = _report_cli().parse_args(["report", str(small_study.root), "--model", "zoo_retrain_1", "--out", str(out),
                                      "--json", str(data)])
     args.fn(args)
     printed = capsys.readouterr().out
-    assert printed.startswith("retrain: erased") and str(out) in printed
+    assert printed.startswith("zoo_retrain_1: erased") and str(out) in printed
     assert out.stat().st_size > 1_000_000 and json.loads(data.read_text())["verdict"] == "erased"
-    args = _report_cli().parse_args(["report", str(small_study.root), "--model", "retrain", "--out", str(out),
+    args = _report_cli().parse_args(["report", str(small_study.root), "--model", "zoo_retrain_1", "--out", str(out),
                                      "--json"])
     args.fn(args)
     obj = json.loads(capsys.readouterr().out)
@@ -149,9 +151,10 @@ def test_report_cli(small_study, retrained, tmp_path, capsys):
 @pytest.mark.parametrize(("argv", "error", "match"), [
     (["--model", "nope"], StudyError, "unknown model 'nope'"),
     (["--model", "original"], AnalysisInputError, "not the original"),
-    (["--model", "retrain", "--out", "{tmp}/missing/r.html"], ReportError, "does not exist"),
-    (["--model", "retrain", "--out", "{tmp}"], ReportError, "is a directory"),
-    (["--model", "retrain", "--json", "{tmp}/r.html"], ReportError, "different files"),
+    (["--model", "retrain"], AnalysisInputError, "reference retrain control"),
+    (["--model", "zoo_retrain_1", "--out", "{tmp}/missing/r.html"], ReportError, "does not exist"),
+    (["--model", "zoo_retrain_1", "--out", "{tmp}"], ReportError, "is a directory"),
+    (["--model", "zoo_retrain_1", "--json", "{tmp}/r.html"], ReportError, "different files"),
 ])
 def test_report_cli_errors(small_study, tmp_path, argv, error, match):
     argv = [a.format(tmp=tmp_path) for a in argv]
@@ -174,10 +177,11 @@ def erasure(monkeypatch):
 
 def test_erasure_report_one_line_errors(small_study, retrained, erasure, tmp_path, capsys):
     study = str(small_study.root)
-    assert erasure(["report", study, "--model", "retrain", "--out", str(tmp_path / "r.html"), "--json"]) == 0
+    assert erasure(["report", study, "--model", "zoo_retrain_1", "--out", str(tmp_path / "r.html"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["diagnosis"]["verdict"] == "erased"
     for argv, match in ((["--model", "nope"], "unknown model 'nope'"), (["--model", "original"], "not the original"),
-                        (["--model", "retrain", "--out", str(tmp_path / "no" / "r.html")], "does not exist")):
+                        (["--model", "retrain"], "reference retrain control"),
+                        (["--model", "zoo_retrain_1", "--out", str(tmp_path / "no" / "r.html")], "does not exist")):
         out = ["--out", str(tmp_path / "x.html")] if "--out" not in argv else []
         assert erasure(["report", study, *argv, *out]) == 2
         err = capsys.readouterr().err
@@ -259,6 +263,8 @@ def test_page(small_study, suppressed, monkeypatch):
     at = _page(small_study, monkeypatch).run()
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
+    options = at.selectbox(key="diag_model").options
+    assert "readout_suppression (control)" in options and not any(o.startswith("retrain ") for o in options)
     at.selectbox(key="diag_model").set_value("readout_suppression").run()  # stored: shown at once
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert any("SUPPRESSED" in m.value for m in at.markdown)

@@ -1,5 +1,6 @@
 """SAE analyses: SAE health, the cache key (every training option) and determinism per seed, the controls'
-verdicts (retrain -> erased, readout_suppression -> suppressed), alpha = 0 steering is a no-op, the probe never
+verdicts (a retrain of another seed, zoo_retrain_1 -> erased, readout_suppression -> suppressed; the reference
+retrain control is never judged against itself: tests/test_sae_positive_control.py), alpha = 0 steering is a no-op, the probe never
 trains on a forget sample, bad inputs, the CLI, the page and the seeds table (benchmarks/sae_seeds.py)."""
 
 from __future__ import annotations
@@ -93,10 +94,10 @@ def test_cache_key_covers_every_option(small_study, trained):
 
 
 def test_controls_verdicts(small_study, trained):
-    ret = restore(small_study, "retrain", trained=trained)
+    ret = restore(small_study, "zoo_retrain_1", trained=trained)  # another seed: not the reference itself
     sup = restore(small_study, "readout_suppression", trained=trained)
     assert ret.verdict == "erased", ret.evidence
-    assert all(s["verdict"] == "erased" for s in ret.per_sample)
+    assert sum(s["verdict"] == "erased" for s in ret.per_sample) > len(ret.per_sample) / 2
     assert sup.verdict == "suppressed", sup.evidence
     # trap (b): mid-layer patching cannot see a readout-only change, the probe can
     assert sup.feature_retention == pytest.approx(1.0, abs=1e-4)
@@ -109,11 +110,11 @@ def test_controls_verdicts(small_study, trained):
 
 
 def test_report_carries_its_probe_gap_and_reasons(small_study, trained):
-    ret = restore(small_study, "retrain", trained=trained)
-    for name in ("readout_suppression", "npo", "retrain"):
+    control = run_probe(small_study.load("retrain"), small_study.retain, small_study.forget)
+    for name in ("readout_suppression", "npo", "zoo_retrain_1"):
         r = restore(small_study, name, trained=trained)
         ref = r.retrain["probe_by_layer"]
-        assert ref == ret.probe_by_layer  # the reference is the retrain control's own probe
+        assert ref == {str(k): v for k, v in control.acc_by_layer.items()}  # the retrain control's own probe
         gaps = {int(layer): v - (ref.get(layer) or 0.0) for layer, v in r.probe_by_layer.items() if v is not None}
         assert r.probe_gap == pytest.approx(max(gaps.values())) and gaps[r.probe_gap_layer] == r.probe_gap
         assert r.verdict == verdict_of(r.probe_gap, r.restoration_rate_net, r.feature_retention,
@@ -125,7 +126,6 @@ def test_report_carries_its_probe_gap_and_reasons(small_study, trained):
                 r.restoration_rate_net is not None and r.restoration_rate_net >= RESTORE_NET)
     sup = restore(small_study, "readout_suppression", trained=trained)
     assert sup.verdict == "suppressed" and f"probe {sup.probe_gap:+.2f} over the retrain control" in sup.reasons
-    assert ret.probe_gap == 0.0
 
 
 def test_report_round_trip_and_old_rows(small_study, trained):
@@ -250,7 +250,8 @@ def test_page(small_study, trained, monkeypatch):
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
-    at.multiselect(key="sae_models").set_value(["retrain", "readout_suppression"]).run()
+    assert "retrain" not in at.multiselect(key="sae_models").options  # the reference: never judged against itself
+    at.multiselect(key="sae_models").set_value(["npo", "readout_suppression"]).run()
     assert not at.exception
     assert len(at.get("plotly_chart")) == 2
     md = " ".join(m.value for m in at.markdown)
@@ -264,14 +265,17 @@ def test_seed_table_reports_every_model_and_checks_the_controls(small_study, tra
 
     sae, rows = sae_seeds.seed_table(small_study, TEST_OPTS)
     assert sae.path == trained.path
-    assert [r["model"] for r in rows] == [n for n in small_study.model_names if n != "original"]
+    retrains = ["zoo_retrain_1", "zoo_retrain_2", "zoo_retrain_3"]  # other seeds: the reference is not judged
+    assert [r["model"] for r in rows] == [n for n in small_study.model_names if n not in ("original", "retrain")] + \
+        retrains
     by = {r["model"]: r for r in rows}
-    assert by["retrain"]["probe_gap"] == 0.0 and by["retrain"]["expected"] == "erased"
+    assert all(by[n]["expected"] == "erased" and by[n]["verdict"] == "erased" for n in retrains)
+    assert any(by[n]["probe_gap"] != 0.0 for n in retrains)  # not the control against itself
     assert by["readout_suppression"]["probe_gap"] >= 0.25
     assert sum(by["npo"]["per_sample"].values()) == len(small_study.forget)
     assert sae_seeds.controls_pass(rows)
     health = [{"seed": 0, "study": str(small_study.root), **sae.summary()}]
     assert "**PASS**" in sae_seeds.markdown(health, rows)
-    flipped = [{**r, "verdict": "inconclusive"} if r["model"] == "retrain" else r for r in rows]
+    flipped = [{**r, "verdict": "inconclusive"} if r["model"] == "zoo_retrain_2" else r for r in rows]
     assert not sae_seeds.controls_pass(flipped)
     assert "**FAIL**" in sae_seeds.markdown(health, flipped) and "✗ (want erased)" in sae_seeds.markdown(health, flipped)

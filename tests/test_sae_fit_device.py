@@ -173,7 +173,7 @@ def test_page_shows_the_fit_beside_each_model(small_study, trained, monkeypatch)
     monkeypatch.setenv("ERASURE_STUDY", str(small_study.root))
     at = AppTest.from_file(PAGE, default_timeout=120)
     at.run()
-    at.multiselect(key="sae_models").set_value(["retrain", "readout_suppression"]).run()
+    at.multiselect(key="sae_models").set_value(["npo", "readout_suppression"]).run()
     assert not at.exception and not at.error
     fits = [c.value for c in at.caption if "SAE fit on its own activations" in c.value]
     assert len(fits) == 2 and all("explained variance 0." in c and "original 0." in c for c in fits), fits

@@ -10,14 +10,16 @@ from analysis.hooks import kind_hook_template
 
 
 def restoration_curves(per_model: Mapping[str, Mapping[str, float]], acc_original: float | None = None,
-                       title: str = "Forget accuracy under SAE feature steering") -> go.Figure:
+                       title: str = "Forget accuracy under SAE feature steering",
+                       reference: str | None = "retrain") -> go.Figure:
     """Forget accuracy vs steering strength alpha, one line per model ({model: {alpha: acc}}; alpha 0 is
-    the unsteered model). The retrain control's curve is the injection baseline."""
+    the unsteered model). The retrain control's curve (the model named ``reference``, dashed) is the injection
+    baseline."""
     fig = go.Figure()
     for name, curve in per_model.items():
         xs = sorted(curve, key=float)
         fig.add_trace(go.Scatter(x=[float(a) for a in xs], y=[curve[a] for a in xs], mode="lines+markers",
-                                 name=name, line={"dash": "dash"} if name == "retrain" else {}))
+                                 name=name, line={"dash": "dash"} if name == reference else {}))
     if acc_original is not None:
         fig.add_hline(y=acc_original, line_dash="dot", annotation_text="original")
     fig.update_layout(title=title, height=380, xaxis_title="alpha", yaxis_title="forget accuracy",
@@ -25,13 +27,14 @@ def restoration_curves(per_model: Mapping[str, Mapping[str, float]], acc_origina
     return fig
 
 
-def probe_layers(per_model: Mapping[str, Mapping[str, float | None]]) -> go.Figure:
-    """Probe accuracy on forget samples by layer, one line per model ({model: {layer: acc}})."""
+def probe_layers(per_model: Mapping[str, Mapping[str, float | None]], reference: str | None = "retrain") -> go.Figure:
+    """Probe accuracy on forget samples by layer, one line per model ({model: {layer: acc}}; the model named
+    ``reference``, the retrain control, dashed)."""
     fig = go.Figure()
     for name, by_layer in per_model.items():
         xs = sorted(by_layer, key=int)
         fig.add_trace(go.Scatter(x=[int(x) for x in xs], y=[by_layer[x] for x in xs], mode="lines+markers",
-                                 name=name, line={"dash": "dash"} if name == "retrain" else {}))
+                                 name=name, line={"dash": "dash"} if name == reference else {}))
     fig.update_layout(title="Probe readout: forget answers decoded from each model's own residual stream",
                       height=380, xaxis_title=f"layer ({kind_hook_template('resid').format(layer='L')})",
                       yaxis_title="probe accuracy",

@@ -72,7 +72,7 @@ SAE_OPTION_HELP: dict[str, str] = {
     "steps": "training steps of SAELens's runner",
 }
 RESTORE_OPTION_HELP: dict[str, str] = {
-    "model": "unlearned model or control of the study",
+    "model": "unlearned model or control of the study (not the reference retrain control it is judged against)",
     "layer": "layer of the SAE (default n_layers // 2)",
     "k": "active features per token of the SAE (TopK)",
     "alphas": f"comma-separated steering strengths, each a finite number > 0 given once (alpha 0, the model "

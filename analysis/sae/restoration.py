@@ -133,13 +133,18 @@ def steered_correct_loop(handle: ModelHandle, trained: TrainedSAE, batch: PairBa
 
 @torch.no_grad()
 def model_signals(study: Study, name: str, trained: TrainedSAE, experts: ExpertFeatures,
-                  alphas: Sequence[float] = ALPHAS, probe_layers: Sequence[int] | None = None) -> Signals:
+                  alphas: Sequence[float] = ALPHAS, probe_layers: Sequence[int] | None = None,
+                  handle: ModelHandle | None = None) -> Signals:
     """Restoration at each alpha (both steering modes), expert-feature retention and the probe readout of
-    the model ``name``, on the study's forget samples."""
+    the model ``name``, on the study's forget samples. ``handle``: read this model instead of the study's
+    ``name`` (a model derived in memory, e.g. ``analysis.sae.control``'s positive control; its fingerprint is
+    the handle's)."""
     forget = study.forget
     if not forget:
         raise AnalysisInputError("the forget set is empty: nothing to restore")
-    original, handle = study.load("original"), study.load(name)
+    original = study.load("original")
+    fingerprint = study.fingerprint(name) if handle is None else handle.fingerprint
+    handle = handle if handle is not None else study.load(name)
     if handle.n_layers != original.n_layers or handle.model.cfg.d_model != original.model.cfg.d_model:
         raise AnalysisInputError(f"model {name!r} does not have the original's shape; the SAE does not apply")
     batch = make_batch(handle, [s.prompt for s in forget], [s.answer for s in forget])
@@ -162,7 +167,7 @@ def model_signals(study: Study, name: str, trained: TrainedSAE, experts: ExpertF
     by_sample = {i: float(u / o) if o > 0 else 0.0 for i, u, o in zip(ids, mu.tolist(), mo.tolist(), strict=True)}
     probe = run_probe(handle, study.retain, forget, probe_layers)
     fit = model_fit(handle, trained, [*forget, *study.retain])
-    return Signals(model=name, fingerprint=study.fingerprint(name), acc_original=acc_o,
+    return Signals(model=name, fingerprint=fingerprint, acc_original=acc_o,
                    acc_unlearned=float(corr[0].float().mean()),
                    per_alpha={a: float(corr[j + 1].float().mean()) for j, a in enumerate(alist[1:])},
                    per_alpha_add={a: float(corr_add[j].float().mean()) for j, a in enumerate(alist[1:])},

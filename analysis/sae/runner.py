@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from analysis.errors import AnalysisInputError
+from analysis.sae.control import CONTROL_NAME, projected_model
 from analysis.sae.features import ExpertFeatures, find_expert_features
 from analysis.sae.fit import model_fit
 from analysis.sae.options import STORE_KIND, RestoreOptions
@@ -23,7 +24,10 @@ if TYPE_CHECKING:
 
 
 def reference_control(study: Study, model: str) -> str:
-    """The retrain control ``model`` is judged against; raises when the question cannot be asked."""
+    """The retrain control ``model`` is judged against; raises when the question cannot be asked, among others
+    when ``model`` is that control itself (by name, or the same weights under another name): judged against
+    itself every gap is 0 by construction, a check that cannot fail. A retrain judged as a model must be
+    another one (the zoo's retrains of other seeds)."""
     if model == "original":
         raise AnalysisInputError("pick an unlearned model or a control, not the original")
     ref_name = study.comparison(model).reference
@@ -32,7 +36,20 @@ def reference_control(study: Study, model: str) -> str:
     if not ref_name:
         raise AnalysisInputError("this study has no retrain control: the verdict needs one as the deletion "
                                  "reference (create the study with --retrain NAME)")
+    if model == ref_name or study.fingerprint(model) == study.fingerprint(ref_name):
+        same = "" if model == ref_name else f" ({model!r} has its weights)"
+        raise AnalysisInputError(
+            f"{model!r} is the study's reference retrain control{same}: judged against itself every gap is 0 by "
+            "construction, so the verdict could not fail; judge a retrain of another seed (the zoo's "
+            "zoo_retrain_*) instead")
     return str(ref_name)
+
+
+def judged_models(study: Study) -> list[str]:
+    """The models ``restore_all`` judges by default: every model but the original and the reference retrain
+    control (the reference is what the others are judged against, never judged against itself)."""
+    ref = study.manifest.retrain
+    return [n for n in study.model_names if n != "original" and n != ref]
 
 
 def restore(study: Study, model: str, options: RestoreOptions | None = None, trained: TrainedSAE | None = None,
@@ -52,11 +69,13 @@ def make_signals_compute(study: Study, sae_path: str, experts: ExpertFeatures, a
 def restore_all(study: Study, names: Sequence[str] | None = None, options: RestoreOptions | None = None,
                 trained: TrainedSAE | None = None, use_store: bool = True,
                 executor: Executor | None = None) -> dict[str, RestorationReport]:
-    """Reports for ``names`` (default: every non-original model), sharing the SAE (``trained``, else the one
-    ``options.layer`` / ``options.k`` name), the expert features and the retrain control's signals; each
-    report is read from / written to the study store as soon as its model's signals are in. The signals of
-    each model are computed here or, one model per worker, on ``executor``."""
-    names = [n for n in study.model_names if n != "original"] if names is None else list(names)
+    """Reports for ``names`` (default: ``judged_models``, every model but the original and the reference
+    retrain control), sharing the SAE (``trained``, else the one ``options.layer`` / ``options.k`` name), the
+    expert features and the retrain control's signals; each report is read from / written to the study store
+    as soon as its model's signals are in. The signals of each model are computed here or, one model per
+    worker, on ``executor``. Naming the reference control (or the original) is an AnalysisInputError, raised
+    before anything is computed or read from the store."""
+    names = judged_models(study) if names is None else list(names)
     ref_name = ""
     for n in names:
         ref_name = reference_control(study, n)
@@ -82,7 +101,7 @@ def restore_all(study: Study, names: Sequence[str] | None = None, options: Resto
         job = ChunkJob(make_signals_compute, study, (str(trained.path), experts, opts.alphas, opts.probe_layers),
                        {"trained": trained})
         pending, signals = dict(todo), {}
-        for _, values in map_chunks(job, [[ref_name], *[[n] for n in pending if n != ref_name]], executor):
+        for _, values in map_chunks(job, [[ref_name], *[[n] for n in pending]], executor):
             signals.update(values)
             for n in [n for n in pending if n in signals and ref_name in signals]:
                 out[n] = restoration_report(signals[n], signals[ref_name], key, original_fit)
@@ -90,3 +109,29 @@ def restore_all(study: Study, names: Sequence[str] | None = None, options: Resto
                     study.store.put(STORE_KIND, pending[n], key, out[n].to_dict())
                 del pending[n]
     return {n: out[n] for n in names}
+
+
+def positive_control(study: Study, options: RestoreOptions | None = None,
+                     trained: TrainedSAE | None = None) -> RestorationReport:
+    """The report of the positive control (``analysis.sae.control``: the original with the SAE's expert
+    directions projected out at the SAE's layer), judged against the study's retrain control like any model:
+    restoration must bring its forget answers back (a large net restoration rate). Not stored: it is rebuilt
+    from the SAE in seconds. ``options.key`` with ``"control"`` added is its ``options``."""
+    opts = (options or RestoreOptions()).validated()
+    ref_name = study.manifest.retrain
+    if not study.forget:
+        raise AnalysisInputError("the forget set is empty: nothing to restore")
+    if not ref_name:
+        raise AnalysisInputError("this study has no retrain control: the verdict needs one as the deletion "
+                                 "reference (create the study with --retrain NAME)")
+    original = study.load("original")
+    if opts.probe_layers is not None:
+        opts.validated(original.n_layers)
+    trained = trained or load_sae(study, layer=opts.layer, k=opts.k)
+    experts = find_expert_features(original, trained, study.forget, study.retain)
+    handle = projected_model(original, trained, experts.all_features())
+    sig = model_signals(study, CONTROL_NAME, trained, experts, opts.alphas, opts.probe_layers, handle=handle)
+    ref = model_signals(study, ref_name, trained, experts, opts.alphas, opts.probe_layers)
+    original_fit = model_fit(original, trained, [*study.forget, *study.retain])
+    key = {**opts.key(trained.sae_id, trained.layer), "control": "expert directions projected out"}
+    return restoration_report(sig, ref, key, original_fit)

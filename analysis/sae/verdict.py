@@ -10,7 +10,8 @@ Rule (``verdict_of``), with the thresholds of ``analysis.sae.options``:
 Per sample: suppressed if the probe decodes it at the model's best probe layer while the retrain
 control's probe does not, or steering restores it while it does not inject it into the retrain control;
 erased if neither and its feature retention is within ERASE_RETENTION_GAP of the retrain control's;
-inconclusive otherwise. By construction the retrain control itself is erased.
+inconclusive otherwise. The retrain control is never judged against itself (``restoration_report`` refuses:
+every gap would be 0 by construction); a retrain judged as a model is another one (a zoo retrain, another seed).
 
 ``verdict_reasons`` says in words which clauses decided the verdict; ``restoration_report`` builds the
 whole report, with the SAE's fit to the model's own activations (and the original's, as the reference) and a
@@ -22,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from analysis.errors import AnalysisInputError
 from analysis.sae.options import (
     ERASE_PROBE_GAP,
     ERASE_RESTORE_NET,
@@ -111,7 +113,13 @@ def fit_caveat(fit: SAEFit | None, original: SAEFit | None, where: str = "its ho
 def restoration_report(sig: Signals, ref: Signals, options: dict[str, Any],
                        original_fit: SAEFit | None = None) -> RestorationReport:
     """The report of ``sig`` judged against the retrain control's signals ``ref``; ``original_fit`` is the SAE's
-    fit to the original's own activations (the reference for the caveat on ``sig.fit``)."""
+    fit to the original's own activations (the reference for the caveat on ``sig.fit``). ``sig`` and ``ref``
+    of one model (same name or same fingerprint) are an AnalysisInputError: judged against itself every gap
+    is 0 by construction."""
+    if sig.model == ref.model or (sig.fingerprint and sig.fingerprint == ref.fingerprint):
+        raise AnalysisInputError(f"{sig.model!r} would be judged against itself (the retrain control is "
+                                 f"{ref.model!r}, fingerprint {ref.fingerprint}): every gap would be 0 by "
+                                 "construction")
     alphas = list(sig.per_alpha)
     rate = {a: sig.rate(sig.per_alpha[a]) for a in alphas}
     inj = {a: ref.rate(ref.per_alpha[a]) if a in ref.per_alpha else None for a in alphas}

@@ -13,7 +13,7 @@ import streamlit as st
 
 from analysis.diagnosis import Diagnosis, DiagnosisOptions, diagnose, stored_diagnosis
 from analysis.diagnosis.figures import diagnosis_charts
-from analysis.diagnosis.report import report_html
+from analysis.diagnosis.report import fitted_verdict, report_html
 from analysis.diagnosis.result import SAMPLE_COLUMNS
 from analysis.diagnosis.rules import capital
 from analysis.errors import AnalysisInputError
@@ -150,9 +150,10 @@ def _samples(d: Diagnosis) -> None:
         c.page_link(str(VIEWS / path), label=label, query_params={"sample": sid})
 
 
-def _downloads(d: Diagnosis) -> None:
+def _downloads(study: Any, d: Diagnosis) -> None:
     c1, c2 = st.columns(2)
-    c1.download_button("Download the HTML report", data=lambda: report_html(d), file_name=f"diagnosis-{d.model}.html",
+    c1.download_button("Download the HTML report", data=lambda: report_html(d, fitted_verdict(study, d.model)),
+                       file_name=f"diagnosis-{d.model}.html",
                        mime="text/html", key="diag_dl_html")
     c2.download_button("Download the data (JSON)", data=lambda: json.dumps(d.to_dict()),
                        file_name=f"diagnosis-{d.model}.json", mime="application/json", key="diag_dl_json")
@@ -168,7 +169,8 @@ def page() -> None:
     if "original" not in study.model_names:
         st.error("This study has no 'original' model to compare with.")
         return
-    names = [n for n in study.model_names if n != "original"]
+    # the reference retrain control is what every signal judges against: never diagnosed against itself
+    names = [n for n in study.model_names if n not in ("original", study.manifest.retrain)]
     if not names:
         st.error("This study has no unlearned model to diagnose.")
         return
@@ -196,7 +198,7 @@ def page() -> None:
         finally:
             bar.empty()
     _verdict(d)
-    _downloads(d)
+    _downloads(study, d)
     _signals(d)
     _agreement(d)
     _samples(d)

@@ -20,6 +20,7 @@ from analysis.sae import (
     SAEOptions,
     TrainedSAE,
     find_expert_features,
+    judged_models,
     load_sae,
     restore_all,
     train_sae,
@@ -125,25 +126,29 @@ def page() -> None:
     _health(trained)
     _experts(study, trained)
 
-    names = [n for n in study.model_names if n != "original"]
+    ref = str(study.manifest.retrain)
+    names = judged_models(study)  # the reference retrain control is what they are judged against, never itself
     chosen = st.multiselect("Models", names, default=names, key="sae_models")
     if not chosen:
         st.warning("Pick at least one model.")
         return
     with st.spinner("Restoration, retention and probes…"):
         reports = restore_all(study, chosen, trained=trained)
+    control = next(iter(reports.values())).retrain  # the reference's own signals, shared by every report
     curves = {n: {"0": r.acc_unlearned, **r.per_alpha} for n, r in reports.items()}
+    curves[ref] = {"0": control["acc_unlearned"], **control["per_alpha"]}
     acc_o = next(iter(reports.values())).acc_original
     st.subheader("Restoration vs alpha")
     mode = st.radio("Steering", STEERING_MODES.names(), horizontal=True, key="sae_mode",
                     format_func=STEERING_MODES.label)
     if mode == "add":
-        curves = {n: {"0": r.acc_unlearned, **r.per_alpha_add} for n, r in reports.items()}
-    st.plotly_chart(restoration_curves(curves, acc_o), width="stretch", key="restore_chart")
+        curves = {n: {"0": r.acc_unlearned, **r.per_alpha_add} for n, r in reports.items()}  # control: replace only
+    st.plotly_chart(restoration_curves(curves, acc_o, reference=ref), width="stretch", key="restore_chart")
     st.caption("The retrain control (dashed) never knew the forget facts: its curve is how much steering with the "
                "original's features *injects*. Net restoration subtracts it.")
     st.subheader("Probe accuracy by layer")
-    st.plotly_chart(probe_layers({n: r.probe_by_layer for n, r in reports.items()}), width="stretch",
+    st.plotly_chart(probe_layers({**{n: r.probe_by_layer for n, r in reports.items()},
+                                  ref: control["probe_by_layer"]}, reference=ref), width="stretch",
                     key="probe_chart")
 
     st.subheader("Verdicts")
