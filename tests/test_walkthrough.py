@@ -173,7 +173,12 @@ def test_walk_every_page(small_study: Any, validated: Any, new_page: Callable[[]
         _check(page, 3)
         _screenshot(page, shots / "attribution.png")
 
-        # Suppression vs deletion: train the SAE if needed; steering mode "add".
+        # Suppression vs deletion: the SAE the page asks for by default (its training is timed by test_sae; here
+        # it is trained beforehand so the page is not timed on a loaded machine); steering mode "add".
+        from analysis.sae.options import SAEOptions
+        from analysis.sae.train import train_sae
+
+        train_sae(small_study, SAEOptions(layer=small_study.load("original").n_layers // 2))
         page.goto(f"{url}/sae")
         _settle(page)
         _click_if_present(page, "Train a TopK SAE")
@@ -185,6 +190,7 @@ def test_walk_every_page(small_study: Any, validated: Any, new_page: Callable[[]
         page.goto(f"{url}/diagnosis")
         _settle(page)
         _click_if_present(page, "Diagnose")
+        _click_if_present(page, "Compute sae_probe_gap")  # the fitted verdict's signal (analysis/verdict/rule.json)
         _check(page, 1)
         _screenshot(page, shots / "diagnosis.png")
 
