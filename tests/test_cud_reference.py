@@ -239,6 +239,13 @@ def test_difficulty_page_reference_toggle(small_study: Any, monkeypatch: pytest.
     at = AppTest.from_file(str(views / "difficulty.py"), default_timeout=300).run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert {r["labels"] for r in at.dataframe[-1].value.to_dict("records")} == {"auc_after", "auc", "final_loss"}
+    # the page says in words when a baseline beats CUD, and only then
+    from analysis.circuits.runner import score_study
+
+    v = score_study(small_study).validation
+    beaten = any(b["auroc"] is not None and v["auroc"] is not None and b["auroc"] > v["auroc"]
+                 for b in v["baselines"].values())
+    assert any("CUD loses here" in w.value for w in at.warning) == beaten
     at.toggle(key="cud_reference").set_value(True).run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert any("top-n circuit" in c.value for c in at.caption)

@@ -73,6 +73,12 @@ def page() -> None:
     for col, (name, b) in zip(m[2:], v["baselines"].items(), strict=False):
         col.metric(f"baseline {plain(name)}", "-" if b["spearman"] is None else f"rho {b['spearman']:.3f}",
                    None if b["auroc"] is None else f"AUROC {b['auroc']:.3f}", delta_color="off")
+    best = max(((n, b) for n, b in v["baselines"].items() if b["auroc"] is not None),
+               key=lambda nb: nb[1]["auroc"], default=None)
+    if best is not None and v["auroc"] is not None and best[1]["auroc"] > v["auroc"]:
+        st.warning(f"CUD loses here: it tells hard from easy samples at AUROC {v['auroc']:.2f}, the "
+                   f"{plain(best[0])} baseline, which needs no circuit at all, at {best[1]['auroc']:.2f} "
+                   "(benchmarks/CUD_SEEDS.md has the same comparison on three seeds).")
     table = cud_table(rep)
     st.dataframe(table, hide_index=True, width="stretch")
     c1, c2 = st.columns(2)
