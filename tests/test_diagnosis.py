@@ -141,6 +141,10 @@ def test_report_cli(small_study, retrained, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert printed.startswith("zoo_retrain_1: erased") and str(out) in printed
     assert out.stat().st_size > 1_000_000 and json.loads(data.read_text())["verdict"] == "erased"
+    # the fitted verdict (analysis/verdict/rule.json) on an N member of the zoo: erased, in text, JSON and HTML
+    assert "fitted verdict: erased" in printed
+    assert json.loads(data.read_text())["fitted_verdict"]["verdict"] == "erased"
+    assert "Fitted verdict: erased" in out.read_text()
     args = _report_cli().parse_args(["report", str(small_study.root), "--model", "zoo_retrain_1", "--out", str(out),
                                      "--json"])
     args.fn(args)

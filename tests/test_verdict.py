@@ -159,3 +159,15 @@ def test_report_box_and_ruler_of_a_fitted_verdict() -> None:
     judged = chart.figure.data[-1]
     assert judged.x[0] == pytest.approx(v.score) and judged.error_x.arrayminus[0] == pytest.approx(v.score - v.ci[0])
     assert fitted_html(None) == ("", [])
+
+
+def test_report_shows_every_other_signal_ruler() -> None:
+    from analysis.diagnosis.report import fitted_html
+
+    v = judge_reading(_reading([1.0] * 6 + [0.0, 0.0], signal="sig"), _rule(0.4))
+    zoo = {"p": ("present", 0.8), "n": ("absent", 0.05)}
+    others = [("sig", zoo, v.score, v.ci), ("other", {"p": ("present", -0.3), "n": ("absent", 2.0)}, 1.5, (1.0, 2.0))]
+    _, charts = fitted_html((v, zoo, others))
+    assert [c.key for c in charts] == ["ruler", "ruler-other"]  # the rule's signal is not repeated
+    fig = charts[1].figure
+    assert [list(t.x) for t in fig.data] == [[-0.3], [2.0], [1.5]] and not fig.layout.shapes  # no boundary line

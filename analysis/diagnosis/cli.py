@@ -54,8 +54,8 @@ def cmd_report(args: argparse.Namespace) -> None:
         print(dumps({"html": str(html_path), "bytes": sizes, "seconds": seconds, "diagnosis": d.to_dict(),
                      "fitted_verdict": fitted[0].to_dict() if fitted else None}))
         return
-    lines = ([f"fitted verdict: {fitted[0].verdict} ({fitted[0].reason})"] if fitted else []) + \
-        [d.headline, *[f"  - {e}" for e in d.evidence]]
+    lines = [d.headline, *([f"  fitted verdict: {fitted[0].verdict} ({fitted[0].reason})"] if fitted else []),
+             *[f"  - {e}" for e in d.evidence]]
     for title, key in (("agree", "agree"), ("disagree", "disagree")):
         lines += [f"  {title}: {x}" for x in d.agreement.get(key, [])]
     lines += [f"wrote {p} ({n / 1e6:.2f} MB)" for p, n in sizes.items()]

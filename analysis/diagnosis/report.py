@@ -114,24 +114,25 @@ def figure_html(chart: Chart, first: bool) -> str:
 def fitted_verdict(study: Any, model: str) -> Any | None:
     """(ModelVerdict, ruler) of the shipped rule on ``model`` (analysis.verdict), None when no rule is shipped."""
     from analysis.errors import AnalysisInputError
-    from analysis.verdict.judge import judge, ruler
+    from analysis.verdict.judge import judge, ruler, signal_rulers
     from analysis.verdict.rule import load_rule
 
     try:
         rule = load_rule()
     except AnalysisInputError:
         return None
-    return judge(study, model, rule), ruler(study, rule.signal)
+    return judge(study, model, rule), ruler(study, rule.signal), signal_rulers(study, model)
 
 
 def fitted_html(fitted: Any | None) -> tuple[str, list[Chart]]:
-    """The fitted verdict's box and its ruler chart (``fitted`` = (ModelVerdict, {member: (status, score)}) from
-    analysis.verdict.judge), or nothing."""
+    """The fitted verdict's box, its ruler chart and one ruler per other signal (``fitted`` = (ModelVerdict,
+    {member: (status, score)}[, signal_rulers]) from analysis.verdict.judge), or nothing."""
     if fitted is None:
         return "", []
-    from analysis.verdict.figures import ruler_figure
+    from analysis.verdict.figures import ruler_figure, signal_ruler_figure
 
-    v, zoo = fitted
+    v, zoo, *rest = fitted
+    others = [r for r in (rest[0] if rest else []) if r[0] != v.signal]
     color = VERDICT_COLORS.get(v.verdict, "#444")
     n_sup = sum(c == "suppressed" for c in v.per_sample.values())
     box = (f'<div class="verdict" style="--c: {color}"><h2>Fitted verdict: {_e(v.verdict)}</h2>'
@@ -143,6 +144,9 @@ def fitted_html(fitted: Any | None) -> tuple[str, list[Chart]]:
                                        "The rule's signal on every zoo member (P: knowledge present but hidden; N: "
                                        "knowledge absent) and on this model with its 95% interval; the dashed line "
                                        "is the rule's boundary.", ruler_figure(zoo, v))]
+    charts += [Chart(f"ruler-{sig}", f"{sig}: this model among the zoo",
+                     "Not part of the verdict: where the model sits on another signal scored by the meta-evaluation.",
+                     signal_ruler_figure(zoo_s, v.model, score, ci, sig)) for sig, zoo_s, score, ci in others]
     return box, charts
 
 

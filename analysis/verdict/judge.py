@@ -113,3 +113,24 @@ def ruler(study: Study, signal: str) -> dict[str, tuple[str, float]]:
         if s is not None:
             out[m.name] = (m.status, s)
     return out
+
+
+def signal_rulers(study: Study, model: str) -> list[tuple[str, dict[str, tuple[str, float]], float | None,
+                                                         tuple[float, float] | None]]:
+    """For every registered signal whose zoo readings are stored (``erasure validate``): (signal, zoo scores,
+    the model's score, its 95% interval over samples), the model's from its stored reading (None if not read)."""
+    from analysis.signals import SIGNALS
+    from analysis.validation.runner import load_signals, stored_reading
+
+    load_signals()
+    out = []
+    for s in sorted(SIGNALS.names()):
+        zoo = ruler(study, s)
+        if not zoo:
+            continue
+        r = stored_reading(study, s, model)
+        values = [] if r is None else [float(v) for v in r.per_sample.values()
+                                       if v is not None and math.isfinite(float(v))]
+        score = model_score(r.per_sample) if r is not None else None
+        out.append((s, zoo, score, bootstrap_ci(values) if values else None))
+    return out

@@ -33,8 +33,8 @@ def _fitted(study: Any, model: str) -> None:
     """The fitted verdict (analysis.verdict: one signal and a boundary fitted on development zoos, applied with a
     95% interval over samples) and the ruler: where the model sits among the zoo's P and N members."""
     from analysis.validation.runner import stored_reading
-    from analysis.verdict.figures import ruler_figure
-    from analysis.verdict.judge import judge, ruler
+    from analysis.verdict.figures import ruler_figure, signal_ruler_figure
+    from analysis.verdict.judge import judge, ruler, signal_rulers
     from analysis.verdict.rule import load_rule
 
     st.subheader("Fitted verdict")
@@ -55,7 +55,7 @@ def _fitted(study: Any, model: str) -> None:
         v = judge(study, model, rule)
     with st.container(border=True):
         st.markdown(f"### {VERDICT_ICON.get(v.verdict, '')} {plain(v.verdict.upper())}")
-        st.markdown(plain(capital(v.reason)) + ".")
+        st.markdown(plain(v.reason) + ".")
         n_sup = sum(c == "suppressed" for c in v.per_sample.values())
         st.caption(f"Driven by {plain(', '.join(v.drivers))}. Per sample: {n_sup} of {len(v.per_sample)} forget "
                    "samples read suppressed on their own evidence.")
@@ -65,6 +65,14 @@ def _fitted(study: Any, model: str) -> None:
     else:
         st.caption("The zoo's readings of this signal are not in the study yet: run `erasure validate STUDY` to see "
                    "where this model sits among models whose knowledge is known.")
+    rulers = [r for r in signal_rulers(study, model) if r[0] != rule.signal]
+    if rulers:
+        with st.expander(f"Every other signal: {plain(model)} among the zoo ({len(rulers)} signals read by "
+                         "`erasure validate`)", expanded=False):
+            cols = st.columns(2)
+            for i, (sig, zoo_s, score, ci) in enumerate(rulers):
+                cols[i % 2].plotly_chart(signal_ruler_figure(zoo_s, model, score, ci, sig), width="stretch",
+                                         key=f"diag_ruler_{sig}")
 
 
 def _verdict(d: Diagnosis) -> None:
