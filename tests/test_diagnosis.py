@@ -263,6 +263,18 @@ def _page(small_study, monkeypatch, study_root: Path | None = None):
     return AppTest.from_string(NAV.format(views=str(VIEWS)), default_timeout=120)
 
 
+def _fitted_charts(study, model: str) -> int:
+    """Charts of the fitted-verdict section (analysis.verdict) the page shows for ``model``: its rulers once the
+    rule's signal has been read on the model (else the page offers a button), none otherwise."""
+    from analysis.diagnosis.report import fitted_html, fitted_verdict
+    from analysis.validation.runner import stored_reading
+    from analysis.verdict.rule import load_rule
+
+    if stored_reading(study, load_rule().signal, model) is None:
+        return 0
+    return len(fitted_html(fitted_verdict(study, model))[1])
+
+
 def test_page(small_study, suppressed, monkeypatch):
     at = _page(small_study, monkeypatch).run()
     assert not at.exception, [e.value for e in at.exception]
@@ -273,7 +285,8 @@ def test_page(small_study, suppressed, monkeypatch):
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert any("SUPPRESSED" in m.value for m in at.markdown)
     assert any("readout" in w.value for w in at.warning)  # the disagreement, shown plainly
-    assert len(at.get("plotly_chart")) == len(diagnosis_charts(suppressed))
+    assert len(at.get("plotly_chart")) == len(diagnosis_charts(suppressed)) + _fitted_charts(small_study,
+                                                                                               "readout_suppression")
     table = at.dataframe[0].value
     assert list(table["id"]) == [s.id for s in small_study.forget]
     assert table["tracing"].iloc[0] == f"tracing?sample={small_study.forget[0].id}"
@@ -288,7 +301,7 @@ def test_page(small_study, suppressed, monkeypatch):
                for link in at.get("page_link"))
 
     at.selectbox(key="diag_model").set_value("grad_diff").run()  # not diagnosed yet: a button, no work
-    assert not at.exception and not at.get("plotly_chart")
+    assert not at.exception and len(at.get("plotly_chart")) == _fitted_charts(small_study, "grad_diff")
     at.button(key="diag_go").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
