@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,17 @@ def _interval(r: Any) -> str:
         return "–"
     ci = "" if r.ci_low is None else f" [{r.ci_low:.2f}, {r.ci_high:.2f}]"
     return f"{r.auroc:.2f}{ci}"
+
+
+def _row(runs: list[tuple[str, str, ValidationResult, float]], name: str, cell: Callable[[Any], str]) -> str:
+    """One table row: signal ``name``'s ``cell`` on every seed ("–" where the seed did not score it)."""
+    cells = []
+    for _, _, res, _ in runs:
+        try:
+            cells.append(cell(res.signal(name)))
+        except KeyError:
+            cells.append("–")
+    return f"| {name} | " + " | ".join(cells) + " |"
 
 
 def seed_of(study: Study) -> str:
@@ -72,30 +84,15 @@ def markdown(runs: list[tuple[str, str, ValidationResult, float]], options: Vali
     out += ["## AUROC per signal and seed", "", "| signal | " + " | ".join(f"seed {s}" for s in seeds) + " |",
             "|---|" + "---|" * len(seeds)]
     for name in signals:
-        cells = []
-        for _, _, res, _ in runs:
-            try:
-                r = res.signal(name)
-            except KeyError:
-                cells.append("–")
-                continue
-            mark = " ✓" if r.separation == "separates" else (" ✗" if r.separation == "reversed" else "")
-            cells.append(_interval(r) + mark)
-        out.append(f"| {name} | " + " | ".join(cells) + " |")
+        out.append(_row(runs, name, lambda r: _interval(r) + (" ✓" if r.separation == "separates" else
+                                                               " ✗" if r.separation == "reversed" else "")))
     out += ["", "✓ separates (interval above 0.5), ✗ reversed (below).", ""]
     if options.robustness:
         out += ["## Robustness (R: benign fine-tune, Q: 8-bit quantisation, H: harmonic mean)", "",
                 "| signal | " + " | ".join(f"seed {s} R / Q / H" for s in seeds) + " |", "|---|" + "---|" * len(seeds)]
         for name in signals:
-            cells = []
-            for _, _, res, _ in runs:
-                try:
-                    r = res.signal(name)
-                except KeyError:
-                    cells.append("–")
-                    continue
-                cells.append(f"{_f(r.robustness_r)} / {_f(r.robustness_q)} / {_f(r.robustness_h)}")
-            out.append(f"| {name} | " + " | ".join(cells) + " |")
+            out.append(_row(runs, name, lambda r: f"{_f(r.robustness_r)} / {_f(r.robustness_q)} / "
+                                                  f"{_f(r.robustness_h)}"))
         out.append("")
     out += ["## The zoo", ""]
     for seed, _, res, secs in runs:

@@ -21,7 +21,7 @@ from typing import Any
 
 from analysis.study import Study
 from analysis.validation.runner import load_signals, stored_reading, validation_members
-from analysis.verdict.judge import ModelVerdict, false_alarm_rate, judge_reading
+from analysis.verdict.judge import ModelVerdict, false_alarm_rate, stored_verdict
 from analysis.verdict.options import EXPECTED, RULE_FILE
 from analysis.verdict.rule import DevStudy, Rule, fit_rule, load_rule, write_rule
 
@@ -40,11 +40,7 @@ def dev_study(study: Study, signals: list[str]) -> DevStudy:
 
 
 def judge_all(study: Study, rule: Rule) -> list[tuple[str, str, ModelVerdict | None]]:
-    out = []
-    for m in validation_members(study):
-        r = stored_reading(study, rule.signal, m.name)
-        out.append((m.name, m.status, None if r is None else judge_reading(r, rule)))
-    return out
+    return [(m.name, m.status, stored_verdict(study, m.name, rule)) for m in validation_members(study)]
 
 
 def table(rows: list[tuple[str, str, ModelVerdict | None]]) -> list[str]:
@@ -71,8 +67,7 @@ def tally(rows: list[tuple[str, str, ModelVerdict | None]]) -> dict[str, Any]:
     return {"members": n_members, "right": right, "inconclusive": incon, "wrong": n_members - right - incon,
             "false_alarm_rate": false_alarm_rate([v for s, v in zoo if s == "absent"]),
             "firing_rate_absent": sum(c != "erased" for c in n_calls) / len(n_calls) if n_calls else None,
-            "hit_rate": 1 - (false_alarm_rate([v for s, v in zoo if s == "present"]) or 0.0)
-            if any(s == "present" for s, _ in zoo) else None}
+            "hit_rate": false_alarm_rate([v for s, v in zoo if s == "present"])}  # suppressed calls on P
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,14 +13,9 @@ from analysis.verdict.options import RULE_FILE
 
 def member_verdicts(study: Any, names: list[str], rule: Any) -> dict[str, Any]:
     """{model: verdict dict} from STORED readings of the rule's signal only (None where not read yet)."""
-    from analysis.validation.runner import stored_reading
-    from analysis.verdict.judge import judge_reading
+    from analysis.verdict.judge import stored_verdict
 
-    out: dict[str, Any] = {}
-    for n in names:
-        r = stored_reading(study, rule.signal, n)
-        out[n] = None if r is None else judge_reading(r, rule).to_dict()
-    return out
+    return {n: None if (v := stored_verdict(study, n, rule)) is None else v.to_dict() for n in names}
 
 
 def cmd_verdict(args: argparse.Namespace) -> None:

@@ -13,14 +13,13 @@ are false alarms: :func:`false_alarm_rate` reports their rate, and :func:`firing
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from analysis.signals import SignalReading, bootstrap_ci
 from analysis.verdict.options import VERDICT_LABELS, Verdict
-from analysis.verdict.rule import Rule, load_rule, model_score
+from analysis.verdict.rule import Rule, defined_values, load_rule, model_score
 
 if TYPE_CHECKING:
     from analysis.study import Study
@@ -54,9 +53,10 @@ def judge_reading(reading: SignalReading, rule: Rule, seed: int = 0) -> ModelVer
     """The verdict of ``rule`` on one reading of its signal (module docstring)."""
     if reading.signal != rule.signal:
         raise ValueError(f"the rule reads {rule.signal!r}, got a reading of {reading.signal!r}")
-    values = [float(v) for v in reading.per_sample.values() if v is not None and math.isfinite(float(v))]
+    defined = defined_values(reading.per_sample)
+    values = list(defined.values())
     t = rule.threshold
-    fired = {sid: float(v) > t for sid, v in reading.per_sample.items() if v is not None and math.isfinite(float(v))}
+    fired = {sid: v > t for sid, v in defined.items()}
     per: dict[str, Verdict] = {sid: "suppressed" if f else "erased" for sid, f in fired.items()}
     score = model_score(reading.per_sample)
     base = dict(model=reading.model, signal=rule.signal, threshold=t, rule_version=rule.version,
@@ -79,6 +79,14 @@ def judge_reading(reading: SignalReading, rule: Rule, seed: int = 0) -> ModelVer
     return ModelVerdict(verdict=verdict, score=score, ci=ci, reason=reason, **base)
 
 
+def stored_verdict(study: Study, model: str, rule: Rule) -> ModelVerdict | None:
+    """The rule on the STORED reading of its signal on ``model`` (None when not read yet: nothing computed)."""
+    from analysis.validation.runner import stored_reading
+
+    r = stored_reading(study, rule.signal, model)
+    return None if r is None else judge_reading(r, rule)
+
+
 def judge(study: Study, model: str, rule: Rule | None = None, seed: int = 0) -> ModelVerdict:
     """The verdict on ``model`` of the study: the rule's signal read through the meta-evaluation's store."""
     from analysis.validation.runner import load_signals, signal_reading
@@ -91,7 +99,7 @@ def judge(study: Study, model: str, rule: Rule | None = None, seed: int = 0) -> 
 
 def firing_rate(readings: Sequence[SignalReading], rule: Rule) -> float | None:
     """Share of samples whose own evidence fires (value above the threshold), ungated, over ``readings``."""
-    vals = [float(v) for r in readings for v in r.per_sample.values() if v is not None and math.isfinite(float(v))]
+    vals = [v for r in readings for v in defined_values(r.per_sample).values()]
     return sum(v > rule.threshold for v in vals) / len(vals) if vals else None
 
 
@@ -129,8 +137,7 @@ def signal_rulers(study: Study, model: str) -> list[tuple[str, dict[str, tuple[s
         if not zoo:
             continue
         r = stored_reading(study, s, model)
-        values = [] if r is None else [float(v) for v in r.per_sample.values()
-                                       if v is not None and math.isfinite(float(v))]
+        values = [] if r is None else list(defined_values(r.per_sample).values())
         score = model_score(r.per_sample) if r is not None else None
         out.append((s, zoo, score, bootstrap_ci(values) if values else None))
     return out

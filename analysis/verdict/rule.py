@@ -31,9 +31,14 @@ from analysis.verdict.options import RULE_FILE, RULE_FORMAT
 PerSample = Mapping[str, float | None]
 
 
+def defined_values(per_sample: PerSample) -> dict[str, float]:
+    """The per-sample values that are defined (not None, finite), by sample id."""
+    return {sid: float(v) for sid, v in per_sample.items() if v is not None and math.isfinite(float(v))}
+
+
 def model_score(per_sample: PerSample) -> float | None:
     """The mean of the defined per-sample values (None when none is defined)."""
-    xs = [float(v) for v in per_sample.values() if v is not None and math.isfinite(float(v))]
+    xs = list(defined_values(per_sample).values())
     return sum(xs) / len(xs) if xs else None
 
 

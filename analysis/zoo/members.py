@@ -204,8 +204,9 @@ class ZooContext:
         self.study.save_manifest()
         return acc
 
-    def probe_checks(self, layer: int) -> dict[str, Any]:
-        acc = self.probe_acc_by_layer()[layer]
+    def probe_checks(self, layer: int, acc: float | None = None) -> dict[str, Any]:
+        """The probe condition at ``layer``: the original's accuracy there, or ``acc`` (another source's)."""
+        acc = self.probe_acc_by_layer()[layer] if acc is None else acc
         return {"probe_layer": layer, "probe_hook": resid_post(layer), "probe_acc": acc,
                 "probe_threshold": self.options.probe_threshold, "probe_passes": acc >= self.options.probe_threshold}
 
@@ -325,6 +326,17 @@ def _member(spec: MemberSpec, status: str, checks: dict[str, Any], ctx: ZooConte
                      fingerprint=ctx.study.fingerprint(spec.name) if has_model else "")
 
 
+def _n_source(ctx: ZooContext, spec: MemberSpec) -> tuple[ZooMember | None, ZooMember]:
+    """The recorded N member a recipe builds from (``spec.recipe["source"]``), or (None, the member excluded
+    with the reason)."""
+    from analysis.zoo.result import recorded_members
+
+    name = spec.recipe["source"]
+    source = recorded_members(ctx.study).get(name)
+    excluded = _member(spec, "excluded", {"source": name}, ctx, f"its source {name!r} is not an N member of the zoo")
+    return (source, excluded) if source is not None and source.status == "absent" else (None, excluded)
+
+
 SubProgress = Callable[[float, str], None]
 
 
@@ -422,13 +434,10 @@ class RetrainUnlearnedRecipe(MemberRecipe):
         return out
 
     def build(self, ctx: ZooContext, spec: MemberSpec, progress: SubProgress) -> ZooMember:
-        from analysis.zoo.result import recorded_members
-
         r = spec.recipe
-        source = recorded_members(ctx.study).get(r["source"])
-        if source is None or source.status != "absent":
-            return _member(spec, "excluded", {"source": r["source"]}, ctx,
-                           f"its source {r['source']!r} is not an N member of the zoo")
+        source, excluded = _n_source(ctx, spec)
+        if source is None:
+            return excluded
         cfg = UnlearnConfig(seed=r["seed"], steps=r["steps"])
         handle, result = run_unlearning(ctx.study.load(r["source"]), r["method"], ctx.forget, ctx.retain, cfg,
                                         progress=progress)
@@ -593,13 +602,10 @@ class MimicRecipe(MemberRecipe):
                             "retain_weight": d["retain_weight"]})]
 
     def build(self, ctx: ZooContext, spec: MemberSpec, progress: SubProgress) -> ZooMember:
-        from analysis.zoo.result import recorded_members
-
         r = spec.recipe
-        source = recorded_members(ctx.study).get(r["source"])
-        if source is None or source.status != "absent":
-            return _member(spec, "excluded", {"source": r["source"]}, ctx,
-                           f"its source {r['source']!r} is not an N member of the zoo")
+        source, excluded = _n_source(ctx, spec)
+        if source is None:
+            return excluded
         answers = guessed_answers(ctx.study.load(r["source"]), ctx.forget, ctx.forget + ctx.retain)
         member = _suppression_member(ctx, spec, DepthDecoy(int(r["layer"]), answers, lower_true=False), progress,
                                      _decoy_checks(ctx, answers))
@@ -652,9 +658,7 @@ class TwinRecipe(MemberRecipe):
         twin_metrics = ctx.metrics(twin)
         res = run_probe(twin, ctx.retain, ctx.forget, [layer - 1])
         acc = float(res.acc_by_layer[layer - 1] or 0.0)
-        probe = {"probe_layer": layer - 1, "probe_hook": resid_post(layer - 1), "probe_acc": acc,
-                 "probe_threshold": ctx.options.probe_threshold, "probe_passes": acc >= ctx.options.probe_threshold,
-                 "probe_of": "the twin original", "twin_seed": int(r["twin_seed"]),
+        probe = {**ctx.probe_checks(layer - 1, acc), "probe_of": "the twin original", "twin_seed": int(r["twin_seed"]),
                  "twin_forget_acc": twin_metrics["forget_acc"], "twin_retain_acc": twin_metrics["retain_acc"]}
         if twin_metrics["forget_acc"] < ctx.options.min_retain_kept * ctx.original_metrics["forget_acc"]:
             return _member(spec, "excluded", probe, ctx,
