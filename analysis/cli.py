@@ -11,7 +11,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from analysis.cli_common import Parser, dumps, emit, int_arg, positive_int, seed_int, tqdm_progress, verb
+from analysis.cli_common import (
+    Parser,
+    dumps,
+    emit,
+    int_arg,
+    positive_int,
+    progress_bar,
+    seed_int,
+    tqdm_progress,
+    verb,
+)
 from analysis.errors import WorkbenchError
 
 DEFAULT_STUDY = "studies/demo"
@@ -29,7 +39,8 @@ def cmd_organism_train(args: argparse.Namespace) -> None:
     from analysis.organism import OrganismConfig, train_organism
 
     cfg = OrganismConfig(seed=args.seed, n_people=args.people, steps=args.steps, device=args.device)
-    _, report = train_organism(cfg, out=args.out, progress=tqdm_progress("organism"))
+    with progress_bar("organism") as progress:
+        _, report = train_organism(cfg, out=args.out, progress=progress)
     d = report.to_dict()
     emit(args, d, f"trained organism -> {report.path}\n  recall {report.recall:.4f}  utility {report.utility:.3f}"
                    f"  {report.seconds:.1f}s  ({report.steps} steps, {report.n_params:,} params, {report.device})")
@@ -46,7 +57,8 @@ def cmd_model_info(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from analysis.demo import build_demo
 
-    study, timings = build_demo(args.out, seed=args.seed, progress=tqdm_progress("demo"))
+    with progress_bar("demo") as progress:
+        study, timings = build_demo(args.out, seed=args.seed, progress=progress)
     obj = {"study": str(study.root), "models": study.model_names, "seconds": timings}
     emit(args, obj, f"demo study at {study.root}: {', '.join(study.model_names)} "
                      f"({timings.get('total', 0):.1f}s)")
@@ -83,7 +95,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if names:
         for n in names:
             study.entry(n)
-    res = evaluate_study(study, names, progress=tqdm_progress("eval"))
+    with progress_bar("eval") as progress:
+        res = evaluate_study(study, names, progress=progress)
     obj = {"models": {n: r.to_dict() for n, r in res.items()}}
     lines = [f"{'model':<22}{'forget':>8}{'f.prob':>8}{'para':>8}{'retain':>8}{'utility':>8}{'FQ':>10}"]
     for n, r in res.items():
@@ -102,7 +115,32 @@ def streamlit_command(study: str | Path, host: str = "127.0.0.1", port: int = 85
             "--client.toolbarMode", "viewer", "--", "--study", str(Path(study).expanduser().resolve())]
 
 
+def prepare_study(study_dir: str | Path, default: str = DEFAULT_STUDY) -> None:
+    """Before serving: build the built-in demo study when ``study_dir`` is the default and holds none yet, and
+    resume a demo build that was interrupted, in this terminal with a progress bar (so the app opens on a
+    complete study). Any other missing study is an error naming the commands that make one."""
+    from analysis.demo import build_demo, demo_build_args, demo_complete
+    from analysis.study import MANIFEST, Study
+
+    path = Path(study_dir).expanduser().resolve()
+    if (path / MANIFEST).is_file():
+        study = Study.open(path)
+        if study.manifest.extra.get("builtin") and not demo_complete(study):
+            print(f"Resuming the interrupted build of the demo study at {path} (built models are kept)",
+                  file=sys.stderr, flush=True)
+            build_demo(path, **demo_build_args(study), progress=tqdm_progress("demo"))
+        return
+    if path != Path(default).expanduser().resolve():
+        raise WorkbenchError(f"no study at {path}: create one with `erasure study create` or "
+                             f"`erasure demo --out {study_dir}`")
+    print(f"First run: building the demo study at {path} (once; the app opens when it is done)",
+          file=sys.stderr, flush=True)
+    build_demo(path, progress=tqdm_progress("demo"))
+
+
 def cmd_app(args: argparse.Namespace) -> None:
+    if not args.no_build:
+        prepare_study(args.study)
     cmd = streamlit_command(args.study, args.host, args.port)
     if args.json:
         print(dumps({"url": f"http://{args.host}:{args.port}", "study": args.study}), flush=True)
@@ -204,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--study", default=DEFAULT_STUDY)
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int_arg(1, 65535), default=8501)
+    sp.add_argument("--no-build", action="store_true",
+                    help="serve at once: do not build (or resume building) the demo study first")
     return p
 
 

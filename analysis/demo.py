@@ -34,6 +34,29 @@ _WEIGHTS = {k: (1 - _ZOO_SHARE) * v for k, v in
             {"original": 0.35, "retrain": 0.35, **{n: 0.05 for n in DEMO_MODELS if n != "retrain"}}.items()}
 
 
+def demo_complete(study: Study) -> bool:
+    """Whether a built-in demo study finished building (False: an interrupted build that `build_demo` resumes).
+    Studies built before the ``complete`` flag existed count as complete when every demo model is in."""
+    extra = study.manifest.extra
+    if "complete" in extra:
+        return bool(extra["complete"])
+    return all(n in study.manifest.models for n in DEMO_MODELS) and study.manifest.retrain is not None
+
+
+def demo_build_args(study: Study) -> dict[str, int | None]:
+    """The arguments of ``build_demo`` that resume this demo study's build exactly as it was started."""
+    build = study.manifest.extra.get("build") or {}
+    return {"seed": study.manifest.seed, "n_people": study.manifest.extra.get("n_people"),
+            "organism_steps": build.get("organism_steps"), "unlearn_steps": build.get("unlearn_steps")}
+
+
+def _build_steps(study: Study, organism_steps: int | None, unlearn_steps: int | None
+                 ) -> tuple[int | None, int | None]:
+    build = study.manifest.extra.get("build") or {}
+    return (organism_steps if organism_steps is not None else build.get("organism_steps"),
+            unlearn_steps if unlearn_steps is not None else build.get("unlearn_steps"))
+
+
 def _complete(model_dir: Path, unlearned: bool) -> bool:
     ok = (model_dir / ORGANISM_CONFIG).is_file() and (model_dir / WEIGHTS).is_file()
     return ok and (not unlearned or (model_dir / LOG_FILE).is_file())
@@ -61,13 +84,17 @@ def build_demo(out: str | os.PathLike[str] = "studies/demo", seed: int = 0, n_pe
         if study.manifest.seed != seed or study.manifest.extra.get("n_people") != n_people:
             raise ValueError(f"{root} holds a demo study built with seed {study.manifest.seed} and "
                              f"{study.manifest.extra.get('n_people')} people; use another --out")
+        if not demo_complete(study):  # a resumed build keeps the step counts it was started with
+            organism_steps, unlearn_steps = _build_steps(study, organism_steps, unlearn_steps)
     else:
         for split in ("forget", "retain", "utility"):
             write_jsonl(corpus.split(split), root / "samples" / f"{split}.jsonl")
         manifest = Manifest(name="demo", models={}, samples={s: f"samples/{s}.jsonl" for s in
                                                              ("forget", "retain", "utility")},
                             seed=seed, retrain=None,  # set once the retrain model is in (study.json is valid)
-                            extra={"n_people": n_people, "forget_people": corpus.forget_people, "builtin": True})
+                            extra={"n_people": n_people, "forget_people": corpus.forget_people, "builtin": True,
+                                   "complete": False, "build": {"organism_steps": organism_steps,
+                                                                "unlearn_steps": unlearn_steps}})
         study = Study(root, manifest)
         study.save_manifest()
 
@@ -124,9 +151,12 @@ def build_demo(out: str | os.PathLike[str] = "studies/demo", seed: int = 0, n_pe
         evaluate_study(study)
         timings["evaluate"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
+    if not study.manifest.extra.get("complete"):
+        study.manifest.extra["complete"] = True  # the app and `erasure app` resume a build that lacks this
+        study.save_manifest()
     if progress:
         progress(1.0, "demo study ready")
     return study, timings
 
 
-__all__ = ["DEMO_MODELS", "build_demo"]
+__all__ = ["DEMO_MODELS", "build_demo", "demo_build_args", "demo_complete"]

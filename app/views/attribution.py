@@ -28,7 +28,8 @@ from analysis.attribution.figures import attribution_heatmap, contribution_chang
 from analysis.attribution.options import ablation_help, attribution_method_help
 from analysis.errors import WorkbenchError
 from analysis.study import Study
-from app.state import get_study, guarded, plain, run_per_model, sample_picker
+from app.context import sample_picker, study_param, url_select
+from app.state import compute_button, get_study, guarded, plain, run_job, run_per_model
 
 
 def _fmt(x: float | None, spec: str = ".2f") -> str:
@@ -50,10 +51,10 @@ def _attribution_controls() -> AttributionOptions:
 
 def _sample_section(study: Study, sample_id: str, after: str, opts: AttributionOptions) -> None:
     results = {}
+    names = study.comparison(after).names
     try:
-        with st.spinner("Attributing…"):
-            for name in study.comparison(after).names:
-                results[name] = attribute_sample(study, name, sample_id, opts)
+        results = run_job(f"attribute::{','.join(names)}::{sample_id}::{opts!r}", f"attributing {sample_id}",
+                          lambda s, progress: {n: attribute_sample(s, n, sample_id, opts) for n in names})
     except WorkbenchError as e:
         st.error(plain(e))
         return
@@ -78,12 +79,12 @@ def _comparison_section(study: Study, after: str, opts: AttributionOptions) -> N
     names = [n for n in study.comparison(after).names if n != "original"]
     splits = [s for s in ("forget", "retain") if s in study.manifest.samples]
     cached = all(dataset_cached(study, n, opts, splits) for n in ["original", *names])
-    if not cached and not st.button(f"Compare over {' and '.join(splits)} samples", key="compare_go"):
+    if not cached and not compute_button(f"Compare over {' and '.join(splits)} samples", "compare_go"):
         st.caption("Attributes every forget and retain sample on each model (stored in the study).")
         return
-    comps = run_per_model(names, lambda n, progress: compare_models(study, n, options=opts, splits=splits,
-                                                                    progress=progress),
-                          show_progress=not cached, text="attributing")
+    comps = run_per_model(names, lambda s, n, progress: compare_models(s, n, options=opts, splits=splits,
+                                                                       progress=progress),
+                          key=f"compare::{opts!r}::{splits}", text="attributing")
     if comps is None:
         return
     cols = st.columns(len(comps))
@@ -131,13 +132,13 @@ def _recovery_section(study: Study, attr_opts: AttributionOptions) -> None:
     opts = RecoveryOptions(strategies=opts.strategies, params=opts.params, keywords_from=opts.keywords_from,
                            attribution=attr_opts).validated()
     cached = all(recovery_cached(study, m, opts) for m in models)
-    if not cached and not st.button(f"Compute recovery ({len(models)} models x {len(opts.strategies or ())} "
-                                    "strategies)", key="recover_go"):
+    if not cached and not compute_button(f"Compute recovery ({len(models)} models x {len(opts.strategies or ())} "
+                                         "strategies)", "recover_go"):
         st.caption("Scores every forget sample under each strategy on each model, the original and the retrain "
                    "control (stored in the study: a second view is instant).")
         return
-    reports = run_per_model(models, lambda n, progress: recover(study, n, opts, progress=progress),
-                            show_progress=not cached, text="emphasising")
+    reports = run_per_model(models, lambda s, n, progress: recover(s, n, opts, progress=progress),
+                            key=f"recover::{opts!r}", text="emphasising")
     if reports is None:
         return
     rows = []
@@ -166,6 +167,7 @@ def _recovery_section(study: Study, attr_opts: AttributionOptions) -> None:
 
 def page() -> None:
     study = get_study()
+    study_param(study)
     st.title("Attribution")
     st.caption("unPact (Zhang et al. 2025): the contribution of prompt token xᵢ to the answer y is "
                "LP(x, y) − LP(x without xᵢ, y), LP the mean log-probability of the answer tokens. KeyTokens are the "
@@ -182,7 +184,7 @@ def page() -> None:
         st.error("This study has no unlearned model to compare with the original.")
         return
     unlearned = [n for n in others if study.entry(n).role == "unlearned"] or others
-    after = st.selectbox("Unlearned model", others, index=others.index(unlearned[0]), key="after")
+    after = url_select("Unlearned model", others, key="after", param="model", shared="model", default=unlearned[0])
     try:
         opts = _attribution_controls()
     except WorkbenchError as e:

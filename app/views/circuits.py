@@ -12,16 +12,17 @@ from analysis.circuits.figures import circuit_diff_table, circuit_graph
 from analysis.circuits.options import CIRCUIT_DEFAULTS, DEFAULT_TOP_N, HELP, EAPOptions
 from analysis.circuits.result import CircuitResult
 from analysis.circuits.runner import circuit_for_sample
-from app.state import get_study, guarded, plain, sample_picker
+from app.context import sample_picker, study_param, url_select
+from app.state import get_study, guarded, plain, run_job
 
 if TYPE_CHECKING:
-    from analysis.study import Study
+    pass
 
 
-def _circuit(study: Study, model: str, sample_id: str, top_n: int, options: EAPOptions) -> CircuitResult:
+def _circuit(model: str, sample_id: str, top_n: int, options: EAPOptions) -> CircuitResult:
     # edge scores are cached per sample in the study store; selection and faithfulness are cheap
-    with st.spinner(f"EAP-IG on {plain(model)}…"):
-        return circuit_for_sample(study, model, sample_id, top_n=top_n, options=options)
+    return run_job(f"circuit::{model}::{sample_id}::{top_n}::{options!r}", f"EAP-IG on {model}",
+                   lambda s, progress: circuit_for_sample(s, model, sample_id, top_n=top_n, options=options))
 
 
 def _stats_table(stats: dict[str, Any]) -> pd.DataFrame:
@@ -36,6 +37,7 @@ def _stats_table(stats: dict[str, Any]) -> pd.DataFrame:
 
 def page() -> None:
     study = get_study()
+    study_param(study)
     st.title("Circuits")
     st.caption(f"EAP-IG edge attribution ({CIRCUIT_DEFAULTS.steps} integrated-gradient steps) and the greedy "
                "top-n circuit grown from the logits. Edge width = |score|; blue positive, red negative. "
@@ -48,7 +50,8 @@ def page() -> None:
     if sample_id is None:
         return
     others = study.unlearned_names
-    other = c2.selectbox("Unlearned model", others, key="circ_model") if others else None
+    other = url_select("Unlearned model", others, key="circ_model", param="model", shared="model",
+                       container=c2) if others else None
     top_n = c3.slider("top-n edges", 5, 200, DEFAULT_TOP_N, key="circ_top", help=HELP["top_n"])
     metrics, baselines = METRICS.names(), BASELINES.names()
     metric = c4.selectbox("Metric", metrics, index=metrics.index(CIRCUIT_DEFAULTS.metric), key="circ_metric",
@@ -60,11 +63,11 @@ def page() -> None:
     st.caption(f"{plain(s.id)}: {plain(s.prompt)} → **{plain(s.answer)}**")
     handle = study.load("original")
     n_layers, n_heads = handle.n_layers, int(handle.model.cfg.n_heads)
-    orig = _circuit(study, "original", sample_id, top_n, opts)
+    orig = _circuit("original", sample_id, top_n, opts)
     cols = st.columns(2 if other else 1)
     results = [("original", orig)]
     if other:
-        results.append((other, _circuit(study, other, sample_id, top_n, opts)))
+        results.append((other, _circuit(other, sample_id, top_n, opts)))
     for col, (name, r) in zip(cols, results, strict=True):
         f = r.faithfulness["faithfulness"]
         col.plotly_chart(circuit_graph(r.edges, r.circuit, n_layers, n_heads,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pandas as pd
 import streamlit as st
@@ -17,12 +16,14 @@ from analysis.diagnosis.report import fitted_verdict, report_html
 from analysis.diagnosis.result import SAMPLE_COLUMNS
 from analysis.diagnosis.rules import capital
 from analysis.errors import AnalysisInputError
-from app.state import get_study, guarded, load_model, plain
+from analysis.palette import READING_ICONS
+from analysis.tracing import TraceOptions
+from app.context import link, study_param, trace_params, url_select
+from app.state import compute_button, get_study, guarded, load_model, plain, run_job
 
 VIEWS = Path(__file__).resolve().parent
-VERDICT_ICON = {"erased": "🟢", "suppressed": "🔴", "not unlearned": "⚪", "inconclusive": "🟡"}
-READING_ICON = {"gone": "🟢", "present": "🔴", "inconclusive": "🟡", "unavailable": "⚪", "context": "ℹ️"}
-# (column, url path and file of the page, label): pages that take ``?sample=ID`` (app.state.sample_picker)
+VERDICT_ICON = READING_ICON = READING_ICONS  # one colour language (analysis.palette): blue gone, orange present
+# (column, url path and file of the page, label): pages that take ``?sample=ID&model=NAME`` (app.context)
 SAMPLE_PAGES: tuple[tuple[str, str, str], ...] = (("tracing", "tracing.py", "Causal tracing"),
                                                   ("attribution", "attribution.py", "Attribution"),
                                                   ("circuits", "circuits.py", "Circuits"))
@@ -48,11 +49,11 @@ def _fitted(study: Any, model: str) -> None:
                f"against the boundary {rule.threshold:.2f}, fitted on the zoos of demo seeds {plain(fits)} and tested "
                "on held-out seeds (benchmarks/VERDICT.md). Suppressed when the 95% interval lies above the boundary, "
                "erased when below, inconclusive when it straddles it.")
-    if stored_reading(study, rule.signal, model) is None and not st.button(
-            f"Compute {plain(rule.signal)} on {plain(model)}", key="diag_fit_go"):
+    if stored_reading(study, rule.signal, model) is None and not compute_button(
+            f"Compute {plain(rule.signal)} on {plain(model)}", "diag_fit_go"):
         return
-    with st.spinner(f"reading {rule.signal} on {model}"):
-        v = judge(study, model, rule)
+    v = run_job(f"judge::{model}::{rule.signal}::{rule.version}", f"reading {rule.signal} on {model}",
+                lambda s, progress: judge(s, model, rule))
     with st.container(border=True):
         st.markdown(f"### {VERDICT_ICON.get(v.verdict, '')} {plain(v.verdict.upper())}")
         st.markdown(plain(v.reason) + ".")
@@ -133,14 +134,23 @@ def _filtered(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[keep]
 
 
-def _samples(d: Diagnosis) -> None:
+def _links(study: str, model: str, sample_id: str, trace: TraceOptions) -> dict[str, dict[str, str]]:
+    """The URL parameters that open ``sample_id`` on each linked page with the diagnosed model, and on Causal
+    tracing with the diagnosis's own trace options (so the page shows, and reuses, the trace it read)."""
+    common = {"study": study, "sample": sample_id}
+    return {"tracing": {**common, **trace_params(model, "original", trace)},
+            "attribution": {**common, "model": model}, "circuits": {**common, "model": model}}
+
+
+def _samples(study: Any, d: Diagnosis, trace: TraceOptions) -> None:
     st.subheader("Per-sample table")
     frame = d.samples_frame()
     shown = _filtered(frame)
     st.caption(f"{len(shown)} of {len(frame)} forget samples. Click a column header to sort; the link columns open "
                "the sample on that page.")
-    for col, path, _ in SAMPLE_PAGES:
-        shown = shown.assign(**{col: [f"{path.removesuffix('.py')}?sample={quote(str(i))}" for i in shown["id"]]})
+    links = {str(i): _links(study.manifest.name, d.model, str(i), trace) for i in shown["id"]}
+    for col, _, _ in SAMPLE_PAGES:
+        shown = shown.assign(**{col: [link(col, **links[str(i)][col]) for i in shown["id"]]})
     config: dict[str, Any] = {c: st.column_config.Column(help=h) for c, h in SAMPLE_COLUMNS.items()}
     config |= {c: st.column_config.NumberColumn(format="%.3f", help=SAMPLE_COLUMNS[c]) for c in
                ("p_before", "p_after", "trace_before", "trace_after", "trace_shift", "cud", "observed_difficulty")}
@@ -154,8 +164,9 @@ def _samples(d: Diagnosis) -> None:
     sid = st.selectbox("Open a sample on another page", list(prompts), key="diag_open",
                        format_func=lambda i: f"{i} · {prompts[i]}")
     cols = st.columns(len(SAMPLE_PAGES))
-    for c, (_, path, label) in zip(cols, SAMPLE_PAGES, strict=True):
-        c.page_link(str(VIEWS / path), label=label, query_params={"sample": sid})
+    params = _links(study.manifest.name, d.model, sid, trace)
+    for c, (col, path, label) in zip(cols, SAMPLE_PAGES, strict=True):
+        c.page_link(str(VIEWS / path), label=f"{label} ({d.model})", query_params=params[col])
 
 
 def _downloads(study: Any, d: Diagnosis) -> None:
@@ -169,6 +180,7 @@ def _downloads(study: Any, d: Diagnosis) -> None:
 
 def page() -> None:
     study = get_study()
+    study_param(study)
     st.title("Diagnosis")
     st.caption("Did unlearning erase the forget set, or only hide it? Every signal of one model, each judged against "
                "the retrain control where it has one: output metrics, the SAE verdict (feature retention, restoration, "
@@ -183,9 +195,9 @@ def page() -> None:
         st.error("This study has no unlearned model to diagnose.")
         return
     unlearned = [n for n in names if study.entry(n).role == "unlearned"] or names
-    model = st.selectbox("Model", names, index=names.index(unlearned[0]), key="diag_model",
-                         format_func=lambda n: f"{n} ({study.entry(n).role})")
-    load_model(model)  # a model that fails to load: st.error, page stops
+    model = url_select("Model", names, key="diag_model", param="model", shared="model", default=unlearned[0],
+                       format_func=lambda n: f"{n} ({study.entry(n).role})")
+    n_layers = load_model(model).n_layers  # a model that fails to load: st.error, page stops
     _fitted(study, model)
     opts = DiagnosisOptions()
     d = stored_diagnosis(study, model, opts)
@@ -193,23 +205,19 @@ def page() -> None:
         slot = st.empty()  # the invitation, cleared once the diagnosis runs
         with slot.container():
             st.info(f"{plain(model)} has not been diagnosed yet. The diagnosis runs every analysis it needs that is not in "
-                    "the study store yet (about a minute on a laptop CPU for the built-in study, most of it training "
-                    "the SAE once); a second view is instant.")
+                    "the study store yet (most of the time goes to training the SAE once; a progress bar follows each "
+                    "step, and other pages stay usable meanwhile); a second view is instant.")
             go = st.button(f"Diagnose {plain(model)}", key="diag_go", type="primary")
         if not go:
             return
         slot.empty()
-        bar = st.progress(0.0, text="starting")
-        try:
-            d = diagnose(study, model, opts,
-                         progress=lambda f, m: bar.progress(min(1.0, max(0.0, f)), text=plain(m)))
-        finally:
-            bar.empty()
+        d = run_job(f"diagnose::{model}::{opts!r}", f"diagnosing {model}",
+                    lambda s, progress: diagnose(s, model, opts, progress=progress))
     _verdict(d)
     _downloads(study, d)
     _signals(d)
     _agreement(d)
-    _samples(d)
+    _samples(study, d, opts.trace.validated(n_layers))
     _figures(d)
 
 

@@ -14,7 +14,7 @@ from analysis.circuits.figures import circuit_graph, cud_histogram, cud_scatter,
 from analysis.circuits.graph import Graph
 from analysis.circuits.options import HELP, CUDOptions
 from analysis.circuits.runner import score_study
-from app.state import get_study, guarded, plain
+from app.state import get_study, guarded, plain, run_job
 
 if TYPE_CHECKING:
     from analysis.study import Study
@@ -62,10 +62,9 @@ def page() -> None:
     top_n = c2.slider("Circuit size (edges)", 10, 200, defaults.top_n, key="cud_top", help=HELP["top_n"])
     folds = c3.number_input("Folds", 2, 20, defaults.folds, key="cud_folds", help=HELP["folds"])
     reference = c4.toggle("Reference setting", False, key="cud_reference", help=HELP["setting"])
-    bar = st.progress(0.0, text="EAP-IG on the forget samples (stored in the study, computed once)")
     opts = CUDOptions(distance=dist, top_n=top_n, folds=int(folds), setting="reference" if reference else "ours")
-    rep = score_study(study, opts, progress=lambda f, m: bar.progress(min(1.0, f), text=plain(m)))
-    bar.empty()
+    rep = run_job(f"cud::{opts!r}", "EAP-IG on the forget samples (stored in the study, computed once)",
+                  lambda s, progress: score_study(s, opts, progress=progress))
     v = rep.validation
     m = st.columns(4)
     m[0].metric("Spearman rho (CUD)", "-" if v["spearman"] is None else f"{v['spearman']:.3f}")

@@ -10,6 +10,7 @@ import streamlit as st
 
 from analysis.errors import WorkbenchError
 from analysis.hooks import resid_post
+from analysis.palette import READING_ICONS as VERDICT_ICON
 from analysis.sae import (
     MAX_SAE_FVE_DROP,
     MIN_SAE_FVE,
@@ -27,9 +28,8 @@ from analysis.sae import (
 )
 from analysis.sae.figures import probe_layers, restoration_curves
 from analysis.study import Study
-from app.state import get_study, guarded, load_model, plain
-
-VERDICT_ICON = {"erased": "🟢", "suppressed": "🔴", "inconclusive": "🟡"}
+from app.context import study_param
+from app.state import compute_button, get_study, guarded, load_model, plain, run_job
 
 
 def _sae(study: Study, layer: int, k: int, steps: int) -> TrainedSAE:
@@ -44,15 +44,16 @@ def _sae(study: Study, layer: int, k: int, steps: int) -> TrainedSAE:
         have = load_sae(study, layer=layer, k=k)
     except WorkbenchError:
         have = None
-    if not st.button(f"Train a TopK SAE at {resid_post(layer)} (k={k}, {steps} steps)", key="train_sae"):
+    if not compute_button(f"Train a TopK SAE at {resid_post(layer)} (k={k}, {steps} steps)", "train_sae"):
         if have is not None:
             st.caption(f"Showing the SAE trained with {plain(have.options.get('steps', '?'))} steps "
                        f"(seed {plain(have.options.get('seed', '?'))}); the button trains one with {steps}.")
             return have
-        st.info("No SAE at this layer yet. Training takes about a minute on the built-in study (SAELens's runner).")
+        st.info("No SAE at this layer yet. The button trains one on the original model with SAELens (a progress "
+                "bar counts its steps; other pages stay usable meanwhile).")
         st.stop()
-    with st.spinner("Training the SAE on the original model with SAELens…"):
-        return train_sae(study, want)
+    return run_job(f"train_sae::{want!r}", "training the SAE on the original model (SAELens)",
+                   lambda s, progress: train_sae(s, want, progress=progress))
 
 
 def _health(trained: TrainedSAE) -> None:
@@ -73,7 +74,8 @@ def _health(trained: TrainedSAE) -> None:
 
 def _experts(study: Study, trained: TrainedSAE) -> None:
     st.subheader("Expert features")
-    ex = find_expert_features(load_model("original"), trained, study.forget, study.retain)
+    ex = run_job(f"experts::{trained.sae_id}", "finding expert features",
+                 lambda s, progress: find_expert_features(s.load("original"), trained, s.forget, s.retain))
     samples = {s.id: s for s in study.samples()}
     rows = []
     for kind, groups in (("person", ex.by_person), ("relation", ex.by_relation)):
@@ -108,6 +110,7 @@ def page() -> None:
                "control: expert-feature retention, active restoration by steering SAE features, and a probe "
                "on the model's own activations (catches models changed only at the readout).")
     study = get_study()
+    study_param(study)
     if not study.forget:
         st.error("This study has no forget samples: there is nothing to restore.")
         return
@@ -132,8 +135,8 @@ def page() -> None:
     if not chosen:
         st.warning("Pick at least one model.")
         return
-    with st.spinner("Restoration, retention and probes…"):
-        reports = restore_all(study, chosen, trained=trained)
+    reports = run_job(f"restore::{trained.sae_id}::{','.join(chosen)}", "restoration, retention and probes",
+                      lambda s, progress: restore_all(s, chosen, trained=trained, progress=progress))
     control = next(iter(reports.values())).retrain  # the reference's own signals, shared by every report
     curves = {n: {"0": r.acc_unlearned, **r.per_alpha} for n, r in reports.items()}
     curves[ref] = {"0": control["acc_unlearned"], **control["per_alpha"]}

@@ -21,7 +21,7 @@ from analysis.relearn import RelearnOptions, relearn_cached, relearn_report
 from analysis.relearn.figures import recovery_curves
 from analysis.relearn.options import LR_HELP, MAX_STEPS, STEPS_HELP, VARIANT_LABELS
 from analysis.study import Study
-from app.state import plain, run_per_model
+from app.state import compute_button, plain, run_per_model
 
 
 def _interval(ci: tuple[float, float] | None) -> str:
@@ -55,13 +55,13 @@ def relearn_section(study: Study, model: str) -> None:
     opts = RelearnOptions(steps=int(steps), lr=float(lr), seed=int(seed))
     cached = relearn_cached(study, model, opts)
     names = list(dict.fromkeys([model, ref]))
-    if not cached and not st.button(f"Run the attack ({int(steps)} steps x 3 attacks x {len(names)} "
-                                    f"model{'s' if len(names) > 1 else ''})", key="relearn_go"):
+    if not cached and not compute_button(f"Run the attack ({int(steps)} steps x 3 attacks x {len(names)} "
+                                         f"model{'s' if len(names) > 1 else ''})", "relearn_go"):
         st.caption("Fine-tunes copies of the model and of the retrain control (the study's model files are never "
                    "changed); stored in the study, so a second view is instant.")
         return
-    out = run_per_model([model], lambda name, progress: relearn_report(study, name, opts, progress=progress),
-                        show_progress=not cached, text="relearning attack")
+    out = run_per_model([model], lambda s, name, progress: relearn_report(s, name, opts, progress=progress),
+                        key=f"relearning attack::{opts!r}", text="relearning attack")
     if out is None:
         return
     r = out[model]
@@ -93,13 +93,13 @@ def membership_section(study: Study, model: str) -> None:
     k = c3.number_input("k", min_value=0.01, max_value=1.0, value=d.k, step=0.05, key="membership_k", help=K_HELP)
     opts = MembershipOptions(k=float(k), heldout=heldout, span=span)
     cached = membership_cached(study, model, opts)
-    if not cached and not st.button(f"Compute membership scores ({len(study.forget)} forget samples)",
-                                    key="membership_go"):
+    if not cached and not compute_button(f"Compute membership scores ({len(study.forget)} forget samples)",
+                                         "membership_go"):
         st.caption("One batched forward over the forget and held-out samples (stored in the study: a second view "
                    "is instant).")
         return
-    out = run_per_model([model], lambda name, progress: membership_report(study, name, opts, progress=progress),
-                        show_progress=not cached, text="scoring membership")
+    out = run_per_model([model], lambda s, name, progress: membership_report(s, name, opts, progress=progress),
+                        key=f"scoring membership::{opts!r}", text="scoring membership")
     if out is None:
         return
     r = out[model]

@@ -19,7 +19,8 @@ from analysis.patching.options import (
     UDS_TAU,
 )
 from analysis.study import Study
-from app.state import get_study, guarded, load_model, plain, run_per_model
+from app.context import study_param, url_select
+from app.state import compute_button, get_study, guarded, load_model, plain, run_per_model
 from app.views.signal_sections_attack import membership_section, relearn_section
 
 
@@ -47,13 +48,13 @@ def patching_section(study: Study, model: str) -> None:
         st.info("This study has no retrain control: the drops are shown, the depth score needs the control.")
     cached = patching_cached(study, model, opts)
     n = len(study.forget)
-    if not cached and not st.button(f"Compute patching ({n} forget samples x {load_model(model).n_layers} layers)",
-                                    key="patch_go"):
+    if not cached and not compute_button(f"Compute patching ({n} forget samples x {load_model(model).n_layers} "
+                                         "layers)", "patch_go"):
         st.caption("One forward of the original per layer over all samples, for the model and the retrain control "
                    "(stored in the study: a second view is instant).")
         return
-    out = run_per_model([model], lambda name, progress: patching_result(study, name, opts, progress=progress),
-                        show_progress=not cached, text="patching the forget set")
+    out = run_per_model([model], lambda s, name, progress: patching_result(s, name, opts, progress=progress),
+                        key=f"patching the forget set::{opts!r}", text="patching the forget set")
     if out is None:
         return
     r = out[model]
@@ -81,12 +82,12 @@ def lens_section(study: Study, model: str) -> None:
     opts = LensOptions(readout=readout)
     names = list(dict.fromkeys(["original", model]))
     cached = all(lens_cached(study, n, opts) for n in names)
-    if not cached and not st.button(f"Compute the logit lens ({len(study.forget)} forget samples x "
-                                    f"{len(names)} models)", key="lens_go"):
+    if not cached and not compute_button(f"Compute the logit lens ({len(study.forget)} forget samples x "
+                                         f"{len(names)} models)", "lens_go"):
         st.caption("One forward per model over all samples (stored in the study: a second view is instant).")
         return
     out: dict[str, LensResult] | None = run_per_model(
-        names, lambda name, progress: lens_result(study, name, opts, progress=progress), show_progress=not cached,
+        names, lambda s, name, progress: lens_result(s, name, opts, progress=progress), key=f"lens::{opts!r}",
         text="reading the forget set through the lens")
     if out is None:
         return
@@ -100,6 +101,7 @@ def lens_section(study: Study, model: str) -> None:
 
 def page() -> None:
     study = get_study()
+    study_param(study)
     st.title("Knowledge signals")
     st.caption("Signals of whether a model still holds the forget knowledge inside, whatever its outputs say. Each "
                "is computed per forget sample, with the mean over samples and a 95% bootstrap interval; higher "
@@ -107,7 +109,7 @@ def page() -> None:
     names = study.model_names
     others = [n for n in names if n != "original"] or names
     unlearned = [n for n in others if study.entry(n).role == "unlearned"] or others
-    model = st.selectbox("Model", others, index=others.index(unlearned[0]), key="signals_model")
+    model = url_select("Model", others, key="signals_model", param="model", shared="model", default=unlearned[0])
     load_model(model)  # a model that fails to load stops the page with its error here
     patching_section(study, model)
     lens_section(study, model)

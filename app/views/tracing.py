@@ -20,30 +20,33 @@ from analysis.tracing import (
 from analysis.tracing.corruptions import corruption_help
 from analysis.tracing.figures import aie_lines, trace_heatmaps, trace_title, trace_value_range
 from analysis.tracing.options import METRIC_HELP, default_window
-from app.state import get_study, guarded, load_model, plain, run_per_model, sample_picker
+from app.context import sample_picker, study_param, url_int, url_multiselect, url_select
+from app.state import compute_button, get_study, guarded, load_model, plain, run_job, run_per_model
 
 
 def _controls(n_layers: int) -> TraceOptions:
+    """The trace options, each bound to the URL (the Diagnosis links open the page with its own options)."""
     c1, c2, c3 = st.columns([2, 2, 3])
-    corruption = c1.radio("Corruption", CORRUPTIONS.names(), key="corruption", horizontal=True,
-                          format_func=CORRUPTIONS.label, help=corruption_help())
-    metric = c2.radio("Metric", METRICS, key="metric", horizontal=True, format_func=METRIC_LABELS.__getitem__,
-                      help=METRIC_HELP)
-    kinds = c3.multiselect("Restore", list(KINDS), default=list(KINDS), key="kinds",
-                           format_func=KIND_LABELS.__getitem__)
+    corruption = url_select("Corruption", CORRUPTIONS.names(), key="corruption", param="corruption", radio=True,
+                            container=c1, format_func=CORRUPTIONS.label, help=corruption_help())
+    metric = url_select("Metric", list(METRICS), key="metric", param="metric", radio=True, container=c2,
+                        format_func=METRIC_LABELS.__getitem__, help=METRIC_HELP)
+    kinds = url_multiselect("Restore", list(KINDS), key="kinds", param="kinds", default=list(KINDS), container=c3,
+                            format_func=KIND_LABELS.__getitem__)
     c4, c5, c6 = st.columns(3)
-    window = c4.number_input("Window (layers, MLP/attention)", min_value=1, max_value=n_layers,
-                             value=default_window(n_layers), step=1, key="window",
-                             help="Layers restored together around each layer (ROME: 10; 1 = no window).")
-    n_samples = c5.number_input("Noise samples", min_value=1, max_value=100, value=10, step=1, key="n_samples",
-                                disabled=corruption != "noise")
-    seed = c6.number_input("Seed", min_value=0, value=0, step=1, key="seed")
-    return TraceOptions(kinds=tuple(kinds), corruption=corruption, metric=metric, window=int(window),
-                        n_samples=int(n_samples), seed=int(seed))
+    window = url_int("Window (layers, MLP/attention)", key="window", param="window", default=default_window(n_layers),
+                     min_value=1, max_value=n_layers, container=c4,
+                     help="Layers restored together around each layer (ROME: 10; 1 = no window).")
+    n_samples = url_int("Noise samples", key="n_samples", param="n_samples", default=10, min_value=1, max_value=100,
+                        container=c5, disabled=corruption != "noise")
+    seed = url_int("Seed", key="seed", param="seed", default=0, min_value=0, container=c6)
+    return TraceOptions(kinds=tuple(kinds), corruption=corruption, metric=metric, window=window,
+                        n_samples=n_samples, seed=seed)
 
 
 def page() -> None:
     study = get_study()
+    study_param(study)
     st.title("Causal tracing")
     st.caption("Corrupt the subject, then restore one hidden state (layer x token) from the clean run: where "
                "restoring brings the answer back is where the model carries the fact (Meng et al. 2022). After "
@@ -56,8 +59,9 @@ def page() -> None:
     others = [n for n in names if n != "original"] or names
     unlearned = [n for n in others if study.entry(n).role == "unlearned"] or others
     c1, c2 = st.columns(2)
-    before = c1.selectbox("Before", names, index=names.index("original") if "original" in names else 0, key="before")
-    after = c2.selectbox("After", others, index=others.index(unlearned[0]), key="after")
+    before = url_select("Before", names, key="before", param="before", default="original", container=c1)
+    after = url_select("After", others, key="after", param="model", shared="model", default=unlearned[0],
+                       container=c2)
     load_model(after)  # a model that fails to load stops the page with its error here
     opts = _controls(load_model(before).n_layers)
     if not opts.kinds:
@@ -66,9 +70,9 @@ def page() -> None:
 
     st.subheader(f"Sample {plain(sample_id)}")
     try:
-        with st.spinner("Tracing…"):
-            r_before = trace_sample(study, before, sample_id, opts)
-            r_after = trace_sample(study, after, sample_id, opts)
+        r_before, r_after = run_job(
+            f"trace::{before}::{after}::{sample_id}::{opts!r}", f"tracing {sample_id} on {before} and {after}",
+            lambda s, progress: (trace_sample(s, before, sample_id, opts), trace_sample(s, after, sample_id, opts)))
     except WorkbenchError as e:
         st.error(plain(e))
         r_before = r_after = None
@@ -100,12 +104,12 @@ def page() -> None:
     except WorkbenchError as e:
         st.error(plain(e))
         return
-    if not cached and not st.button(f"Compute over the forget set ({n_forget} samples x 2 models)", key="aie_go"):
+    if not cached and not compute_button(f"Compute over the forget set ({n_forget} samples x 2 models)", "aie_go"):
         st.caption("Traces every forget sample on both models (stored in the study: a second view is instant).")
         return
     results = run_per_model(list(dict.fromkeys([before, after])),
-                            lambda n, progress: trace_dataset(study, n, opts, progress=progress),
-                            show_progress=not cached, text="tracing the forget set")
+                            lambda s, n, progress: trace_dataset(s, n, opts, progress=progress),
+                            key=f"trace_dataset::{opts!r}", text="tracing the forget set")
     if results is None:
         return
     st.plotly_chart(aie_lines(results), width="stretch", key="aie_chart")

@@ -16,7 +16,8 @@ from analysis.validation.figures import auroc_figure, robustness_bars, status_le
 from analysis.validation.options import OPTION_HELP, ValidationOptions
 from analysis.validation.result import STATUS_LABELS, ValidationResult
 from analysis.validation.runner import canonical_order, load_signals, stored_validation, validate
-from app.state import get_study, guarded, plain
+from app.context import study_param
+from app.state import get_study, guarded, plain, run_job
 
 READS_ICON = {"present": "🔴 present", "absent": "🟢 absent", "between": "🟡 between", "overlap": "⚪ overlap",
               "undefined": "–"}
@@ -118,6 +119,7 @@ def _robustness(r: ValidationResult) -> None:
 
 def page() -> None:
     study = get_study()
+    study_param(study)
     st.title("Validation")
     st.caption("Can a signal tell a model that still holds the forget knowledge (hidden) from one that never had it? "
                "Every signal is scored on a zoo of models whose knowledge is known by construction, with the study's "
@@ -135,11 +137,7 @@ def page() -> None:
         if not go:
             return
         slot.empty()
-        bar = st.progress(0.0, text="starting")
-        try:
-            result = validate(study, opts, progress=lambda f, m: bar.progress(min(1.0, max(0.0, f)), text=plain(m)))
-        finally:
-            bar.empty()
+        result = run_job(f"validate::{opts!r}", "meta-evaluation", lambda s, progress: validate(s, opts, progress=progress))
     counts = ", ".join(f"{len(result.by_status(s))} {STATUS_LABELS[s]}" for s in ("present", "absent", "unknown"))
     st.caption(plain(f"Members: {counts}."))
     _statement(result)
