@@ -194,7 +194,10 @@ def run_forwarding_signals(cmd: list[str], grace_s: float = STOP_GRACE_S) -> int
 
 # ---- parser -----------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="erasure", description="Erasure Workbench: interpretability for machine unlearning.")
+    p = Parser(prog="erasure", description="Erasure Workbench: interpretability for machine unlearning.",
+               epilog="Progress bars (the fraction of the work done and the time elapsed) go to stderr when it is a "
+                      "terminal; ERASURE_PROGRESS=always or never overrides that. With --json, stdout holds only "
+                      "the JSON.")
     sub = p.add_subparsers(dest="verb", required=True, parser_class=Parser)
 
     org = sub.add_parser("organism", help="the built-in model organism").add_subparsers(dest="sub", required=True,

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -185,19 +187,75 @@ finite_float = float_arg()
 positive_float = float_arg(0, min_open=True)
 
 
-def tqdm_progress(desc: str) -> Callable[[float, str], None]:
-    """A ``progress(fraction, message)`` callback drawing a tqdm bar on stderr."""
-    from tqdm.auto import tqdm
+# ---- progress: a ProgressFn drawn as a tqdm bar on stderr ------------------------------------------------
+PROGRESS_ENV = "ERASURE_PROGRESS"  # "always": draw bars even when stderr is not a terminal; "never": no bars
+PROGRESS_STEPS = 1000  # the bar's resolution (a fraction is shown as a percentage)
+MESSAGE_CHARS = 80  # a longer message is shown as its start and its end
+# measured only: the percentage reported by the analysis and the time elapsed, never an extrapolated "remaining"
+BAR_FORMAT = "{l_bar}{bar}| {elapsed} elapsed{postfix}"
 
-    bar = tqdm(total=1000, desc=desc, leave=False, disable=None)
 
-    def update(frac: float, msg: str) -> None:
-        bar.n = int(frac * 1000)
-        bar.set_postfix_str(msg[-60:], refresh=True)
-        if frac >= 1:
-            bar.close()
+def progress_disabled() -> bool | None:
+    """tqdm's ``disable`` for the CLI's bars: None (tqdm's rule: a bar only when stderr is a terminal, so logs
+    and pipes get none) unless ``ERASURE_PROGRESS`` says ``always`` (False) or ``never`` (True)."""
+    value = os.environ.get(PROGRESS_ENV, "").strip().lower()
+    if value in ("always", "1", "yes", "on"):
+        return False
+    if value in ("never", "0", "no", "off"):
+        return True
+    return None
 
-    return update
+
+class ProgressBar:
+    """A ``progress(fraction, message)`` callback (``analysis.store.ProgressFn``) drawing one tqdm bar on
+    stderr: the fraction the analysis reports, as a percentage, its latest message and the time elapsed.
+    Stdout is never written to, so ``--json`` output stays one JSON object. Use it as a context manager (the
+    bar is cleared when the verb's work ends, also on an error)."""
+
+    def __init__(self, desc: str, close_at_end: bool = False) -> None:
+        from tqdm.auto import tqdm
+
+        self.close_at_end = close_at_end
+        self.bar = tqdm(total=PROGRESS_STEPS, desc=desc, leave=False, disable=progress_disabled(), file=sys.stderr,
+                        bar_format=BAR_FORMAT, dynamic_ncols=True)
+
+    def __call__(self, frac: float, msg: str) -> None:
+        frac = 0.0 if not math.isfinite(frac) else min(1.0, max(0.0, frac))
+        self.bar.n = round(frac * PROGRESS_STEPS)
+        self.bar.set_postfix_str(msg if len(msg) <= MESSAGE_CHARS else f"{msg[:MESSAGE_CHARS // 2 - 1]}…"
+                                 f"{msg[-(MESSAGE_CHARS // 2):]}", refresh=True)
+        if self.close_at_end and frac >= 1:
+            self.close()
+
+    def part(self, i: int, n: int, prefix: str = "") -> Callable[[float, str], None]:
+        """The ProgressFn of the ``i``-th (from 0) of ``n`` consecutive jobs of one verb (e.g. one per model):
+        its fraction mapped onto ``[i / n, (i + 1) / n]`` of this bar, its messages prefixed."""
+        n = max(1, n)
+
+        def report(frac: float, msg: str) -> None:
+            self((i + min(1.0, max(0.0, frac))) / n, f"{prefix}{msg}")
+
+        return report
+
+    def close(self) -> None:
+        self.bar.close()
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def progress_bar(desc: str) -> ProgressBar:
+    """The CLI's one progress adapter: ``with progress_bar("restore npo") as progress: run(..., progress=progress)``."""
+    return ProgressBar(desc)
+
+
+def tqdm_progress(desc: str) -> ProgressBar:
+    """A ``progress(fraction, message)`` callback drawing a tqdm bar on stderr, cleared when the fraction
+    reaches 1 (``progress_bar`` without the ``with``)."""
+    return ProgressBar(desc, close_at_end=True)
 
 
 def add_ray_arguments(sp: argparse.ArgumentParser) -> None:

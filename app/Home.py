@@ -14,7 +14,9 @@ if str(ROOT.parent) not in sys.path:  # running from a source checkout without i
 st.set_page_config(page_title="Erasure Workbench", page_icon="🧽", layout="wide")
 
 PAGES = [
-    st.Page(str(ROOT / "views" / "home.py"), title="Home", icon="🏠", default=True, url_path="home"),
+    st.Page(str(ROOT / "views" / "home.py"), title="Home", icon="🏠", default=True, url_path="overview"),
+    # the default page is served at "/" only; /home (a natural address to type or bookmark) opens it too
+    st.Page(str(ROOT / "views" / "home.py"), title="Home", icon="🏠", url_path="home", visibility="hidden"),
     st.Page(str(ROOT / "views" / "study.py"), title="Study", icon="📊", url_path="study"),
     st.Page(str(ROOT / "views" / "tracing.py"), title="Causal tracing", icon="🔬", url_path="tracing"),
     st.Page(str(ROOT / "views" / "circuits.py"), title="Circuits", icon="🕸️", url_path="circuits"),

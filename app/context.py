@@ -11,6 +11,7 @@ tracing from the sidebar shows npo there too.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
 
@@ -19,6 +20,7 @@ import streamlit as st
 from app.state import plain
 
 if TYPE_CHECKING:
+    from analysis.data.schema import Sample
     from analysis.study import Study
     from analysis.tracing import TraceOptions
 
@@ -131,6 +133,60 @@ def sample_picker(study: Study, key: str = "sample", label: str = "Sample (forge
     return url_select(label, order, key=key, param="sample", shared="sample", container=container, format_func=fmt)
 
 
+def url_text(label: str, *, key: str, param: str, default: str = "", container: Any = None, **kwargs: Any) -> str:
+    """A text input bound to ``?param=text``."""
+    _from_url(key, param, lambda raw: raw)
+    if key not in st.session_state:
+        st.session_state[key] = default
+    value = (container or st).text_input(label, key=key, **kwargs)
+    _to_url(key, param, value)
+    return value
+
+
+@dataclass(frozen=True)
+class PromptChoice:
+    """What an analysis page runs on: a sample of the study (``sample_id``), or a prompt the user typed
+    (``typed``: an analysis.typed sample, traced / attributed / circuited by the ``*_typed`` entry points)."""
+
+    sample_id: str | None = None
+    typed: Sample | None = None
+
+    @property
+    def id(self) -> str:
+        return self.sample_id if self.typed is None else self.typed.id
+
+
+SOURCES = ("study sample", "your own prompt")
+
+
+def prompt_source(study: Study, key: str, label: str = "Sample (forget set first)", container: Any = None,
+                  subject_help: str = "the part of the prompt the model must recall a fact about") -> PromptChoice | None:
+    """A study sample (sample_picker) or a typed prompt, subject and answer (all in the URL: ``?source=typed&
+    prompt=...&subject=...&answer=...``). None (with st.error) when the typed text is not a usable sample."""
+    from analysis.errors import AnalysisInputError
+    from analysis.typed import typed_sample
+
+    host = container or st
+    source = url_select("Run on", list(SOURCES), key=f"{key}_source", param="source", radio=True, container=host)
+    if source == SOURCES[0]:
+        sid = sample_picker(study, key=key, label=label, container=host)
+        return None if sid is None else PromptChoice(sample_id=sid)
+    first = study.forget[0] if study.forget else None
+    c1, c2, c3 = host.columns([3, 2, 1])
+    prompt = url_text("Prompt", key=f"{key}_prompt", param="prompt", default=first.prompt if first else "",
+                      container=c1, help="Any prompt in the model's vocabulary; the answer is what should follow it.")
+    subject = url_text("Subject", key=f"{key}_subject", param="subject",
+                       default=(first.subject or "") if first else "", container=c2, help=subject_help)
+    answer = url_text("Answer", key=f"{key}_answer", param="answer", default=first.answer if first else "",
+                      container=c3, help="The expected continuation (several tokens are fine: the analyses use "
+                                         "its length-normalised log-probability).")
+    try:
+        return PromptChoice(typed=typed_sample(prompt, answer, subject or None))
+    except AnalysisInputError as e:
+        st.error(plain(e))
+        return None
+
+
 def study_param(study: Study) -> None:
     """``?study=NAME``: a link made for another study says so (the app serves one study per server)."""
     wanted = st.query_params.get("study")
@@ -152,4 +208,4 @@ def link(page: str, **params: str) -> str:
     return f"{page}?{urlencode(params)}" if params else page
 
 
-__all__ = ["link", "sample_picker", "study_param", "trace_params", "url_int", "url_multiselect", "url_select"]
+__all__ = ["SOURCES", "PromptChoice", "link", "prompt_source", "url_text", "sample_picker", "study_param", "trace_params", "url_int", "url_multiselect", "url_select"]

@@ -101,8 +101,12 @@ def test_study_page(app, small_study):
     assert sorted(board["model"]) == sorted(small_study.model_names)
     assert len(board) == len(small_study.model_names)
     charts = at.get("plotly_chart")
-    assert len(charts) == 2  # scoreboard scatter + unlearning trajectories (forget split)
-    traces = {t.get("name") for t in json.loads(charts[1].proto.spec)["data"]}
+    assert len(charts) == 3  # scoreboard, forget quality vs utility, unlearning trajectories (forget split)
+    # no signal read on this study yet: the verdict matrix says how to fill it instead of drawing an empty grid
+    assert any("No signal has been read" in i.value for i in at.info)
+    labels = [x for t in json.loads(charts[1].proto.spec)["data"] for x in (t.get("text") or [])]
+    assert sorted(set(labels) & set(small_study.model_names)) == sorted(small_study.model_names)
+    traces = {t.get("name") for t in json.loads(charts[2].proto.spec)["data"]}
     assert "retrain" not in traces and "npo" in traces  # retrain has no per-step trajectory to draw
     samples = at.dataframe[1].value
     assert len(samples) == len(small_study.forget)
@@ -113,4 +117,4 @@ def test_study_page(app, small_study):
     samples = at.dataframe[1].value
     assert len(samples) == len(small_study.retain)
     assert not any(c.startswith("difficulty[") for c in samples.columns)
-    assert len(at.get("plotly_chart")) == 1
+    assert len(at.get("plotly_chart")) == 2  # no trajectories on the retain split

@@ -289,9 +289,24 @@ def test_page(small_study, suppressed, monkeypatch):
                                                                                                "readout_suppression")
     table = at.dataframe[0].value
     assert list(table["id"]) == [s.id for s in small_study.forget]
-    assert table["tracing"].iloc[0] == f"tracing?sample={small_study.forget[0].id}"
+    # the links carry the diagnosed model, and Causal tracing's the diagnosis's own trace options (so the page
+    # shows, and reuses, the trace the diagnosis read)
+    from urllib.parse import parse_qs, urlsplit
+
+    from analysis.diagnosis import DiagnosisOptions
+
+    trace = DiagnosisOptions().trace.validated(small_study.load("original").n_layers)
+    first = small_study.forget[0].id
+    link = urlsplit(table["tracing"].iloc[0])
+    query = {k: v[0] for k, v in parse_qs(link.query).items()}
+    assert link.path == "tracing" and query == {
+        "study": small_study.manifest.name, "sample": first, "model": "readout_suppression", "before": "original",
+        "corruption": trace.corruption, "metric": trace.metric, "kinds": ",".join(trace.kinds),
+        "window": str(trace.window), "n_samples": str(trace.n_samples), "seed": str(trace.seed)}
+    assert "model=readout_suppression" in table["circuits"].iloc[0]
     links = at.get("page_link")
-    assert len(links) == 3 and all(f"sample={small_study.forget[0].id}" in link.proto.query_string for link in links)
+    assert len(links) == 3 and all(f"sample={first}" in link.proto.query_string
+                                   and "model=readout_suppression" in link.proto.query_string for link in links)
 
     at.selectbox(key="diag_f_after").set_value("no").run()
     n_forgotten = int((~suppressed.samples_frame()["correct_after"]).sum())

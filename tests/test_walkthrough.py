@@ -127,6 +127,10 @@ def test_walk_every_page(small_study: Any, validated: Any, new_page: Callable[[]
         _settle(page)
         _check(page, 1)
         _screenshot(page, shots / "home.png")
+        page.goto(f"{url}/home")  # the default page also answers at /home
+        _settle(page)
+        assert page.get_by_text("Page not found").count() == 0
+        _check(page, 1)
 
         # Study: the scoreboard; the sample table on the retain split (no unlearning trajectories for it),
         # then back on the forget split with the trajectories.
@@ -135,7 +139,11 @@ def test_walk_every_page(small_study: Any, validated: Any, new_page: Callable[[]
         _radio(page, "retain")
         _check(page, 1)
         _radio(page, "forget")
-        _check(page, 2)
+        _check(page, 4)  # scoreboard, verdict matrix, forget quality vs utility, trajectories
+        page.get_by_role("heading", name="Verdict matrix").wait_for()
+        matrix = page.locator('[data-testid="stPlotlyChart"]').nth(1)
+        assert "Verdict matrix" in matrix.inner_text() and "zoo_retrain_1" in matrix.inner_text()
+        assert "erased" in matrix.inner_text() or "suppressed" in matrix.inner_text()
         _screenshot(page, shots / "study.png")
 
         # Causal tracing: symmetric token replacement, then the forget-set average.
@@ -145,6 +153,18 @@ def test_walk_every_page(small_study: Any, validated: Any, new_page: Callable[[]
         _click_if_present(page, "Compute over the forget set")
         _check(page, 4)
         _screenshot(page, shots / "tracing.png")
+        # A typed prompt (a paraphrase the study has no sample for), traced on both models.
+        _radio(page, "your own prompt")
+        for label, text in (("Prompt", forget.paraphrases[0]), ("Subject", forget.subject),
+                            ("Answer", forget.answer)):
+            box = page.get_by_role("textbox", name=label, exact=True)
+            box.fill(text)
+            box.press("Enter")
+            _settle(page)
+        page.get_by_role("heading", name=f"Your prompt: {forget.paraphrases[0]}", exact=False).wait_for()
+        _check(page, 3)
+        assert "source=" in page.url and "prompt=" in page.url  # the typed prompt is in the address
+        _screenshot(page, shots / "tracing_typed.png")
 
         # Circuits: a smaller circuit with the top-n slider (keyboard on the slider thumb).
         page.goto(f"{url}/circuits?sample={forget.id}")
@@ -186,13 +206,25 @@ def test_walk_every_page(small_study: Any, validated: Any, new_page: Callable[[]
         _check(page, 2)
         _screenshot(page, shots / "sae.png")
 
-        # Diagnosis: one unlearned model, every signal.
-        page.goto(f"{url}/diagnosis")
+        # Diagnosis: one unlearned model (chosen by the URL), every signal.
+        model = "npo" if "npo" in small_study.model_names else small_study.unlearned_names[0]
+        page.goto(f"{url}/diagnosis?model={model}")
         _settle(page)
         _click_if_present(page, "Diagnose")
         _click_if_present(page, "Compute sae_probe_gap")  # the fitted verdict's signal (analysis/verdict/rule.json)
         _check(page, 1)
         _screenshot(page, shots / "diagnosis.png")
+        # Its sample link opens Causal tracing on the same model with the diagnosis's own trace options, and the
+        # page reuses the traces the diagnosis stored (no trace is computed again).
+        traces_before = dict(small_study.store.kinds()).get("trace", 0)
+        page.get_by_role("link", name=f"Causal tracing ({model})").click()
+        page.wait_for_url("**/tracing?*")
+        _settle(page)
+        _check(page, 3)
+        assert f"model={model}" in page.url and "metric=logit_diff_corrupted" in page.url, page.url
+        titles = " ".join(page.locator(".gtitle").all_text_contents())
+        assert model in titles and "original" in titles, titles
+        assert dict(small_study.store.kinds()).get("trace", 0) == traces_before
 
         # Knowledge signals: patching, logit lens, relearning attack and membership for one unlearned model.
         page.goto(f"{url}/signals")

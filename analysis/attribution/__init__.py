@@ -40,7 +40,8 @@ _EXPORTS: dict[str, str] = {
                      "TokenAttribution", "compare_attributions", "net_recovery", "per_sample_recovery",
                      "strategy_recovery"], _M + "result"),
     **dict.fromkeys(["DatasetAttribution", "attribute", "attribute_dataset", "attribute_pairs", "attribute_sample",
-                     "attribute_samples", "compare_models", "dataset_cached"], _M + "runner"),
+                     "attribute_samples", "attribute_stored", "attribute_typed", "compare_models",
+                     "dataset_cached"], _M + "runner"),
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
@@ -98,6 +99,8 @@ if TYPE_CHECKING:
         attribute_pairs,
         attribute_sample,
         attribute_samples,
+        attribute_stored,
+        attribute_typed,
         compare_models,
         dataset_cached,
     )
@@ -107,7 +110,8 @@ __all__ = [
     "KEYWORD_SOURCES", "RECOVERY_STORE_KIND", "AttributionComparison", "AttributionOptions", "DatasetAttribution",
     "Emphasis", "EmphasisParams", "LOOResult", "MethodOutput", "PairScores", "PromptIds", "RecoveryOptions",
     "RecoveryReport", "SampleChange", "StrategyRecovery", "TokenAttribution", "ablate", "attribute",
-    "attribute_dataset", "attribute_pairs", "attribute_sample", "attribute_samples", "compare_attributions",
+    "attribute_dataset", "attribute_pairs", "attribute_sample", "attribute_samples", "attribute_stored",
+    "attribute_typed", "compare_attributions",
     "compare_models", "dataset_cached", "emphasis_outcomes", "get_emphasis", "grad_contributions",
     "is_function_word", "key_tokens", "keyword_mask", "loo_contributions", "net_recovery", "neutral_token_id",
     "outcome_key", "per_sample_recovery", "prompt_ids", "recover", "recovery_cached", "score_pairs",

@@ -16,6 +16,7 @@ from analysis.cli_common import (
     open_study,
     positive_float,
     positive_int,
+    progress_bar,
 )
 from analysis.errors import AnalysisInputError
 
@@ -77,7 +78,8 @@ def cmd_attribute(args: argparse.Namespace) -> None:
             lines.append(f"{t[:19]:<20}{_num(c, '.4f'):>14}" + ("  keyword" if i in r.keywords else ""))
         emit(args, obj, "\n".join(lines))
         return
-    c = compare_models(study, args.model, before=args.before, options=opts)
+    with progress_bar(f"attribute {args.before} vs {args.model}") as progress:
+        c = compare_models(study, args.model, before=args.before, options=opts, progress=progress)
     obj = {"before": c.before, "after": c.after, "summary": c.summary, "disrupted_focus": c.disrupted_focus,
            "indiscriminate_penalisation": c.indiscriminate_penalisation, "retain_abs_change": c.retain_abs_change,
            "keyword_overlap": c.keyword_overlap, "logprob_change": c.logprob_change, "n_samples": len(c.samples),
@@ -100,8 +102,8 @@ def cmd_recover(args: argparse.Namespace) -> None:
     study = open_study(args)
     study.entry(args.model)
     opts = recovery_options(args)
-    with executor_from_args(args) as executor:
-        rep = recover(study, args.model, opts, executor=executor)
+    with executor_from_args(args) as executor, progress_bar(f"recover {args.model}") as progress:
+        rep = recover(study, args.model, opts, executor=executor, progress=progress)
     obj = {"model": rep.model, "retrain": rep.retrain, "recovery_rate": rep.recovery_rate, "prob_gain": rep.prob_gain,
            "retrain_recovery_rate": rep.retrain_recovery_rate, "retrain_prob_gain": rep.retrain_prob_gain,
            "net_by_strategy": rep.net_by_strategy, "best_strategy": rep.best_strategy, "best_net": rep.best_net,

@@ -1,7 +1,7 @@
 """Prompt-token attribution (unPact) of samples on the models of a study: one sample (``attribute``), many
 samples batched together (``attribute_samples``), stored in and loaded from the study store
-(``attribute_sample``, ``attribute_dataset``: resumable batch jobs), and before vs after unlearning
-(``compare_models``). Keyword-emphasis recovery is in analysis.attribution.recovery."""
+(``attribute_sample``; a typed prompt: ``attribute_typed``; ``attribute_dataset``: resumable batch jobs), and
+before vs after unlearning (``compare_models``). Keyword-emphasis recovery is in analysis.attribution.recovery."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from analysis.errors import AnalysisInputError
 from analysis.models.handle import ModelHandle
 from analysis.store import ChunkJob, Compute, Executor, ProgressFn, run_batch
 from analysis.subjects import token_strings
+from analysis.typed import slot, typed_input
 
 if TYPE_CHECKING:
     from analysis.study import Study
@@ -72,21 +73,38 @@ def attribute_samples(handle: ModelHandle, samples: Sequence[Sample], options: A
 
 
 # ---- the study store ---------------------------------------------------------------------------------------
-def attribute_sample(study: Study, model: str, sample_id: str, options: AttributionOptions | None = None,
+def attribute_stored(study: Study, model: str, sample: Sample, options: AttributionOptions | None = None,
                      use_store: bool = True) -> TokenAttribution:
-    """Attribute a sample of the study on one of its models; loaded from the study store when present, else
-    computed and stored."""
-    sample = study.sample(sample_id)
+    """The one "by Sample" core of ``attribute_sample`` and ``attribute_typed``: ``sample`` attributed on one
+    model of the study, loaded from the store when present (a study sample's rows, or a typed sample's own:
+    analysis.typed), else computed and stored."""
     opts = (options or AttributionOptions()).validated()
-    fp = study.fingerprint(model)
+    where = slot(study, ATTRIBUTION_STORE_KIND, [study.fingerprint(model)], sample)
     if use_store:
-        hit = study.store.get(ATTRIBUTION_STORE_KIND, [fp], opts.key(), sample_id=sample_id)
+        hit = where.get(opts.key())
         if hit is not None and "error" not in hit:
             return TokenAttribution.from_dict(hit)
     result = attribute(study.load(model), sample, opts)
     if use_store:
-        study.store.put(ATTRIBUTION_STORE_KIND, [fp], opts.key(), result.to_dict(), sample_id=sample_id)
+        where.put(opts.key(), result.to_dict())
     return result
+
+
+def attribute_sample(study: Study, model: str, sample_id: str, options: AttributionOptions | None = None,
+                     use_store: bool = True) -> TokenAttribution:
+    """Attribute a sample of the study on one of its models; loaded from the study store when present, else
+    computed and stored."""
+    return attribute_stored(study, model, study.sample(sample_id), options, use_store)
+
+
+def attribute_typed(study: Study, model: str, sample: Sample, options: AttributionOptions | None = None,
+                    use_store: bool = True) -> TokenAttribution:
+    """Attribute a typed prompt's answer (``analysis.typed.typed_sample``; no subject needed) to its prompt
+    tokens on one model of the study, exactly as a sample of the study is attributed (LP: the mean log-prob of
+    the answer tokens, so a multi-token answer is length-normalised). AnalysisInputError: a hand-made sample, a
+    word the model's tokenizer cannot encode, a prompt of fewer than two tokens, too long for the model. Stored
+    under the typed sample's own slot."""
+    return attribute_stored(study, model, typed_input(study, model, sample), options, use_store)
 
 
 @dataclass

@@ -23,7 +23,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["Edge", "Graph"], _M + "graph"),
     **dict.fromkeys(["CIRCUIT_DEFAULTS", "STORE_KIND", "CUDOptions", "EAPOptions"], _M + "options"),
     **dict.fromkeys(["CircuitResult", "CUDReport", "Faithfulness"], _M + "result"),
-    **dict.fromkeys(["circuit_for_sample", "sample_edge_scores", "score_study"], _M + "runner"),
+    **dict.fromkeys(["circuit_for_sample", "circuit_typed", "sample_edge_scores", "score_study"], _M + "runner"),
     **dict.fromkeys(["circuit_stats", "greedy_circuit", "threshold_circuit"], _M + "selection"),
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
@@ -34,10 +34,10 @@ if TYPE_CHECKING:
     from analysis.circuits.graph import Edge, Graph
     from analysis.circuits.options import CIRCUIT_DEFAULTS, STORE_KIND, CUDOptions, EAPOptions
     from analysis.circuits.result import CircuitResult, CUDReport, Faithfulness
-    from analysis.circuits.runner import circuit_for_sample, sample_edge_scores, score_study
+    from analysis.circuits.runner import circuit_for_sample, circuit_typed, sample_edge_scores, score_study
     from analysis.circuits.selection import circuit_stats, greedy_circuit, threshold_circuit
 
 __all__ = ["BASELINES", "CIRCUIT_DEFAULTS", "DISTANCES", "METRICS", "STORE_KIND", "VECTORS", "CUDOptions",
-           "CUDReport", "CircuitResult", "EAPOptions", "Edge", "Faithfulness", "Graph", "circuit_for_sample",
+           "CUDReport", "CircuitResult", "EAPOptions", "Edge", "Faithfulness", "Graph", "circuit_for_sample", "circuit_typed",
            "circuit_stats", "cud", "difficulty_labels", "distance", "edge_scores", "faithfulness",
            "greedy_circuit", "run_with_edges", "sample_edge_scores", "score_study", "threshold_circuit"]

@@ -18,6 +18,7 @@ from analysis.cli_common import (
     int_arg,
     open_study,
     positive_int,
+    progress_bar,
     seed_int,
 )
 
@@ -60,8 +61,8 @@ def cmd_score(args: argparse.Namespace) -> None:
     opts = CUDOptions(distance=args.distance, top_n=args.top, eap=_eap_options(args), vector=args.vector,
                       quantile=args.quantile, folds=args.folds, seed=args.seed,
                       setting="reference" if args.reference_setting else "ours")
-    with executor_from_args(args) as executor:
-        rep = score_study(open_study(args), opts, executor=executor)
+    with executor_from_args(args) as executor, progress_bar("CUD score") as progress:
+        rep = score_study(open_study(args), opts, executor=executor, progress=progress)
     obj = {"samples": [{"id": i, "cud": c, "observed": o, "label": lb}
                        for i, c, o, lb in zip(rep.ids, rep.cud, rep.observed, rep.labels, strict=True)],
            "validation": rep.validation, "signature": rep.signature, "options": rep.options,

@@ -16,6 +16,40 @@ earlier layers and the same layer's heads feed its MLP; everything feeds the log
 
 Edges are numbered in a fixed order (downstream inputs in forward order, their upstream nodes in forward
 order), so an edge-score vector of one model lines up with that of any model of the same architecture.
+
+Grouped-query attention
+-----------------------
+In a grouped-query attention (GQA) model (Llama 3.x, Qwen 2/3, Mistral, Gemma: ``n_key_value_heads`` <
+``n_heads``; multi-query attention is the case of one key/value head) the ``n_heads / n_key_value_heads``
+query heads of a group share one key and one value projection. The graph is that of the query heads, as
+for multi-head attention: one node ``a{l}.h{h}`` per query head, and each with its own q, k and v input.
+While attributing, :func:`analysis.circuits.eap.graph_mode` sets TransformerLens'
+``ungroup_grouped_query_attention`` (the CUD reference code's approach): the shared key and value weights
+are repeated per query head, so ``hook_k_input`` / ``hook_v_input`` hold one copy of the residual stream per
+query head, as ``hook_q_input`` does. The copies are equal, so the forward, the logits and every node output
+are those of the grouped model; what the copies add is a gradient per query head. So, under GQA:
+
+* the **k edge** ``u -> a{l}.h{h}.k`` is ``u``'s effect through the keys *as query head h reads them* (its
+  attention scores), and the **v edge** ``u -> a{l}.h{h}.v`` through the values that head h mixes; the
+  other heads of the group use the same key/value head, each through its own edge;
+* the group's shared key (value) input is read by all heads of the group, so its gradient is the sum of
+  theirs: the scores of ``u``'s k (v) edges into the heads of key/value group ``j`` (:meth:`Graph.kv_head`)
+  sum to the score ``u`` would get on one edge into the shared input (tested against a naive loop that
+  keeps the group's input shared);
+* ablating ``u -> a{l}.h{h}.k`` (a circuit without that edge) changes the keys head h sees and no other
+  head's: an intervention finer than one grouped input allows, which the ungrouped forward computes
+  exactly.
+
+Departure: the alternative, one k and one v input per key/value head (edges ``u -> a{l}.kv{j}.k``), would
+give fewer, coarser edges and a graph whose shape differs from that of a multi-head model with the same
+query heads. Per query head keeps the node/edge numbering of a multi-head model of ``n_heads`` heads
+(stored multi-head scores keep their meaning and key), and the grouped score is a sum away.
+
+Parallel attention and MLP (GPT-J, GPT-NeoX / Pythia, Phi-1.5: ``parallel_attn_mlp``): a layer's MLP reads
+the residual stream *before* its layer, as its heads do, so the layer's heads do not feed its MLP; both write
+to the stream after the layer. The graph drops those edges. Blocks that normalise the attention output
+before adding it to the stream (Gemma 2/3's post-attention norm, OLMo 2's post-norm) are refused: a head's
+``hook_result`` is then not what it adds to the residual stream, so node outputs would not add up.
 """
 
 from __future__ import annotations
@@ -26,6 +60,11 @@ from functools import cached_property
 import numpy as np
 
 from analysis.errors import AnalysisInputError
+
+# Architectures whose blocks normalise each sublayer's output before the residual add (TransformerLens'
+# transformer_lens.utilities.architectures.POST_NORM_ARCHITECTURES; kept here so that the graph imports no
+# TransformerLens).
+POST_NORM_ARCHITECTURES = frozenset({"Olmo2ForCausalLM", "Olmo3ForCausalLM"})
 
 QKV = ("q", "k", "v")
 
@@ -50,18 +89,33 @@ class Graph:
     n_layers: int
     n_heads: int
     has_mlp: bool
+    n_kv_heads: int | None = None  # key/value heads under grouped-query attention (None: one per query head)
+    parallel: bool = False  # parallel attention and MLP: a layer's MLP reads the stream before its heads write
+
+    def __post_init__(self) -> None:
+        if self.n_kv_heads is not None and (self.n_kv_heads < 1 or self.n_heads % self.n_kv_heads):
+            raise AnalysisInputError(f"grouped-query attention needs n_heads ({self.n_heads}) to be a multiple of "
+                                     f"n_key_value_heads ({self.n_kv_heads})")
 
     @classmethod
     def of(cls, model: object) -> Graph:
         cfg = getattr(model, "cfg", None)
         if cfg is None:
             raise AnalysisInputError("edge attribution needs a HookedTransformer")
-        if getattr(cfg, "parallel_attn_mlp", False):
-            raise AnalysisInputError("parallel attention/MLP blocks are not supported by the circuit graph")
+        arch = getattr(cfg, "original_architecture", None)
+        if getattr(cfg, "use_normalization_before_and_after", False) or arch in POST_NORM_ARCHITECTURES:
+            raise AnalysisInputError(f"the circuit graph does not support {arch or 'this model'}: it normalises the "
+                                     "attention output before adding it to the residual stream, so a head's output "
+                                     "is not what it adds there")
         n_kv = getattr(cfg, "n_key_value_heads", None)
-        if n_kv is not None and n_kv != cfg.n_heads:
-            raise AnalysisInputError("grouped-query attention is not supported by the circuit graph")
-        return cls(int(cfg.n_layers), int(cfg.n_heads), not bool(cfg.attn_only))
+        return cls(int(cfg.n_layers), int(cfg.n_heads), not bool(cfg.attn_only),
+                   None if n_kv is None or int(n_kv) == int(cfg.n_heads) else int(n_kv),
+                   bool(getattr(cfg, "parallel_attn_mlp", False)) and not bool(cfg.attn_only))
+
+    def kv_head(self, head: int) -> int:
+        """The key/value head query head ``head`` reads (itself without grouped-query attention): TransformerLens
+        repeats each key/value head for ``n_heads / n_kv_heads`` consecutive query heads."""
+        return head if self.n_kv_heads is None else head // (self.n_heads // self.n_kv_heads)
 
     # ---- nodes --------------------------------------------------------------------------------------
     @cached_property
@@ -111,7 +165,7 @@ class Graph:
             return len(self.upstream)
         per_layer = self.n_heads + int(self.has_mlp)
         layer = self.node_layer(dst_node(dst))
-        if dst.startswith("a"):
+        if dst.startswith("a") or self.parallel:  # a parallel MLP reads the stream before its layer's heads
             return 1 + layer * per_layer
         return 1 + layer * per_layer + self.n_heads  # MLP: earlier layers + this layer's heads
 

@@ -1,6 +1,7 @@
 """Study-level entry points of the circuits analysis: per-sample EAP-IG edge scores (stored per sample under
 :data:`~analysis.circuits.options.STORE_KIND`, resumable, here or on an executor such as Ray), one sample's
-circuit with its faithfulness and statistics, and the CUD difficulty scores of the forget set."""
+circuit with its faithfulness and statistics (``circuit_for_sample``; a typed prompt: ``circuit_typed``), and
+the CUD difficulty scores of the forget set."""
 
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ from analysis.models.handle import ModelHandle
 from analysis.scoring import PairBatch, default_batch_size, encode_pair, make_batch, score_answers
 from analysis.store import ChunkJob, Compute, Executor, ProgressFn, options_hash, run_batch
 from analysis.subjects import REPLACEMENT_RULE, SubjectPool, pick_replacement, subject_input
+from analysis.typed import slot, typed_input
 
 if TYPE_CHECKING:
     from analysis.study import Study
@@ -142,14 +144,20 @@ def make_edge_scores_compute(study: Study, model: str, options: EAPOptions) -> C
         if "handle" not in state:  # load the model only when something is left to compute
             state["handle"] = one_device(study.load(model))
             state["reference"] = _reference(study, model, options)
-        h = state["handle"]
-        ss = [by_id[i] for i in chunk]
-        batch = make_batch(h, [s.prompt for s in ss], [s.answer for s in ss])
-        scores = edge_scores(h.model, batch, options, corrupted=_corrupted(study, h, ss, batch, options),
-                             reference=state["reference"])
-        return {i: [float(f"{x:.6g}") for x in row] for i, row in zip(chunk, scores, strict=True)}
+        rows = _edge_score_rows(study, state["handle"], [by_id[i] for i in chunk], options, state["reference"])
+        return dict(zip(chunk, rows, strict=True))
 
     return compute
+
+
+def _edge_score_rows(study: Study, handle: ModelHandle, samples: Sequence[Sample], options: EAPOptions,
+                     reference: PairBatch | None) -> list[list[float]]:
+    """One EAP-IG batch of ``samples`` (study samples or typed ones), each row rounded to 6 significant digits
+    as stored."""
+    batch = make_batch(handle, [s.prompt for s in samples], [s.answer for s in samples])
+    scores = edge_scores(handle.model, batch, options, corrupted=_corrupted(study, handle, samples, batch, options),
+                         reference=reference)
+    return [[float(f"{x:.6g}") for x in row] for row in scores]
 
 
 def sample_edge_scores(study: Study, model: str, sample_ids: Sequence[str], options: EAPOptions | None = None,
@@ -177,17 +185,12 @@ def sample_edge_scores(study: Study, model: str, sample_ids: Sequence[str], opti
     return {k: np.asarray(v, dtype=float) for k, v in got.items()}
 
 
-def circuit_for_sample(study: Study, model: str, sample_id: str, top_n: int = DEFAULT_TOP_N,
-                       options: EAPOptions | None = None) -> CircuitResult:
-    """EAP-IG edge scores of one sample on ``model`` (default options: CIRCUIT_DEFAULTS, which give faithful
-    circuits), its greedy top-n circuit, the circuit's faithfulness and statistics."""
-    opts = options or CIRCUIT_DEFAULTS
-    if top_n < 1:
-        raise AnalysisInputError(f"--top must be >= 1, got {top_n}")
-    sample = study.sample(sample_id)
+def _circuit(study: Study, model: str, sample: Sample, scores: np.ndarray, top_n: int,
+             opts: EAPOptions) -> CircuitResult:
+    """The one "by Sample" core of ``circuit_for_sample`` and ``circuit_typed``: the greedy top-n circuit of
+    ``scores`` (``sample``'s edge scores on ``model``), its faithfulness and statistics."""
     handle = one_device(study.load(model))
     g = Graph.of(handle.model)
-    scores = sample_edge_scores(study, model, [sample_id], opts)[sample_id]
     circuit = greedy_circuit(g, scores, top_n)
     batch = make_batch(handle, [sample.prompt], [sample.answer])
     base = baseline_outputs(handle.model, g, batch, opts.baseline, _corrupted(study, handle, [sample], batch, opts),
@@ -197,8 +200,48 @@ def circuit_for_sample(study: Study, model: str, sample_id: str, top_n: int = DE
              "metric_empty": f.empty[0], "metric": opts.metric, "note": f.notes[0],
              "definition": "(metric_circuit - metric_empty) / (metric_full - metric_empty)"}
     edges = g.edge_dicts(scores)
-    return CircuitResult(model, sample_id, g.nodes, edges, circuit, faith, circuit_stats(g, scores, circuit),
+    return CircuitResult(model, sample.id, g.nodes, edges, circuit, faith, circuit_stats(g, scores, circuit),
                          {**opts.to_dict(), "top_n": top_n})
+
+
+def _check_top_n(top_n: int) -> None:
+    if top_n < 1:
+        raise AnalysisInputError(f"--top must be >= 1, got {top_n}")
+
+
+def circuit_for_sample(study: Study, model: str, sample_id: str, top_n: int = DEFAULT_TOP_N,
+                       options: EAPOptions | None = None) -> CircuitResult:
+    """EAP-IG edge scores of one sample on ``model`` (default options: CIRCUIT_DEFAULTS, which give faithful
+    circuits), its greedy top-n circuit, the circuit's faithfulness and statistics."""
+    opts = options or CIRCUIT_DEFAULTS
+    _check_top_n(top_n)
+    sample = study.sample(sample_id)
+    scores = sample_edge_scores(study, model, [sample_id], opts)[sample_id]
+    return _circuit(study, model, sample, scores, top_n, opts)
+
+
+def circuit_typed(study: Study, model: str, sample: Sample, top_n: int = DEFAULT_TOP_N,
+                  options: EAPOptions | None = None, use_store: bool = True) -> CircuitResult:
+    """:func:`circuit_for_sample` of a typed prompt (``analysis.typed.typed_sample``): the same edge scores,
+    circuit, faithfulness and statistics a sample of the study with that text gets. A subject is needed only
+    by the corrupted baseline (the default; the zero and mean baselines need none). AnalysisInputError: no
+    subject under the corrupted baseline, a hand-made sample, a word the model's tokenizer cannot encode, no
+    other subject of as many tokens to replace it with, too long for the model. The edge scores are stored
+    under the typed sample's own slot (analysis.typed)."""
+    opts = options or CIRCUIT_DEFAULTS
+    _check_top_n(top_n)
+    needs = ("the corrupted EAP-IG baseline (it replaces the subject; the zero and mean baselines need none)"
+             if BASELINES.get(opts.baseline).needs_corrupted else "")
+    typed = typed_input(study, model, sample, needs_subject=needs)
+    key = store_key(study, opts)
+    where = slot(study, STORE_KIND, [study.fingerprint(model)], typed)
+    row = where.get(key) if use_store else None
+    if row is None:
+        handle = one_device(study.load(model))
+        row = _edge_score_rows(study, handle, [typed], opts, _reference(study, model, opts))[0]
+        if use_store:
+            where.put(key, row)
+    return _circuit(study, model, typed, np.asarray(row, dtype=float), top_n, opts)
 
 
 SIGNATURE_KEYS = ("mean_edge_layer", "mean_path_length", "longest_path", "last_third_share")

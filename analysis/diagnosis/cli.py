@@ -11,7 +11,7 @@ import dataclasses
 import time
 from typing import TYPE_CHECKING, get_args
 
-from analysis.cli_common import VerbFn, dumps, open_study, positive_int
+from analysis.cli_common import VerbFn, dumps, open_study, positive_int, progress_bar
 
 if TYPE_CHECKING:
     from analysis.diagnosis.options import DiagnosisOptions
@@ -29,27 +29,19 @@ def diagnosis_options(args: argparse.Namespace) -> DiagnosisOptions:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from tqdm.auto import tqdm
-
     from analysis.diagnosis import check_model, diagnose
     from analysis.diagnosis.report import fitted_verdict, output_paths, write_report
     html_path, json_path = output_paths(args.out, None if args.json == STDOUT else args.json)  # before any work
     study = open_study(args)
     check_model(study, args.model)
     t0 = time.perf_counter()
-    bar = tqdm(total=100, desc=f"diagnose {args.model}", unit="%", leave=False, disable=None)
-
-    def progress(frac: float, msg: str) -> None:
-        bar.n = round(100 * frac)
-        bar.set_postfix_str(msg[-60:], refresh=True)
-
-    try:
+    with progress_bar(f"diagnose {args.model}") as progress:
         d = diagnose(study, args.model, diagnosis_options(args), progress=progress)
-    finally:
-        bar.close()
-    fitted = fitted_verdict(study, args.model)
-    seconds = time.perf_counter() - t0
-    sizes = write_report(d, html_path, json_path, fitted)
+        progress(1.0, "the fitted verdict (its signal read from the store when stored)")
+        fitted = fitted_verdict(study, args.model)
+        progress(1.0, "writing the report")
+        seconds = time.perf_counter() - t0
+        sizes = write_report(d, html_path, json_path, fitted)
     if args.json == STDOUT:
         print(dumps({"html": str(html_path), "bytes": sizes, "seconds": seconds, "diagnosis": d.to_dict(),
                      "fitted_verdict": fitted[0].to_dict() if fitted else None}))

@@ -18,32 +18,41 @@ from analysis.circuits.result import CUDReport
 from analysis.diagnosis.result import Diagnosis
 from analysis.diagnosis.rules import SAE_READING, TRACE_MIN_SHARE, trace_reading
 from analysis.figures import scoreboard_bars
+from analysis.palette import BLACK, BLUE, GREY, ORANGE
 from analysis.sae.figures import probe_layers, restoration_curves
 from analysis.tracing.figures import aie_lines
 from analysis.tracing.result import AIEResult
 
-READING_COLORS = {"gone": "#2ca02c", "present": "#d62728", "inconclusive": "#ffbf00", "n/a": "#e5e5e5"}
+# a reading's colour (the palette's meanings) and its mark, written in each cell and in the legend
+READING_COLORS = {"gone": BLUE, "present": ORANGE, "inconclusive": GREY, "n/a": "#E5E5E5"}
+READING_MARKS = {"gone": "●", "present": "▲", "inconclusive": "◆", "n/a": ""}
+READING_LEGEND = {"gone": "● gone (the signal finds no knowledge)", "present": "▲ present (the signal finds it)",
+                  "inconclusive": "◆ inconclusive", "n/a": "n/a (does not apply)"}
+MARKS_UP_TO = 60  # samples: beyond this many columns the marks do not fit in the cells
 
 
 def reading_map(readings: Mapping[str, Sequence[str]], ids: Sequence[str], title: str = "") -> go.Figure:
-    """One row per signal, one column per sample, coloured by the signal's reading of that sample (gone /
-    present / inconclusive / n/a): where the signals agree on a sample and where they do not."""
+    """One row per signal, one column per sample, coloured by the signal's reading of that sample (gone blue ●,
+    present orange ▲, inconclusive grey ◆, n/a light grey): where the signals agree on a sample and where they
+    do not. The mark in each cell and the legend say the reading in words and shapes, not only in colour."""
     names = list(readings)
     codes = {r: i for i, r in enumerate(READING_COLORS)}
     n = len(READING_COLORS)
     scale = [[pos, c] for i, c in enumerate(READING_COLORS.values()) for pos in (i / n, (i + 1) / n)]
     z = [[codes.get(r, codes["n/a"]) for r in readings[name]] for name in names]
     text = [[r if r in codes else "n/a" for r in readings[name]] for name in names]
-    fig = go.Figure(go.Heatmap(z=z, x=list(ids), y=names, text=text, zmin=-0.5, zmax=n - 0.5, colorscale=scale,
-                               xgap=1, ygap=2, showscale=False,
-                               hovertemplate="%{x}<br>%{y}: %{text}<extra></extra>"))
-    for reading, color in READING_COLORS.items():  # a legend for the categorical colours
-        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=reading,
+    marks = [[READING_MARKS[r] for r in row] for row in text] if len(ids) <= MARKS_UP_TO else None
+    fig = go.Figure(go.Heatmap(z=z, x=list(ids), y=names, customdata=text, text=marks,
+                               texttemplate="%{text}" if marks else None, textfont={"color": BLACK, "size": 13},
+                               zmin=-0.5, zmax=n - 0.5, colorscale=scale, xgap=1, ygap=2, showscale=False,
+                               hovertemplate="%{x}<br>%{y}: %{customdata}<extra></extra>"))
+    for reading, color in READING_COLORS.items():  # a legend for the categorical colours, in words
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=READING_LEGEND[reading],
                                  marker={"size": 12, "color": color, "symbol": "square"}))
     fig.update_xaxes(showticklabels=len(ids) <= 40, tickangle=-60, title_text="forget sample")
     fig.update_yaxes(autorange="reversed")
-    fig.update_layout(title=title or None, height=140 + 40 * len(names), margin={"l": 10, "r": 10, "t": 50, "b": 40},
-                      legend={"orientation": "h", "y": 1.12, "x": 0}, plot_bgcolor="white")
+    fig.update_layout(title=title or None, height=170 + 40 * len(names), margin={"l": 10, "r": 10, "t": 80, "b": 40},
+                      legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0}, plot_bgcolor="white")
     return fig
 
 
@@ -78,9 +87,9 @@ def sample_readings(d: Diagnosis) -> dict[str, list[str]]:
 def diagnosis_charts(d: Diagnosis) -> list[Chart]:
     """Every figure the diagnosis has data for."""
     out = [Chart("readings", "Per-sample readings of each signal",
-                 "One column per forget sample: red = that signal finds the knowledge (the model answers, the SAE "
-                 "says suppressed, emphasis brings it back, the subject's mid-layer effect remains), green = it "
-                 "does not, yellow = in between, grey = not applicable.",
+                 "One column per forget sample: orange ▲ = that signal finds the knowledge (the model answers, "
+                 "the SAE says suppressed, emphasis brings it back, the subject's mid-layer effect remains), "
+                 "blue ● = it does not, grey ◆ = in between, light grey = not applicable.",
                  reading_map(sample_readings(d), [str(s["id"]) for s in d.samples]))]
     ev = d.details.get("eval")
     if ev:
@@ -107,7 +116,7 @@ def diagnosis_charts(d: Diagnosis) -> list[Chart]:
     if rec:
         out.append(Chart("emphasis", "Keyword-emphasis recovery (unPact)",
                          "Share of the forgotten eligible samples whose answer comes back top-1 when the "
-                         "original's keywords are emphasised; hatched grey: the retrain control.",
+                         "original's keywords are emphasised; hatched blue: the retrain control.",
                          recovery_bars({d.model: RecoveryReport.from_dict(rec)})))
     tr = d.details.get("trace")
     if tr:

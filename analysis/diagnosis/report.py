@@ -14,24 +14,27 @@ from analysis.diagnosis.figures import Chart, diagnosis_charts
 from analysis.diagnosis.result import SAMPLE_COLUMNS, Diagnosis
 from analysis.diagnosis.rules import capital
 from analysis.errors import WorkbenchError
+from analysis.palette import BLUE, GREY, ORANGE, READING_ICONS
 
-VERDICT_COLORS = {"erased": "#2ca02c", "suppressed": "#d62728", "not unlearned": "#7f7f7f",
-                  "inconclusive": "#ffbf00"}
+# the palette's meanings: erased blue, suppressed orange, no reading grey; the verdict is always written beside
+VERDICT_COLORS = {"erased": BLUE, "suppressed": ORANGE, "not unlearned": GREY, "inconclusive": GREY}
 
+# Colours carry the palette's meanings as tints behind the words (text stays dark: readable, and the word is the
+# label); $BLUE / $ORANGE are filled from analysis.palette.
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1200px;
        padding: 0 1rem; color: #222; line-height: 1.45; }
 h1 { margin-bottom: 0.2rem; } .meta { color: #666; font-size: 0.9rem; }
 .verdict { border-left: 8px solid var(--c); background: #f7f7f7; padding: 0.8rem 1.2rem; margin: 1rem 0; }
-.verdict h2 { margin: 0 0 0.4rem 0; color: var(--c); text-transform: uppercase; letter-spacing: 0.04em; }
+.verdict h2 { margin: 0 0 0.4rem 0; color: #222; text-transform: uppercase; letter-spacing: 0.04em; }
 table { border-collapse: collapse; font-size: 0.85rem; width: 100%; }
 th, td { border: 1px solid #ddd; padding: 0.25rem 0.45rem; text-align: left; vertical-align: top; }
 th { background: #f0f0f0; cursor: pointer; position: sticky; top: 0; }
-.reading-gone { color: #2ca02c; font-weight: 600; } .reading-present { color: #d62728; font-weight: 600; }
-.reading-inconclusive { color: #b8860b; font-weight: 600; } .reading-unavailable, .reading-context { color: #777; }
-.agree li { color: #1b6e1b; } .disagree li { color: #9a1c1c; } .caption { color: #555; font-size: 0.9rem; }
-.caveat { color: #9a5b00; font-weight: 600; } .scroll { max-height: 40rem; overflow: auto; }
-"""
+.reading-gone { background: $BLUE33; font-weight: 600; } .reading-present { background: $ORANGE44; font-weight: 600; }
+.reading-inconclusive { background: #e5e5e5; font-weight: 600; } .reading-unavailable, .reading-context { color: #777; }
+.agree li { color: #222; } .disagree li { color: #222; font-weight: 600; } .caption { color: #555; font-size: 0.9rem; }
+.caveat { color: #222; font-weight: 600; } .scroll { max-height: 40rem; overflow: auto; }
+""".replace("$BLUE", BLUE).replace("$ORANGE", ORANGE)
 
 # Click a column header to sort the per-sample table (numbers numerically, the rest as text).
 _SORT_JS = """
@@ -79,6 +82,12 @@ def write_atomic(path: Path, text: str) -> None:
 
 def _e(x: object) -> str:
     return html.escape(str(x))
+
+
+def _icon(verdict: str) -> str:
+    """The verdict's icon (shape and colour, analysis.palette.READING_ICONS) before its word, or nothing."""
+    icon = READING_ICONS.get(verdict)
+    return f'<span aria-hidden="true">{icon} </span>' if icon else ""
 
 
 def _cell(x: object) -> str:
@@ -135,7 +144,7 @@ def fitted_html(fitted: Any | None) -> tuple[str, list[Chart]]:
     others = [r for r in (rest[0] if rest else []) if r[0] != v.signal]
     color = VERDICT_COLORS.get(v.verdict, "#444")
     n_sup = sum(c == "suppressed" for c in v.per_sample.values())
-    box = (f'<div class="verdict" style="--c: {color}"><h2>Fitted verdict: {_e(v.verdict)}</h2>'
+    box = (f'<div class="verdict" style="--c: {color}"><h2>{_icon(v.verdict)}Fitted verdict: {_e(v.verdict)}</h2>'
            f"<p><b>{_e(capital(v.reason))}.</b></p><p>Driven by {_e(', '.join(v.drivers))}; {n_sup} of "
            f"{len(v.per_sample)} forget samples read suppressed on their own evidence. The rule "
            "(analysis/verdict/rule.json) was fitted on development zoos and tested on held-out seeds "
@@ -170,7 +179,7 @@ def report_html(d: Diagnosis, fitted: Any | None = None) -> str:
 <p class="meta">Study {_e(d.study)} · retrain control {_e(d.retrain or "none")} · fingerprints {_e(fps)} ·
 written {written} by Erasure Workbench</p>
 {fitted_box}
-<div class="verdict" style="--c: {color}"><h2>{_e(d.verdict)}{" (signal by signal, hand-set thresholds)" if fitted_box else ""}</h2><p><b>{_e(d.headline)}</b></p>
+<div class="verdict" style="--c: {color}"><h2>{_icon(d.verdict)}{_e(d.verdict)}{" (signal by signal, hand-set thresholds)" if fitted_box else ""}</h2><p><b>{_e(d.headline)}</b></p>
 {"".join(f'<p class="caveat">Caveat: {_e(c)}</p>' for c in d.caveats)}{_list(d.evidence)}</div>
 <h2>Signals</h2>
 <p class="caption">gone: the signal finds no sign of the forget knowledge; present: it does; context: CUD predicts

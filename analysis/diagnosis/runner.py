@@ -12,6 +12,7 @@ from analysis.diagnosis.options import STORE_KIND, DiagnosisOptions
 from analysis.diagnosis.result import SAMPLE_COLUMNS, Diagnosis
 from analysis.diagnosis.rules import agreement, caveats, summary_verdict
 from analysis.errors import AnalysisInputError, StudyError, WorkbenchError
+from analysis.sae.progress import span
 from analysis.sae.train import TrainedSAE, train_sae
 from analysis.store import ProgressFn
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
 # Relative cost of each stage on an empty store (the SAE stage includes training it), for the progress bar.
 STAGES: dict[str, float] = {"outputs": 1.0, "sae": 4.0, "emphasis": 1.0, "trace": 3.0, "cud": 1.0}
+SAE_TRAIN_SHARE = 0.5  # of the SAE stage's bar, when the SAE has to be trained first
 STAGE_TEXT: dict[str, str] = {"outputs": "output metrics", "sae": "SAE restoration and probes (training the SAE "
                               "if none is cached)", "emphasis": "keyword-emphasis recovery",
                               "trace": "causal traces of the forget set", "cud": "CUD (EAP-IG on the original)"}
@@ -105,9 +107,11 @@ def diagnose(study: Study, model: str, options: DiagnosisOptions | None = None, 
     retrain = study.manifest.retrain
     stages = Stages(progress)
 
-    def sae_stage(_progress: ProgressFn | None) -> gather.Gathered:
-        saes["used"] = saes["cached"] or train_sae(study, opts.sae)
-        return gather.sae(study, model, saes["used"])
+    def sae_stage(p: ProgressFn | None) -> gather.Gathered:
+        # without a cached SAE, training it is the stage's first half (by its steps), restoration the second
+        train_share = 0.0 if saes["cached"] is not None else SAE_TRAIN_SHARE
+        saes["used"] = saes["cached"] or train_sae(study, opts.sae, progress=span(p, 0.0, train_share))
+        return gather.sae(study, model, saes["used"], progress=span(p, train_share, 1.0))
 
     got = {"outputs": stages.run("outputs", lambda p: gather.outputs(study, model, retrain))}
     got["sae"] = stages.run("sae", sae_stage)

@@ -108,10 +108,10 @@ def cached_sae(study: Study, options: SAEOptions) -> TrainedSAE | None:
         return None
 
 
-def sae(study: Study, model: str, trained: TrainedSAE) -> Gathered:
+def sae(study: Study, model: str, trained: TrainedSAE, progress: ProgressFn | None = None) -> Gathered:
     """The SAE restoration report (feature retention, restoration net of the retrain control, probes) and
     its verdict."""
-    rep = restore(study, model, trained=trained)
+    rep = restore(study, model, trained=trained, progress=progress)
     gap = rep.probe_gap
     numbers = {"verdict": rep.verdict, "feature_retention": rep.feature_retention,
                "retrain_feature_retention": rep.retrain.get("feature_retention"),
@@ -238,7 +238,9 @@ def trace(study: Study, model: str, options: TraceOptions, progress: ProgressFn 
     summary = (f"share of each model's own clean-minus-corrupted gap ({metric}) carried by the {role} at layers "
                f"{layers[0]}-{layers[-1]} ({'+'.join(kinds)}): original {fmt(before, '.3f')}, this model "
                f"{fmt(after, '.3f')} ({pct(kept)} of the original's"
-               + (f", 95% interval {pct(kept_ci[0])} to {pct(kept_ci[1])})" if kept_ci else ")"))
+               + (f", 95% interval {pct(kept_ci[0])} to {pct(kept_ci[1])}" if kept_ci else "")
+               + "; 100% = as much as the original, 0% = none, below 0% = restoring these states now pushes "
+                 "away from the answer)")
     evidence = [summary] + [f"{k}: original {fmt(by_kind['original'][k], '.3f')}, this model "
                             f"{fmt(by_kind[model][k], '.3f')}" for k in kinds]
     evidence.append(f"mean clean / corrupted {metric}: original {aies['original'].clean:.3f} / "

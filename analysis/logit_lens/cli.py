@@ -31,18 +31,18 @@ def _text(results: dict[str, LensResult]) -> str:
 
 
 def cmd_lens(args: argparse.Namespace) -> None:
-    from analysis.cli_common import executor_from_args, open_study, tqdm_progress
+    from analysis.cli_common import executor_from_args, open_study, progress_bar
     from analysis.logit_lens import LensOptions, lens_result
 
     opts = LensOptions(readout=args.readout, batch_size=args.batch_size).validated()
-    with executor_from_args(args) as executor:
+    with executor_from_args(args) as executor, progress_bar("lens") as bar:
         study = open_study(args)
         names = args.model or study.model_names
         for n in names:
             study.entry(n)
         shown = list(dict.fromkeys(["original", *names])) if "original" in study.model_names else names
-        results = {n: lens_result(study, n, opts, split=args.split, progress=tqdm_progress(f"lens {n}"),
-                                  executor=executor) for n in shown}
+        results = {n: lens_result(study, n, opts, split=args.split, progress=bar.part(i, len(shown), f"{n}: "),
+                                  executor=executor) for i, n in enumerate(shown)}
     obj = {"models": {n: r.to_dict() for n, r in results.items()}, "split": args.split}
     emit(args, obj, _text(results))
 

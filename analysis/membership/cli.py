@@ -27,7 +27,7 @@ def _text(r: MembershipResult) -> str:
 
 
 def cmd_membership(args: argparse.Namespace) -> None:
-    from analysis.cli_common import open_study, tqdm_progress
+    from analysis.cli_common import open_study, progress_bar
     from analysis.membership import MembershipOptions, membership_report
 
     opts = MembershipOptions(k=args.k, heldout=args.heldout, span=args.span, n_perturbed=args.n_perturbed,
@@ -36,7 +36,9 @@ def cmd_membership(args: argparse.Namespace) -> None:
     names = args.model or study.model_names
     for n in names:
         study.entry(n)
-    results = {n: membership_report(study, n, opts, progress=tqdm_progress(f"membership {n}")) for n in names}
+    with progress_bar("membership") as bar:
+        results = {n: membership_report(study, n, opts, progress=bar.part(i, len(names), f"{n}: "))
+                   for i, n in enumerate(names)}
     obj = {"models": {n: {**r.to_dict(), "signal": r.reading().to_dict()} for n, r in results.items()}}
     emit(args, obj, "\n\n".join(_text(r) for r in results.values()))
 

@@ -34,18 +34,19 @@ def _text(r: PatchingResult) -> str:
 
 
 def cmd_patch(args: argparse.Namespace) -> None:
-    from analysis.cli_common import executor_from_args, open_study, tqdm_progress
+    from analysis.cli_common import executor_from_args, open_study, progress_bar
     from analysis.patching import PatchOptions, patching_result
 
     opts = PatchOptions(positions=args.positions, min_drop=args.min_drop, aggregation=args.aggregation,
                         batch_size=args.batch_size).validated()
-    with executor_from_args(args) as executor:
+    with executor_from_args(args) as executor, progress_bar("patch") as bar:
         study = open_study(args)
         names = args.model or study.model_names
         for n in names:
             study.entry(n)
         results = {n: patching_result(study, n, opts, reference=args.reference, split=args.split,
-                                      progress=tqdm_progress(f"patch {n}"), executor=executor) for n in names}
+                                      progress=bar.part(i, len(names), f"{n}: "), executor=executor)
+                   for i, n in enumerate(names)}
     obj = {"models": {n: r.to_dict() for n, r in results.items()}, "split": args.split}
     emit(args, obj, "\n\n".join(_text(r) for r in results.values()))
 

@@ -31,17 +31,17 @@ def _text(r: RelearnResult) -> str:
 
 
 def cmd_relearn(args: argparse.Namespace) -> None:
-    from analysis.cli_common import executor_from_args, open_study, tqdm_progress
+    from analysis.cli_common import executor_from_args, open_study, progress_bar
     from analysis.relearn import RelearnOptions, relearn_report
 
     opts = RelearnOptions(steps=args.steps, lr=args.lr, seed=args.seed, retain_rows=args.retain_rows).validated()
-    with executor_from_args(args) as executor:
+    with executor_from_args(args) as executor, progress_bar("relearn") as bar:
         study = open_study(args)
         names = args.model or study.model_names
         for n in names:
             study.entry(n)
-        results = {n: relearn_report(study, n, opts, progress=tqdm_progress(f"relearn {n}"), executor=executor)
-                   for n in names}
+        results = {n: relearn_report(study, n, opts, progress=bar.part(i, len(names), f"{n}: "), executor=executor)
+                   for i, n in enumerate(names)}
     obj = {"models": {n: {**r.to_dict(), "signal": r.reading().to_dict()} for n, r in results.items()}}
     emit(args, obj, "\n\n".join(_text(r) for r in results.values()))
 

@@ -7,8 +7,8 @@ Rooms: ``options`` (SAEOptions, RestoreOptions, the verdict's thresholds, the ch
 ``features`` (expert features), ``probe`` (probe readout),
 ``restoration`` (steering modes and the raw signals of a model), ``verdict`` (the rule and the report),
 ``control`` (the positive control: the expert directions projected out at the SAE's layer),
-``runner`` (restore / restore_all over a study, with the store; positive_control), ``result``, ``figures``,
-``cli``.
+``runner`` (restore / restore_all over a study, with the store; positive_control), ``progress`` (progress over
+counted units of work), ``result``, ``figures``, ``cli``.
 
 The public names below load their module on first use, so that ``analysis.sae.options`` (read by the CLI to
 build its parser) does not import torch and SAELens.

@@ -13,6 +13,7 @@ from analysis.cli_common import (
     nonnegative_int,
     open_study,
     positive_int,
+    progress_bar,
 )
 from analysis.sae.options import RESTORE_OPTION_HELP, SAE_OPTION_HELP, RestoreOptions, SAEOptions
 
@@ -21,8 +22,9 @@ def cmd_sae_train(args: argparse.Namespace) -> None:
     from analysis.sae.train import train_sae
 
     study = open_study(args)
-    t = train_sae(study, SAEOptions(layer=args.layer, k=args.k, expansion=args.expansion, steps=args.steps),
-                  force=args.force)
+    with progress_bar("sae train") as progress:
+        t = train_sae(study, SAEOptions(layer=args.layer, k=args.k, expansion=args.expansion, steps=args.steps),
+                      force=args.force, progress=progress)
     obj = t.summary()
     h = t.health
     emit(args, obj, f"TopK SAE at {t.hook} (k={obj['k']}, d_sae={obj['d_sae']}) saved in {t.path}\n"
@@ -40,8 +42,8 @@ def cmd_restore(args: argparse.Namespace) -> None:
 
     study = open_study(args)
     opts = RestoreOptions(layer=args.layer, k=args.k, **({"alphas": args.alphas} if args.alphas else {}))
-    with executor_from_args(args) as executor:
-        r = restore(study, args.model, opts, executor=executor)
+    with executor_from_args(args) as executor, progress_bar(f"restore {args.model}") as progress:
+        r = restore(study, args.model, opts, executor=executor, progress=progress)
     obj = {"model": r.model, "verdict": r.verdict, "restoration_rate": r.restoration_rate,
            "restoration_rate_net": r.restoration_rate_net, "feature_retention": r.feature_retention,
            "probe_accuracy": r.probe_accuracy, "probe_gap": r.probe_gap, "probe_gap_layer": r.probe_gap_layer,

@@ -27,6 +27,7 @@ from analysis.errors import AnalysisInputError
 from analysis.models.handle import ModelHandle
 from analysis.sae.result import SAEFit
 from analysis.scoring import chunks, make_batch
+from analysis.store import ProgressFn
 
 if TYPE_CHECKING:
     from sae_lens import TopKSAE
@@ -76,10 +77,16 @@ def reconstruct(sae: TopKSAE, x: torch.Tensor) -> torch.Tensor:
     return sae.decode(sae.encode(x.float()))
 
 
+def fit_batches(samples: Sequence[Sample], batch_size: int = 64) -> int:
+    """The sample batches ``model_fit`` runs (the units it reports progress by)."""
+    return max(1, -(-len(samples) // batch_size))
+
+
 @torch.no_grad()
-def model_fit(handle: ModelHandle, trained: TrainedSAE, samples: Sequence[Sample], batch_size: int = 64) -> SAEFit:
+def model_fit(handle: ModelHandle, trained: TrainedSAE, samples: Sequence[Sample], batch_size: int = 64,
+              progress: ProgressFn | None = None) -> SAEFit:
     """The SAE's fit to ``handle``'s own activations at its hook: every prompt token of ``samples`` (BOS
-    left out), the SAE run on the device of those activations."""
+    left out), the SAE run on the device of those activations. ``progress``: after each sample batch."""
     if not samples:
         raise AnalysisInputError("no samples to measure the SAE's fit on")
     if int(handle.model.cfg.d_model) != int(trained.sae.cfg.d_in):
@@ -97,5 +104,7 @@ def model_fit(handle: ModelHandle, trained: TrainedSAE, samples: Sequence[Sample
         keep = (pos[None, :] >= start) & (pos[None, :] < batch.prompt_lens.to(acts.device)[:, None])
         x = acts[keep].float()
         sums.add(x, reconstruct(trained.on(x.device).sae, x))
+        if progress is not None:
+            progress(sl.stop / len(samples), f"the SAE's fit: {sl.stop}/{len(samples)} samples")
     return sums.result()
 

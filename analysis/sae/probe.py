@@ -21,6 +21,7 @@ from analysis.hooks import resid_post
 from analysis.models.handle import ModelHandle
 from analysis.sae.result import ProbeResult
 from analysis.scoring import chunks, make_batch
+from analysis.store import ProgressFn
 
 
 def probe_training_set(retain: Sequence[Sample], forget: Sequence[Sample]) -> list[tuple[str, str, str, str]]:
@@ -74,9 +75,16 @@ def fit_logreg(x: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float = 1e-
     return mu, sd, w.detach(), b.detach()
 
 
+def probe_units(forget: Sequence[Sample], n_layers: int) -> int:
+    """The units of work ``run_probe`` reports at most: its two activation passes and one fit per relation of
+    the forget set and layer."""
+    return 2 + len({s.relation for s in forget}) * n_layers
+
+
 def run_probe(handle: ModelHandle, retain: Sequence[Sample], forget: Sequence[Sample],
-              layers: Sequence[int] | None = None) -> ProbeResult:
-    """Train per-relation probes on the model's retain activations; accuracy on forget per layer."""
+              layers: Sequence[int] | None = None, progress: ProgressFn | None = None) -> ProbeResult:
+    """Train per-relation probes on the model's retain activations; accuracy on forget per layer.
+    ``progress(fraction, message)``: after each activation pass and each (relation, layer) fit."""
     if not forget:
         raise AnalysisInputError("the forget set is empty: nothing to probe")
     layers = list(range(handle.n_layers)) if layers is None else list(layers)
@@ -87,17 +95,29 @@ def run_probe(handle: ModelHandle, retain: Sequence[Sample], forget: Sequence[Sa
     rows = probe_training_set(retain, forget)
     if not rows:
         raise AnalysisInputError("the retain set is empty: the probe has nothing to train on")
-    tr = prompt_acts(handle, [r[2] for r in rows], [r[3] for r in rows], hooks)
-    ev = prompt_acts(handle, [s.prompt for s in forget], [s.answer for s in forget], hooks)
-    correct: dict[int, dict[str, bool]] = {layer: {} for layer in layers}
-    train_hits: dict[int, list[float]] = {layer: [] for layer in layers}
-    n_eval = 0
+    fits = []  # (relation, retain rows, classes, forget rows) of every relation a probe can be fitted for
     for rel in sorted({s.relation for s in forget}):
         tidx = [i for i, r in enumerate(rows) if r[1] == rel]
         classes = sorted({rows[i][3] for i in tidx})
         eidx = [i for i, s in enumerate(forget) if s.relation == rel and s.answer in classes]
-        if len(classes) < 2 or not eidx:
-            continue
+        if len(classes) >= 2 and eidx:
+            fits.append((rel, tidx, classes, eidx))
+    done, total = 0, 2 + len(fits) * len(layers)
+
+    def tick(msg: str) -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done / total, f"probe: {msg}")
+
+    tr = prompt_acts(handle, [r[2] for r in rows], [r[3] for r in rows], hooks)
+    tick(f"activations of {len(rows)} retain prompts")
+    ev = prompt_acts(handle, [s.prompt for s in forget], [s.answer for s in forget], hooks)
+    tick(f"activations of {len(forget)} forget prompts")
+    correct: dict[int, dict[str, bool]] = {layer: {} for layer in layers}
+    train_hits: dict[int, list[float]] = {layer: [] for layer in layers}
+    n_eval = 0
+    for rel, tidx, classes, eidx in fits:
         n_eval += len(eidx)
         y = torch.tensor([classes.index(rows[i][3]) for i in tidx])
         for layer, h in zip(layers, hooks, strict=True):
@@ -106,6 +126,7 @@ def run_probe(handle: ModelHandle, retain: Sequence[Sample], forget: Sequence[Sa
             pred = (((ev[h][eidx] - mu) / sd) @ w + b).argmax(-1)
             for j, i in enumerate(eidx):
                 correct[layer][forget[i].id] = classes[int(pred[j])] == forget[i].answer
+            tick(f"{rel}, layer {layer}")
     n_train_rel = sum(1 for r in rows if r[1] in {s.relation for s in forget})
     acc = {layer: (sum(c.values()) / len(c) if c else None) for layer, c in correct.items()}
     tacc = {layer: sum(v) / max(1, n_train_rel) for layer, v in train_hits.items()}

@@ -34,12 +34,14 @@ from analysis.errors import AnalysisInputError
 from analysis.models.handle import ModelHandle
 from analysis.registry import Registry
 from analysis.sae.features import ExpertFeatures, sample_features
-from analysis.sae.fit import model_fit
+from analysis.sae.fit import fit_batches, model_fit
 from analysis.sae.options import ALPHAS, STEERING_MODE_LABELS, SteeringMode
-from analysis.sae.probe import run_probe
+from analysis.sae.probe import probe_units, run_probe
+from analysis.sae.progress import Units
 from analysis.sae.result import Signals
 from analysis.sae.train import TrainedSAE
 from analysis.scoring import PairBatch, answer_correct, make_batch
+from analysis.store import ProgressFn
 
 if TYPE_CHECKING:
     from analysis.study import Study
@@ -131,14 +133,22 @@ def steered_correct_loop(handle: ModelHandle, trained: TrainedSAE, batch: PairBa
     return out
 
 
+def signal_units(study: Study, n_layers: int, probe_layers: Sequence[int] | None = None) -> int:
+    """The units of work ``model_signals`` reports by: the original's forward, the two steering forwards, the
+    retention forward, the probe's passes and fits, the fit's sample batches."""
+    n_probe = probe_units(study.forget, n_layers if probe_layers is None else len(probe_layers))
+    return 4 + n_probe + fit_batches([*study.forget, *study.retain])
+
+
 @torch.no_grad()
 def model_signals(study: Study, name: str, trained: TrainedSAE, experts: ExpertFeatures,
                   alphas: Sequence[float] = ALPHAS, probe_layers: Sequence[int] | None = None,
-                  handle: ModelHandle | None = None) -> Signals:
+                  handle: ModelHandle | None = None, progress: ProgressFn | None = None) -> Signals:
     """Restoration at each alpha (both steering modes), expert-feature retention and the probe readout of
     the model ``name``, on the study's forget samples. ``handle``: read this model instead of the study's
     ``name`` (a model derived in memory, e.g. ``analysis.sae.control``'s positive control; its fingerprint is
-    the handle's)."""
+    the handle's). ``progress(fraction, message)``: by units of work (the original's forward, each steering
+    mode's batched forward, the retention forward, each probe pass and fit, each sample batch of the fit)."""
     forget = study.forget
     if not forget:
         raise AnalysisInputError("the forget set is empty: nothing to restore")
@@ -147,6 +157,11 @@ def model_signals(study: Study, name: str, trained: TrainedSAE, experts: ExpertF
     handle = handle if handle is not None else study.load(name)
     if handle.n_layers != original.n_layers or handle.model.cfg.d_model != original.model.cfg.d_model:
         raise AnalysisInputError(f"model {name!r} does not have the original's shape; the SAE does not apply")
+    n_probe = probe_units(forget, handle.n_layers if probe_layers is None else len(probe_layers))
+    fit_samples = [*forget, *study.retain]
+    n_fit = fit_batches(fit_samples)
+    units = Units(progress, signal_units(study, handle.n_layers, probe_layers))
+    units.say(f"the original's SAE features on {len(forget)} forget samples")
     batch = make_batch(handle, [s.prompt for s in forget], [s.answer for s in forget])
     f_o = original_features(original, trained, batch)
     d_sae = int(trained.sae.cfg.d_sae)
@@ -154,19 +169,25 @@ def model_signals(study: Study, name: str, trained: TrainedSAE, experts: ExpertF
     ids = [s.id for s in forget]
     acc_o = float(answer_correct(original.model(batch.tokens, return_type="logits"), batch).float().mean())
     alist = [0.0, *[float(a) for a in alphas]]
+    units.tick(f"restoration, replace mode ({len(alist)} strength(s) x {len(forget)} samples)")
     corr = steered_correct(handle, trained, batch, f_o, mask, alist)
     # add mode: each expert feature's largest activation on the original's forget samples (last prompt token)
     rows = torch.arange(len(forget))
     last_o = f_o[rows.to(f_o.device), batch.prompt_lens.to(f_o.device) - 1].cpu()
     add_scale = last_o.max(0).values
+    units.tick(f"restoration, add mode ({len(alphas)} strength(s) x {len(forget)} samples)")
     corr_add = steered_correct(handle, trained, batch, f_o, mask, [float(a) for a in alphas], "add", add_scale)
     # passive retention at the last prompt token (features on the CPU, as last_o)
+    units.tick("expert-feature retention")
     last_u = sample_features(handle, trained, forget)
     mo, mu = (last_o * mask).sum(-1), (last_u * mask).sum(-1)
     retention = float(mu.sum() / mo.sum().clamp(min=1e-9))
     by_sample = {i: float(u / o) if o > 0 else 0.0 for i, u, o in zip(ids, mu.tolist(), mo.tolist(), strict=True)}
-    probe = run_probe(handle, study.retain, forget, probe_layers)
-    fit = model_fit(handle, trained, [*forget, *study.retain])
+    units.tick("probe readout")
+    probe = run_probe(handle, study.retain, forget, probe_layers, progress=units.sub(n_probe))
+    units.tick("the SAE's fit to its own activations", n_probe)
+    fit = model_fit(handle, trained, fit_samples, progress=units.sub(n_fit))
+    units.tick("signals done", n_fit)
     return Signals(model=name, fingerprint=fingerprint, acc_original=acc_o,
                    acc_unlearned=float(corr[0].float().mean()),
                    per_alpha={a: float(corr[j + 1].float().mean()) for j, a in enumerate(alist[1:])},

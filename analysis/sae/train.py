@@ -38,7 +38,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -63,6 +63,7 @@ from analysis.names import is_inside
 from analysis.sae.fit import FitSums, reconstruct
 from analysis.sae.options import TRAINER, SAEOptions
 from analysis.scoring import answer_correct, chunks, make_batch
+from analysis.store import ProgressFn
 
 if TYPE_CHECKING:
     from analysis.study import Study
@@ -256,12 +257,33 @@ def spliced_accuracy(handle: ModelHandle, sae: TopKSAE, hook: str, prompts: Sequ
     return (float(answer_correct(clean, batch).float().mean()), float(answer_correct(spliced, batch).float().mean()))
 
 
+StepFn = Callable[[int, int], None]  # (training steps done, total steps)
+
+
 class _StudyRunner(LanguageModelSAETrainingRunner):
     """SAELens's runner without its SIGINT/SIGTERM handlers: ``signal.signal`` raises outside the main
     thread (Streamlit runs a page in a script thread), and the runner never puts the host's handlers back.
-    An interrupted training simply raises; nothing half-trained is cached (no ``erasure_sae.json``)."""
+    An interrupted training simply raises; nothing half-trained is cached (no ``erasure_sae.json``).
+
+    ``on_step(done, total)`` is called after every training step: the trainer's ``step`` (SAELens's public
+    seam, one call per optimiser step of ``fit``) is wrapped on this trainer only. ``done`` counts the steps
+    by the samples the trainer has consumed, as ``fit``'s own loop does (it stops when ``total`` steps' worth
+    of samples are in)."""
+
+    on_step: StepFn | None = None
 
     def run_trainer_with_interruption_handling(self, trainer: SAETrainer[Any, Any]) -> TrainingSAE[Any]:
+        on_step = self.on_step
+        if on_step is not None:
+            step, per = trainer.step, max(1, int(trainer.cfg.train_batch_size_samples))
+            total = max(1, math.ceil(int(trainer.cfg.total_training_samples) / per))
+
+            def counted(batch: torch.Tensor) -> Any:
+                out = step(batch)
+                on_step(min(total, math.ceil(trainer.n_training_samples / per)), total)
+                return out
+
+            trainer.step = counted  # type: ignore[method-assign]
         return trainer.fit()
 
 
@@ -305,9 +327,13 @@ def runner_config(handle: ModelHandle, opts: SAEOptions, out: Path, fingerprint:
 
 
 def train_sae(study: Study, options: SAEOptions | None = None, force: bool = False,
-              device: Device | None = None) -> TrainedSAE:
+              device: Device | None = None, progress: ProgressFn | None = None) -> TrainedSAE:
     """Train (or load from the study's cache) a TopK SAE on the original model at ``blocks.L.hook_resid_post``.
-    The SAE comes back on ``device`` (default: the device of the original's activations at the hook)."""
+    The SAE comes back on ``device`` (default: the device of the original's activations at the hook).
+
+    ``progress(fraction, message)`` is called after every training step with ``step / (steps + 1)`` (the
+    last unit is measuring the trained SAE's health), then with 1.0 once the SAE is saved; a cached SAE
+    reports 1.0 at once. The fractions strictly increase."""
     handle = study.load("original")
     opts = (options or SAEOptions()).resolved(handle)
     assert opts.layer is not None
@@ -315,7 +341,10 @@ def train_sae(study: Study, options: SAEOptions | None = None, force: bool = Fal
     fp = study.fingerprint("original")
     out = sae_dir(study, opts, opts.expansion * int(handle.model.cfg.d_model), fp)
     if (out / META).is_file() and not force:
-        return load_sae(study, path=out, device=device)
+        trained = load_sae(study, path=out, device=device)
+        if progress is not None:
+            progress(1.0, f"SAE at {hook} loaded from the study's cache")
+        return trained
 
     rows = token_rows(handle, training_texts(study), int(handle.model.cfg.n_ctx))
     cfg = runner_config(handle, opts, out, fp)
@@ -325,9 +354,13 @@ def train_sae(study: Study, options: SAEOptions | None = None, force: bool = Fal
     dataset = Dataset.from_dict({"tokens": epoch_rows(rows, n_rows, opts.seed).tolist()}).to_iterable_dataset()
     (out / META).unlink(missing_ok=True)
     t0 = time.perf_counter()
+    if progress is not None:
+        progress(0.0, f"training the SAE at {hook}: {opts.steps} steps")
     with torch.random.fork_rng(devices=[]), _quiet_saelens():
-        torch.manual_seed(opts.seed)
-        _StudyRunner(cfg, override_dataset=dataset, override_model=handle.model).run()
+        torch.manual_seed(opts.seed)  # before the runner: it initialises the SAE's weights
+        runner = _StudyRunner(cfg, override_dataset=dataset, override_model=handle.model)
+        runner.on_step = None if progress is None else _step_progress(progress, hook)
+        runner.run()
     secs = time.perf_counter() - t0
     # the inference SAE, decoder norms folded in, on the device of the activations it reads
     sae = TopKSAE.load_from_disk(out, device="cpu").to(hook_device(handle, layer) if device is None else
@@ -338,8 +371,25 @@ def train_sae(study: Study, options: SAEOptions | None = None, force: bool = Fal
     meta = {"fingerprint": fp, "layer": layer, "hook": hook, "options": opts.to_dict(), "trainer": TRAINER,
             "health": health.to_dict()}
     (out / META).write_text(json.dumps(meta, indent=2))
+    if progress is not None:
+        progress(1.0, f"SAE at {hook} trained and saved")
     return TrainedSAE(sae=sae, layer=layer, hook=hook, fingerprint=fp, path=out, health=health,
                       options=opts.to_dict())
+
+
+def _step_progress(progress: ProgressFn, hook: str) -> StepFn:
+    """The runner's ``on_step`` for ``train_sae``: step i of n is ``i / (n + 1)`` of the work (the last unit,
+    after the last step, is the health measurement), each fraction reported once."""
+    last = [0]
+
+    def on_step(done: int, total: int) -> None:
+        if done <= last[0]:
+            return
+        last[0] = done
+        after = "; measuring its health" if done >= total else ""
+        progress(done / (total + 1), f"training the SAE at {hook}: step {done}/{total}{after}")
+
+    return on_step
 
 
 def _freeze(sae: TopKSAE) -> None:

@@ -37,6 +37,10 @@ from analysis.sae.options import (
 )
 from analysis.sae.result import RestorationReport, SAEFit, Signals
 
+# what the retention number means, said wherever it is printed (it is a ratio, not a share: it can exceed 1)
+RETENTION_SCALE = ("1 = the expert features fire as strongly as in the original, 0 = not at all, above 1 = more "
+                   "strongly than in the original")
+
 
 def _max(vals: Sequence[float | None]) -> float | None:
     v = [x for x in vals if x is not None]
@@ -77,7 +81,8 @@ def verdict_reasons(probe_gap: float | None, net: float | None, retention: float
         f"probe {probe_gap:+.2f} over the retrain control"
     restoration = "net restoration undefined (the model did not forget)" if net is None else \
         f"net restoration {net:.2f}"
-    retained = f"expert-feature retention {retention:.2f} (retrain control {retrain_retention:.2f})"
+    retained = (f"expert-feature retention {retention:.2f} (retrain control {retrain_retention:.2f}; "
+                f"{RETENTION_SCALE})")
     if v == "erased":
         return [probe if probe_gap is None else f"{probe}, within {ERASE_PROBE_GAP}",
                 restoration if net is None else f"{restoration}, at most {ERASE_RESTORE_NET}",
@@ -136,7 +141,8 @@ def restoration_report(sig: Signals, ref: Signals, options: dict[str, Any],
         f" (layer {gap_layer}); suppressed at >= {PROBE_MARGIN}",
         f"restoration rate (max over alpha) {_fmt(_max(list(rate.values())))}, injection into the retrain control "
         f"{_fmt(_max(list(inj.values())))}, net {_fmt(net_max)}; suppressed at >= {RESTORE_NET}",
-        f"expert-feature retention {sig.feature_retention:.2f} (retrain control {ref.feature_retention:.2f})",
+        f"expert-feature retention {sig.feature_retention:.2f} (retrain control {ref.feature_retention:.2f}; "
+        f"{RETENTION_SCALE})",
     ]
     if sig.acc_original - sig.acc_unlearned < MIN_FORGET_DROP:
         evidence.append("this model did not forget (forget accuracy barely dropped): restoration is undefined")

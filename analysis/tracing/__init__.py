@@ -25,8 +25,8 @@ _EXPORTS: dict[str, str] = {
                      "TraceMetric", "TraceOptions", "parse_kinds", "window_layers"], _M + "options"),
     **dict.fromkeys(["TOKEN_ROLES", "AIEResult", "TraceResult", "average_indirect_effect", "role_positions",
                      "trace_difference"], _M + "result"),
-    **dict.fromkeys(["cached_trace", "dataset_cached", "trace", "trace_dataset", "trace_models", "trace_sample"],
-                    _M + "runner"),
+    **dict.fromkeys(["cached_trace", "dataset_cached", "trace", "trace_dataset", "trace_models", "trace_sample",
+                     "trace_stored", "trace_typed"], _M + "runner"),
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
@@ -62,6 +62,8 @@ if TYPE_CHECKING:
         trace_dataset,
         trace_models,
         trace_sample,
+        trace_stored,
+        trace_typed,
     )
 
 __all__ = [
@@ -69,5 +71,6 @@ __all__ = [
     "AIEResult", "Corrupted", "Corruption", "Metric", "SubjectPool", "SubjectInput", "TraceKind", "TraceMetric",
     "TraceOptions", "TraceResult", "TraceScores", "average_indirect_effect", "cached_trace", "dataset_cached",
     "get_corruption", "parse_kinds", "role_positions", "run_trace", "subject_token_range", "trace",
-    "trace_dataset", "trace_difference", "subject_input", "trace_models", "trace_sample", "window_layers",
+    "trace_dataset", "trace_difference", "subject_input", "trace_models", "trace_sample", "trace_stored",
+    "trace_typed", "window_layers",
 ]

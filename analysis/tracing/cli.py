@@ -10,7 +10,7 @@ from analysis.cli_common import VerbFn, emit
 from analysis.errors import AnalysisInputError
 
 if TYPE_CHECKING:
-    from analysis.store import Executor
+    from analysis.store import Executor, ProgressFn
     from analysis.study import Study
     from analysis.tracing.options import TraceOptions
 
@@ -33,21 +33,23 @@ def _grid(rows: list[list[float | None]], row_labels: list[str], col_labels: lis
 
 
 def cmd_trace(args: argparse.Namespace) -> None:
-    from analysis.cli_common import executor_from_args, open_study
+    from analysis.cli_common import executor_from_args, open_study, progress_bar
 
     if bool(args.sample) == bool(args.all):
         raise AnalysisInputError("give either --sample ID or --all")
-    with executor_from_args(args, batch=args.all) as executor:
-        _trace(args, open_study(args), executor)
+    with executor_from_args(args, batch=args.all) as executor, progress_bar(f"trace {args.model}") as progress:
+        _trace(args, open_study(args), executor, progress)
 
 
-def _trace(args: argparse.Namespace, study: Study, executor: Executor | None) -> None:
+def _trace(args: argparse.Namespace, study: Study, executor: Executor | None, progress: ProgressFn) -> None:
     from analysis.tracing import trace_dataset, trace_sample
 
     study.entry(args.model)
     opts = _options(args)
     if args.sample:
+        progress(0.0, f"tracing {args.sample} (one sample: one step)")
         r = trace_sample(study, args.model, args.sample, opts)
+        progress(1.0, f"{args.sample} traced")
         obj = {**r.to_dict(), "model": args.model, "fingerprint": r.model}
         lines = [f"{args.model} on {r.sample_id} (answer {r.answer!r}): clean {r.clean:.4f}, corrupted "
                  f"{r.corrupted:.4f} [{r.options.get('metric')}, {r.options.get('corruption')}]"]
@@ -57,7 +59,7 @@ def _trace(args: argparse.Namespace, study: Study, executor: Executor | None) ->
                       _grid(rows, [f"layer {layer}" for layer in r.layers], cols)]
         emit(args, obj, "\n".join(lines))
         return
-    a = trace_dataset(study, args.model, opts, split=args.split, executor=executor)
+    a = trace_dataset(study, args.model, opts, split=args.split, executor=executor, progress=progress)
     obj = {**a.to_dict(), "model": args.model, "fingerprint": a.model, "split": args.split}
     lines = [f"{args.model}: average indirect effect over {a.n_samples} {args.split} samples "
              f"(clean {a.clean:.4f}, corrupted {a.corrupted:.4f})"

@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from analysis.figures import layer_ticks, range_text
 from analysis.hooks import kind_hook_template
+from analysis.palette import BLACK, DIVERGING_SCALE, GREY, PURPLE, SEQUENTIAL_SCALE, SKY, VERMILLION
 
 if TYPE_CHECKING:
     from analysis.tracing.result import AIEResult, TraceResult
@@ -17,8 +19,9 @@ _KIND_PANELS = {"resid": "residual stream", "mlp": "MLP output", "attn": "attent
 # Panel titles: what is restored, and its hook point (the name without "blocks.{layer}.").
 TRACE_KIND_TITLES = {k: f"{text}<br><sub>{kind_hook_template(k).rsplit('.', 1)[-1]}</sub>"
                      for k, text in _KIND_PANELS.items()}
-ROLE_STYLES = {"first subject token": "#9467bd", "middle subject tokens": "#8c564b", "last subject token": "#d62728",
-               "further tokens": "#7f7f7f", "last token": "#1f77b4"}
+# token roles: neutral palette hues (orange and blue keep their present / gone meaning), named in the legend
+ROLE_STYLES = {"first subject token": SKY, "middle subject tokens": PURPLE, "last subject token": VERMILLION,
+               "further tokens": GREY, "last token": BLACK}
 
 
 def trace_value_range(results: Sequence[TraceResult]) -> tuple[float, float]:
@@ -34,7 +37,9 @@ def trace_value_range(results: Sequence[TraceResult]) -> tuple[float, float]:
 def trace_heatmaps(result: TraceResult, title: str = "", kinds: Sequence[str] | None = None,
                    zrange: tuple[float, float] | None = None, diverging: bool = False) -> go.Figure:
     """Causal-tracing heatmaps of one trace, one panel per kind side by side: tokens (rows, subject tokens
-    starred and boxed) x layers (columns), as in ROME's figures. ``diverging`` for a difference of traces."""
+    starred and boxed) x layers (columns, whole-layer ticks), as in ROME's figures, on a white-to-blue scale over
+    ``zrange`` (default: this trace's own range, clean and corrupted included), the range written in the colorbar.
+    ``diverging`` for a difference of traces: blue negative, white 0, orange positive, symmetric around 0."""
     kinds = [k for k in (kinds or list(result.scores)) if k in result.scores]
     n_tok = len(result.tokens)
     s0, s1 = result.subject_range
@@ -53,13 +58,15 @@ def trace_heatmaps(result: TraceResult, title: str = "", kinds: Sequence[str] | 
                                  customdata=[[labels[i]] * len(result.layers) for i in range(n_tok)],
                                  hovertemplate="token %{customdata}<br>layer %{x}<br>" + metric
                                  + " %{z:.4f}<extra>" + kind + "</extra>"), row=1, col=c)
-        fig.add_shape(type="rect", x0=-0.5, x1=len(result.layers) - 0.5, y0=s0 - 0.5, y1=s1 - 0.5,
-                      line={"color": "black", "width": 1.5, "dash": "dot"}, row=1, col=c)
-        fig.update_xaxes(title_text="layer", dtick=max(1, len(result.layers) // 12), row=1, col=c)
+        x0, x1 = min(result.layers, default=0) - 0.5, max(result.layers, default=0) + 0.5
+        fig.add_shape(type="rect", x0=x0, x1=x1, y0=s0 - 0.5, y1=s1 - 0.5,
+                      line={"color": BLACK, "width": 1.5, "dash": "dot"}, row=1, col=c)
+        fig.update_xaxes(title_text="layer", row=1, col=c, **layer_ticks(result.layers))
     fig.update_yaxes(tickmode="array", tickvals=list(range(n_tok)), ticktext=labels, autorange="reversed")
     label = "difference" if diverging else metric
-    fig.update_layout(coloraxis={"colorscale": "RdBu_r" if diverging else "Purples", "cmin": zrange[0],
-                                 "cmax": zrange[1], "colorbar": {"title": {"text": label}}},
+    fig.update_layout(coloraxis={"colorscale": DIVERGING_SCALE if diverging else SEQUENTIAL_SCALE, "cmin": zrange[0],
+                                 "cmax": zrange[1],
+                                 "colorbar": {"title": {"text": f"{label}<br>({range_text(*zrange)})"}}},
                       title=title or None, height=170 + 26 * n_tok, margin={"l": 10, "r": 10, "t": 90, "b": 40})
     return fig
 
@@ -88,7 +95,7 @@ def aie_lines(results: Mapping[str, AIEResult], kinds: Sequence[str] | None = No
                                          line={"color": ROLE_STYLES.get(role), "dash": dashes[m % len(dashes)]},
                                          hovertemplate=f"{name}<br>{role}<br>layer %{{x}}: AIE %{{y:.4f}}"
                                                        "<extra></extra>"), row=1, col=c)
-        fig.update_xaxes(title_text="layer", row=1, col=c)
+        fig.update_xaxes(title_text="layer", row=1, col=c, **layer_ticks(first.layers if first else []))
     metric = first.options.get("metric", "metric") if first else "metric"
     fig.update_yaxes(title_text=f"average indirect effect ({metric})", row=1, col=1)
     fig.update_layout(height=420, margin={"l": 10, "r": 10, "t": 50, "b": 40}, legend={"orientation": "h", "y": -0.2})

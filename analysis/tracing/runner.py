@@ -1,7 +1,7 @@
 """Causal tracing of samples on the models of a study: one sample on one model (``trace``), stored in and
-loaded from the study store (``trace_sample``), before vs after (``trace_models``), and the grouped average
-indirect effect over a split as a resumable batch job (``trace_dataset``). Models are named; the Study
-loads (and caches) them."""
+loaded from the study store (``trace_sample``; a typed prompt: ``trace_typed``), before vs after
+(``trace_models``), and the grouped average indirect effect over a split as a resumable batch job
+(``trace_dataset``). Models are named; the Study loads (and caches) them."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from analysis.tracing.corruptions import get_corruption
 from analysis.tracing.engine import run_trace
 from analysis.tracing.options import KINDS, STORE_KIND, TraceOptions
 from analysis.tracing.result import AIEResult, TraceResult, average_indirect_effect
+from analysis.typed import SampleSlot, Slot, slot, typed_input
 
 if TYPE_CHECKING:
     from analysis.study import Study
@@ -50,32 +51,53 @@ def store_key(study: Study, options: TraceOptions) -> dict[str, Any]:
     return {**options.key(), "subjects": study.subjects_digest()}
 
 
-def cached_trace(study: Study, model: str, sample_id: str, options: TraceOptions) -> TraceResult | None:
-    """A stored trace for these options, or a stored trace of all kinds with the same options cut down."""
-    fp = study.fingerprint(model)
+def _stored_trace(study: Study, where: Slot, options: TraceOptions) -> TraceResult | None:
+    """A trace stored in ``where`` for these options, or one of all kinds with the same options cut down."""
     for key in (store_key(study, options), store_key(study, replace(options, kinds=KINDS))):
-        value = study.store.get(STORE_KIND, [fp], key, sample_id=sample_id)
+        value = where.get(key)
         if value is not None and "error" not in value:
             return TraceResult.from_dict(value).subset(options.kinds)
     return None
+
+
+def cached_trace(study: Study, model: str, sample_id: str, options: TraceOptions) -> TraceResult | None:
+    """A stored trace for these options, or a stored trace of all kinds with the same options cut down."""
+    return _stored_trace(study, SampleSlot(study.store, STORE_KIND, (study.fingerprint(model),), sample_id), options)
+
+
+def trace_stored(study: Study, model: str, sample: Sample, options: TraceOptions | None = None,
+                 use_store: bool = True) -> TraceResult:
+    """The one "by Sample" core of ``trace_sample`` and ``trace_typed``: ``sample`` traced on one model of the
+    study, loaded from the store when present (a study sample's rows, or a typed sample's own: analysis.typed),
+    else computed and stored."""
+    h = study.load(model)
+    opts = (options or TraceOptions()).validated(h.n_layers)
+    where = slot(study, STORE_KIND, [study.fingerprint(model)], sample)
+    if use_store:
+        hit = _stored_trace(study, where, opts)
+        if hit is not None:
+            return hit
+    result = trace(h, sample, study.subject_pool(), opts)
+    if use_store:
+        where.put(store_key(study, opts), result.to_dict())
+    return result
 
 
 def trace_sample(study: Study, model: str, sample_id: str, options: TraceOptions | None = None,
                  use_store: bool = True) -> TraceResult:
     """Trace a sample of the study on one of its models; loaded from the study store when present, else
     computed and stored."""
-    sample = study.sample(sample_id)
-    h = study.load(model)
-    opts = (options or TraceOptions()).validated(h.n_layers)
-    if use_store:
-        hit = cached_trace(study, model, sample_id, opts)
-        if hit is not None:
-            return hit
-    result = trace(h, sample, study.subject_pool(), opts)
-    if use_store:
-        study.store.put(STORE_KIND, [study.fingerprint(model)], store_key(study, opts), result.to_dict(),
-                        sample_id=sample_id)
-    return result
+    return trace_stored(study, model, study.sample(sample_id), options, use_store)
+
+
+def trace_typed(study: Study, model: str, sample: Sample, options: TraceOptions | None = None,
+                use_store: bool = True) -> TraceResult:
+    """Trace a typed prompt (``analysis.typed.typed_sample``) on one model of the study, exactly as a sample of
+    the study is traced (the noise scale and replacement subjects come from the study's subjects). It needs a
+    subject. AnalysisInputError: no subject, a hand-made sample, a word the model's tokenizer cannot encode,
+    a subject that covers no token, too long for the model. Stored under the typed sample's own slot."""
+    typed = typed_input(study, model, sample, needs_subject="causal tracing (it corrupts the subject)")
+    return trace_stored(study, model, typed, options, use_store)
 
 
 def trace_models(study: Study, models: Sequence[str], sample_id: str, options: TraceOptions | None = None

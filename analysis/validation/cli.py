@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from analysis.cli_common import VerbFn, emit, open_study, positive_int, seed_int, tqdm_progress
+from analysis.cli_common import VerbFn, emit, open_study, positive_int, progress_bar, seed_int
 from analysis.errors import AnalysisInputError
 from analysis.validation.options import OPTION_HELP, ValidationOptions, parse_signals
 
@@ -37,7 +37,8 @@ def cmd_validate(args: argparse.Namespace) -> None:
     opts = ValidationOptions(signals=parse_signals(args.signals), n_resamples=args.resamples, seed=args.seed,
                              robustness=not args.no_robustness, finetune_steps=args.finetune_steps).validated()
     study = open_study(args)
-    result = validate(study, opts, progress=tqdm_progress("validate"))
+    with progress_bar("validate") as progress:
+        result = validate(study, opts, progress=progress)
     lines = [f"meta-evaluation of {len(result.signals)} signal(s) on study {result.study!r}", "",
              *table_lines(result), "", *result.statement()]
     if result.notes:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
+from analysis.figures import value_range
+from analysis.palette import BLACK, GREY
 from analysis.validation.figures import STATUS_COLORS, STATUS_SYMBOLS
 from analysis.validation.result import STATUS_LABELS
 from analysis.verdict.judge import ModelVerdict
 
-JUDGED_COLOR = "#222222"
+JUDGED_COLOR = BLACK
 
 
 def signal_ruler_figure(zoo: dict[str, tuple[str, float]], model: str, score: float | None,
@@ -23,17 +25,17 @@ def signal_ruler_figure(zoo: dict[str, tuple[str, float]], model: str, score: fl
         rows += names
         fig.add_trace(go.Scatter(x=[zoo[n][1] for n in names], y=names, mode="markers", name=STATUS_LABELS[status],
                                  marker={"size": 11, "color": STATUS_COLORS[status], "symbol": STATUS_SYMBOLS[status]},
-                                 hovertemplate="%{y}: %{x:.2f}<extra></extra>"))
+                                 hovertemplate="%{y}: %{x:.3g}<extra></extra>"))
     if score is not None:
         err = {} if ci is None else {"error_x": {"type": "data", "symmetric": False, "array": [ci[1] - score],
                                                  "arrayminus": [score - ci[0]], "color": JUDGED_COLOR,
                                                  "thickness": 2}}
         fig.add_trace(go.Scatter(x=[score], y=[model], mode="markers", name=f"{model} (judged)",
                                  marker={"size": 14, "color": JUDGED_COLOR, "symbol": "star"}, **err,
-                                 hovertemplate="%{y}: %{x:.2f}<extra>judged</extra>"))
+                                 hovertemplate="%{y}: %{x:.3g}<extra>judged</extra>"))
     if threshold is not None:
-        fig.add_vline(x=threshold, line_dash="dash", line_color="#555555",
-                      annotation_text=f"boundary {threshold:.2f}", annotation_position="top")
+        fig.add_vline(x=threshold, line_dash="dash", line_color=GREY,
+                      annotation_text=f"boundary {threshold:.3g}", annotation_position="top")
     fig.update_yaxes(categoryorder="array", categoryarray=rows, autorange="reversed", title_text=None)
     fig.update_xaxes(title_text="mean over samples (higher = knowledge present)", showgrid=True,
                      gridcolor="#eeeeee", zeroline=True, zerolinecolor="#bbbbbb")
@@ -44,8 +46,9 @@ def signal_ruler_figure(zoo: dict[str, tuple[str, float]], model: str, score: fl
 
 
 def ruler_figure(zoo: dict[str, tuple[str, float]], v: ModelVerdict) -> go.Figure:
-    """The rule's signal: the zoo, the judged model with its interval and the rule's boundary."""
+    """The rule's signal: the zoo, the judged model with its interval and the rule's boundary, on an axis fitted
+    to all of them (members at 0.001-0.04 are not squeezed into a 0-1 axis)."""
     fig = signal_ruler_figure(zoo, v.model, v.score, v.ci, v.signal, v.threshold)
-    xs = [x for _, x in zoo.values()] + [v.score if v.score is not None else 0.0]
-    fig.update_xaxes(range=[min([-0.05, *xs]), max([1.05, *xs])])
+    xs = [x for _, x in zoo.values()] + [v.score, v.threshold, *(v.ci or ())]
+    fig.update_xaxes(range=value_range(xs, include=(), pad=0.08))
     return fig

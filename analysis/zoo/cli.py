@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from analysis.cli_common import VerbFn, emit, open_study, positive_int, tqdm_progress
+from analysis.cli_common import VerbFn, emit, open_study, positive_int, progress_bar
 from analysis.zoo.options import STATUS_LABELS, ZOO_OPTION_HELP, ZooOptions
 
 
@@ -18,8 +18,8 @@ def cmd_zoo(args: argparse.Namespace) -> None:
     from analysis.zoo.runner import build_zoo
 
     study = open_study(args)
-    zoo = build_zoo(study, ZooOptions(unlearn_steps=args.unlearn_steps),
-                    progress=None if args.json else tqdm_progress("zoo"))
+    with progress_bar("zoo") as progress:  # on stderr: --json's stdout stays one JSON object
+        zoo = build_zoo(study, ZooOptions(unlearn_steps=args.unlearn_steps), progress=progress)
     counts = zoo.counts()
     lines = [f"zoo of {study.root}: {counts['present']} present (P), {counts['absent']} absent (N), "
              f"{counts['excluded']} excluded; {len(zoo.built)} built now ({zoo.seconds:.1f}s)",

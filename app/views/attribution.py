@@ -16,7 +16,9 @@ from analysis.attribution import (
     AttributionOptions,
     EmphasisParams,
     RecoveryOptions,
+    TokenAttribution,
     attribute_sample,
+    attribute_typed,
     compare_models,
     dataset_cached,
     recover,
@@ -28,7 +30,8 @@ from analysis.attribution.figures import attribution_heatmap, contribution_chang
 from analysis.attribution.options import ablation_help, attribution_method_help
 from analysis.errors import WorkbenchError
 from analysis.study import Study
-from app.context import sample_picker, study_param, url_select
+from app.context import PromptChoice, prompt_source, study_param, url_select
+from app.jobs import ProgressFn
 from app.state import compute_button, get_study, guarded, plain, run_job, run_per_model
 
 
@@ -49,12 +52,20 @@ def _attribution_controls() -> AttributionOptions:
     return AttributionOptions(method=method, ablation=ablation, alpha=float(alpha), beta=int(beta)).validated()
 
 
-def _sample_section(study: Study, sample_id: str, after: str, opts: AttributionOptions) -> None:
-    results = {}
+def _sample_section(study: Study, choice: PromptChoice, after: str, opts: AttributionOptions) -> None:
     names = study.comparison(after).names
+    typed, sample_id = choice.typed, choice.id
+
+    def attribute(s: Study, progress: ProgressFn) -> dict[str, TokenAttribution]:
+        out = {}
+        for i, n in enumerate(names):  # the bar moves by model
+            progress(i / len(names), f"attributing on {n}")
+            out[n] = attribute_sample(s, n, sample_id, opts) if typed is None else attribute_typed(s, n, typed, opts)
+        return out
+
     try:
         results = run_job(f"attribute::{','.join(names)}::{sample_id}::{opts!r}", f"attributing {sample_id}",
-                          lambda s, progress: {n: attribute_sample(s, n, sample_id, opts) for n in names})
+                          attribute)
     except WorkbenchError as e:
         st.error(plain(e))
         return
@@ -176,8 +187,8 @@ def page() -> None:
     if "original" not in study.model_names:
         st.error("This study has no 'original' model to compare with.")
         return
-    sample_id = sample_picker(study)
-    if sample_id is None:
+    choice = prompt_source(study, key="sample")
+    if choice is None:
         return
     others = [n for n in study.model_names if n != "original"]
     if not others:
@@ -190,8 +201,9 @@ def page() -> None:
     except WorkbenchError as e:
         st.error(plain(e))
         return
-    st.subheader(f"Sample {plain(sample_id)}")
-    _sample_section(study, sample_id, after, opts)
+    st.subheader(f"Sample {plain(choice.id)}" if choice.typed is None else
+                 f"Your prompt: {plain(choice.typed.prompt)} → {plain(choice.typed.answer)}")
+    _sample_section(study, choice, after, opts)
     _comparison_section(study, after, opts)
     _recovery_section(study, opts)
 

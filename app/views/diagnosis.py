@@ -101,8 +101,9 @@ def _signals(d: Diagnosis) -> None:
 def _agreement(d: Diagnosis) -> None:
     st.subheader("Agreement")
     a = d.agreement
+    # agreement is a fact about the signals, not a verdict: neutral text, never a green "all is well" box
     for line in a.get("agree", []):
-        st.success(plain(line))
+        st.markdown(f"- agree: {plain(line)}")
     for line in a.get("disagree", []):
         st.warning(plain(line))
     if not a.get("agree") and not a.get("disagree"):

@@ -7,7 +7,7 @@ import streamlit as st
 
 from analysis.errors import AnalysisInputError
 from analysis.figures import topk_bars
-from analysis.scoring import top_next_tokens
+from analysis.scoring import encode_pair, top_next_tokens
 from app.state import get_study, guarded, load_model, plain
 
 
@@ -50,9 +50,16 @@ def page() -> None:
             st.error(f"{plain(name)}: {plain(e)}")
             return
     roles = {n: study.entry(n).role for n in results}
-    st.plotly_chart(topk_bars(results, roles=roles), width="stretch", key="topk_chart")
-    st.caption("Bar colours: blue = original, green = control (retrain / readout suppression), red = unlearned.")
     match = next((s for s in study.samples() if s.prompt == prompt.strip()), None)
+    expected = None
+    if match is not None:  # the answer's first token as the models would emit it after this prompt
+        h = load_model(chosen[0])
+        _, answer_ids = encode_pair(h.tokenizer, match.prompt, match.answer, h.prepend_bos)
+        expected = h.tokenizer.decode([answer_ids[0]])
+    st.plotly_chart(topk_bars(results, roles=roles, expected=expected), width="stretch", key="topk_chart")
+    st.caption("Bar colours by model role (written in each panel's title): teal = original, blue = control "
+               "(retrain / readout suppression), vermillion = unlearned." +
+               (" The expected answer's bar is outlined in black and marked ✓ expected." if expected else ""))
     if match is not None:
         st.caption(f"Sample {plain(match.id)} ({plain(match.split)}, {plain(match.relation)}): expected answer "
                    f"**{plain(match.answer)}**.")

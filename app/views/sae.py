@@ -26,7 +26,7 @@ from analysis.sae import (
     restore_all,
     train_sae,
 )
-from analysis.sae.figures import probe_layers, restoration_curves
+from analysis.sae.figures import probe_layers, restoration_curves, retention_bars
 from analysis.study import Study
 from app.context import study_param
 from app.state import compute_button, get_study, guarded, load_model, plain, run_job
@@ -149,6 +149,12 @@ def page() -> None:
     st.plotly_chart(restoration_curves(curves, acc_o, reference=ref), width="stretch", key="restore_chart")
     st.caption("The retrain control (dashed) never knew the forget facts: its curve is how much steering with the "
                "original's features *injects*. Net restoration subtracts it.")
+    st.subheader("Expert-feature retention")
+    st.plotly_chart(retention_bars({**{n: r.feature_retention for n, r in reports.items()},
+                                    ref: control.get("feature_retention")}, reference=ref), width="stretch",
+                    key="retention_chart")
+    st.caption("How strongly the original's expert features for the forget facts still fire, relative to the "
+               "original (1 = as strongly; above 1 = more strongly: the model has not silenced them).")
     st.subheader("Probe accuracy by layer")
     st.plotly_chart(probe_layers({**{n: r.probe_by_layer for n, r in reports.items()},
                                   ref: control["probe_by_layer"]}, reference=ref), width="stretch",

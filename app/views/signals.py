@@ -95,8 +95,8 @@ def lens_section(study: Study, model: str) -> None:
     for col, (name, r) in zip(cols, out.items(), strict=True):
         col.metric(f"{plain(name)}: highest answer probability", "-" if r.value is None else f"{r.value:.3f}",
                    help=_interval(r.ci))
-    st.plotly_chart(lens_lines(out, title=f"read through {READOUT_LABELS[readout]}"), width="stretch",
-                    key="lens_lines")
+    st.plotly_chart(lens_lines(out, title=f"read through {READOUT_LABELS[readout]}",
+                               reference=study.manifest.retrain), width="stretch", key="lens_lines")
 
 
 def page() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import streamlit as st
 
 from analysis.errors import WorkbenchError
@@ -12,16 +14,22 @@ from analysis.tracing import (
     METRIC_LABELS,
     METRICS,
     TraceOptions,
+    TraceResult,
     dataset_cached,
     trace_dataset,
     trace_difference,
     trace_sample,
+    trace_typed,
 )
 from analysis.tracing.corruptions import corruption_help
 from analysis.tracing.figures import aie_lines, trace_heatmaps, trace_title, trace_value_range
 from analysis.tracing.options import METRIC_HELP, default_window
-from app.context import sample_picker, study_param, url_int, url_multiselect, url_select
+from app.context import prompt_source, study_param, url_int, url_multiselect, url_select
+from app.jobs import ProgressFn
 from app.state import compute_button, get_study, guarded, load_model, plain, run_job, run_per_model
+
+if TYPE_CHECKING:
+    from analysis.study import Study
 
 
 def _controls(n_layers: int) -> TraceOptions:
@@ -52,9 +60,10 @@ def page() -> None:
                "restoring brings the answer back is where the model carries the fact (Meng et al. 2022). After "
                "true erasure the answer is gone from the clean run too; after suppression the internal trace "
                "can stay while only the readout changes.")
-    sample_id = sample_picker(study)
-    if sample_id is None:
+    choice = prompt_source(study, key="sample")
+    if choice is None:
         return
+    sample_id = choice.id
     names = study.model_names
     others = [n for n in names if n != "original"] or names
     unlearned = [n for n in others if study.entry(n).role == "unlearned"] or others
@@ -68,11 +77,19 @@ def page() -> None:
         st.warning("Pick at least one of residual stream, MLP, attention.")
         return
 
-    st.subheader(f"Sample {plain(sample_id)}")
+    st.subheader(f"Sample {plain(sample_id)}" if choice.typed is None else
+                 f"Your prompt: {plain(choice.typed.prompt)} → {plain(choice.typed.answer)}")
     try:
-        r_before, r_after = run_job(
-            f"trace::{before}::{after}::{sample_id}::{opts!r}", f"tracing {sample_id} on {before} and {after}",
-            lambda s, progress: (trace_sample(s, before, sample_id, opts), trace_sample(s, after, sample_id, opts)))
+        def traces(s: Study, progress: ProgressFn) -> tuple[TraceResult, TraceResult]:
+            out = []
+            for i, name in enumerate((before, after)):  # the bar moves by model
+                progress(i / 2, f"tracing on {name}")
+                out.append(trace_sample(s, name, sample_id, opts) if choice.typed is None else
+                           trace_typed(s, name, choice.typed, opts))
+            return out[0], out[1]
+
+        r_before, r_after = run_job(f"trace::{before}::{after}::{sample_id}::{opts!r}",
+                                    f"tracing {sample_id} on {before} and {after}", traces)
     except WorkbenchError as e:
         st.error(plain(e))
         r_before = r_after = None
@@ -82,7 +99,9 @@ def page() -> None:
                  f"subject replaced by {plain(repr(info['replacement']))}" if "replacement" in info else "")
         st.caption(f"Answer **{plain(r_before.answer)}** · subject tokens starred and boxed · {extra}")
         c1, c2 = st.columns(2)
-        shared = c1.checkbox("One colour scale for both models", value=True, key="shared_scale")
+        shared = c1.checkbox("One colour scale for both models", value=False, key="shared_scale",
+                         help="Off: each map has its own scale (its range is in its colour-bar title), so a model whose "
+                              "effects are all small still shows where they are. On: magnitudes compare directly.")
         effect = c2.radio("Difference of", ["indirect effect", "metric"], horizontal=True, key="diff_of",
                           help="Indirect effect = restored − corrupted: where the causal structure changed, "
                                "apart from a shift of the whole map.") == "indirect effect"
