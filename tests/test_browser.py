@@ -102,7 +102,8 @@ def test_app_in_browser(small_study, tmp_path):
             page.get_by_role("heading", name="Scoreboard").wait_for()
             page.wait_for_selector(CHART_SVG)
             _no_exception(page)
-            assert page.locator('[data-testid="stPlotlyChart"]').count() == 2  # scoreboard + trajectories
+            # scoreboard, forget quality vs utility, trajectories (+ the verdict matrix once signals are read)
+            assert page.locator('[data-testid="stPlotlyChart"]').count() in (3, 4)
             # one bar per model and metric (forget, paraphrase, retain, utility) on the scoreboard chart
             bars = page.locator('[data-testid="stPlotlyChart"]').first.locator(".barlayer .point")
             assert bars.count() == 4 * len(small_study.model_names)

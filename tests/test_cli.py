@@ -38,3 +38,26 @@ def test_errors_are_one_line_nonzero(tmp_path, small_study, capsys):
     assert "NAME=PATH" in capsys.readouterr().err
     r = subprocess.run([sys.executable, "-m", "analysis.cli", "model", "info"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
+
+
+def test_app_refuses_a_missing_study_in_one_line(tmp_path, capsys):
+    """`erasure app --study DIR` for a directory that holds no study (and is not the default demo location)
+    says so in one line and exits non-zero, before any server starts."""
+    missing = tmp_path / "nowhere"
+    assert main(["app", "--study", str(missing), "--port", "8599"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no study at" in err and "erasure demo --out" in err
+    assert not missing.exists()
+
+
+def test_prepare_study_leaves_a_complete_study_alone(small_study, tmp_path):
+    """`erasure app` builds or resumes only a demo study that is missing or incomplete: a complete one is
+    served as it is (no model rebuilt, manifest unchanged)."""
+    from analysis.cli import prepare_study
+    from analysis.demo import demo_complete
+    from analysis.study import MANIFEST
+
+    assert demo_complete(small_study)
+    before = (small_study.root / MANIFEST).read_text()
+    prepare_study(small_study.root, default=str(tmp_path / "default"))
+    assert (small_study.root / MANIFEST).read_text() == before

@@ -54,8 +54,9 @@ def page() -> None:
     if choice is None:
         return
     c2, c3, c4, c5 = st.columns([2, 2, 1.4, 1.4])
-    others = study.unlearned_names
-    other = url_select("Unlearned model", others, key="circ_model", param="model", shared="model",
+    others = study.unlearned_names  # the controls too (a circuit of the retrain control is a useful contrast)
+    first = next((n for n in others if study.entry(n).role == "unlearned"), None)  # default: an unlearning method
+    other = url_select("Unlearned model", others, key="circ_model", param="model", shared="model", default=first,
                        container=c2) if others else None
     top_n = c3.slider("top-n edges", 5, 200, DEFAULT_TOP_N, key="circ_top", help=HELP["top_n"])
     metrics, baselines = METRICS.names(), BASELINES.names()

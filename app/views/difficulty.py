@@ -78,6 +78,12 @@ def page() -> None:
         st.warning(f"CUD loses here: it tells hard from easy samples at AUROC {v['auroc']:.2f}, the "
                    f"{plain(best[0])} baseline, which needs no circuit at all, at {best[1]['auroc']:.2f} "
                    "(benchmarks/CUD_SEEDS.md has the same comparison on three seeds).")
+    best_rho = max(((n, b) for n, b in v["baselines"].items() if b["spearman"] is not None),
+                   key=lambda nb: nb[1]["spearman"], default=None)
+    if best_rho is not None and v["spearman"] is not None and best_rho[1]["spearman"] > v["spearman"]:
+        st.warning(f"Ranking samples by difficulty, CUD correlates with the observed difficulty at Spearman rho "
+                   f"{v['spearman']:.2f} (0 = no relation, 1 = the same order); the {plain(best_rho[0])} baseline "
+                   f"at {best_rho[1]['spearman']:.2f}.")
     table = cud_table(rep)
     st.dataframe(table, hide_index=True, width="stretch")
     c1, c2 = st.columns(2)
