@@ -27,7 +27,10 @@ from analysis.store import ProgressFn
 if TYPE_CHECKING:
     from analysis.study import Study
 
-EVAL_OPTIONS: dict[str, Any] = {"version": 1, "n_perturbed": 5}
+# version 2: answer probabilities are length-normalised, exp(mean log p over the answer tokens), as every other
+# analysis reads a multi-token answer (version 1 stored the joint probability, exp(sum), ~1e-90 for a TOFU-length
+# answer; identical for one-token answers such as the organism's)
+EVAL_OPTIONS: dict[str, Any] = {"version": 2, "n_perturbed": 5}
 
 
 @dataclass
@@ -92,13 +95,13 @@ def score_model(handle: ModelHandle, forget: list[Sample], retain: list[Sample],
         return float(np.mean(x)) if len(x) else None
 
     return {
-        "metrics": {"forget_acc": mean(part("forget", "correct")), "forget_prob": mean(part("forget", "prob")),
+        "metrics": {"forget_acc": mean(part("forget", "correct")), "forget_prob": mean(f_norm),
                     "paraphrase_acc": mean(part("paraphrase", "correct")),
-                    "retain_acc": mean(part("retain", "correct")), "retain_prob": mean(part("retain", "prob")),
+                    "retain_acc": mean(part("retain", "correct")), "retain_prob": mean(part("retain", "norm_prob")),
                     "utility": mean(part("utility", "correct"))},
         "per_sample": {
             "ids": [s.id for s in forget] + [s.id for s in retain],
-            "prob": np.concatenate([part("forget", "prob"), part("retain", "prob")]).tolist(),
+            "prob": np.concatenate([f_norm, part("retain", "norm_prob")]).tolist(),
             "correct": np.concatenate([part("forget", "correct"), part("retain", "correct")]).astype(bool).tolist(),
         },
         "truth_ratio": truth_ratio.tolist(),

@@ -377,7 +377,11 @@ def test_circuits_page(app_page: Callable[[str], Any], small_study: Any) -> None
     at = app_page("circuits.py").run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert at.title[0].value == "Circuits"
-    assert len(at.get("plotly_chart")) == 2  # original and the first unlearned model side by side
+    charts = at.get("plotly_chart")
+    assert len(charts) == 3  # original and the first unlearning method side by side, and their faithfulness
+    bars = json.loads(charts[2].proto.spec)["data"]
+    assert sorted(x for t in bars for x in t["x"]) == sorted(["original", at.selectbox(key="circ_model").value])
+    assert at.selectbox(key="circ_model").value != small_study.manifest.retrain  # an unlearning method by default
     assert len(at.dataframe) == 3  # two statistics tables and the diff
     stats = at.dataframe[0].value
     assert "n edges" in set(stats["statistic"]) and stats.loc[stats["statistic"] == "n edges", "value"].item() == "75"

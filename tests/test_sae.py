@@ -253,7 +253,12 @@ def test_page(small_study, trained, monkeypatch):
     assert "retrain" not in at.multiselect(key="sae_models").options  # the reference: never judged against itself
     at.multiselect(key="sae_models").set_value(["npo", "readout_suppression"]).run()
     assert not at.exception
-    assert len(at.get("plotly_chart")) == 2
+    charts = at.get("plotly_chart")
+    assert len(charts) == 3  # restoration vs alpha, expert-feature retention, probe accuracy by layer
+    import json
+
+    retention = json.loads(charts[1].proto.spec)["data"]
+    assert {"npo", "readout_suppression", "retrain"} <= {x for t in retention for x in t.get("x", [])}
     md = " ".join(m.value for m in at.markdown)
     assert "erased" in md and "suppressed" in md
     at.number_input(key="sae_layer").set_value(0).run()  # no SAE there yet: asks to train, no error

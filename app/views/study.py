@@ -30,10 +30,10 @@ if TYPE_CHECKING:
 # scoreboard columns: (short label, what it measures and its range)
 SCOREBOARD_COLUMNS: dict[str, tuple[str, str]] = {
     "forget_acc": ("forget acc", "top-1 accuracy on the forget answers, 0-1 (lower = forgotten)"),
-    "forget_prob": ("forget p", "mean probability of the forget answers, 0-1"),
+    "forget_prob": ("forget p", "mean probability of the forget answers (per token, exp of the mean log p), 0-1"),
     "paraphrase_acc": ("paraphr. acc", "top-1 accuracy on paraphrased forget prompts, 0-1"),
     "retain_acc": ("retain acc", "top-1 accuracy on the retain answers, 0-1 (higher = kept)"),
-    "retain_prob": ("retain p", "mean probability of the retain answers, 0-1"),
+    "retain_prob": ("retain p", "mean probability of the retain answers (per token), 0-1"),
     "utility": ("utility", "accuracy on the general-ability set, 0-1"),
 }
 
