@@ -22,6 +22,7 @@ from analysis.cli_common import (
     tqdm_progress,
     verb,
 )
+from analysis.data.cli_args import add_sample_format_arguments, import_report, sample_format
 from analysis.errors import WorkbenchError
 
 DEFAULT_STUDY = "studies/demo"
@@ -31,7 +32,7 @@ ANALYSIS_VERBS: tuple[str, ...] = ("analysis.tracing.cli", "analysis.circuits.cl
                                     "analysis.sae.cli", "analysis.diagnosis.cli", "analysis.patching.cli",
                                     "analysis.logit_lens.cli", "analysis.validation.cli",
                                     "analysis.zoo.cli", "analysis.relearn.cli", "analysis.membership.cli",
-                                    "analysis.verdict.cli")
+                                    "analysis.verdict.cli", "analysis.unlearn.cli")
 
 
 # ---- organism / model ------------------------------------------------------------------------------
@@ -80,10 +81,13 @@ def cmd_study_create(args: argparse.Namespace) -> None:
     from analysis.study import Study
 
     study = Study.create(args.out, original=args.original, unlearned=_parse_named(args.unlearned or []),
-                         forget=args.forget, retain=args.retain, utility=args.utility, retrain=args.retrain)
+                         forget=args.forget, retain=args.retain, utility=args.utility, retrain=args.retrain,
+                         sample_format=sample_format(args))
+    imports = study.manifest.extra.get("sample_import", {})
     obj = {"study": str(study.root), "models": {n: e.to_dict() for n, e in study.manifest.models.items()},
-           "samples": {s: len(study.samples(s)) for s in study.manifest.samples}}
-    emit(args, obj, f"created study at {study.root} with models {', '.join(study.model_names)}")
+           "samples": {s: len(study.samples(s)) for s in study.manifest.samples}, "sample_import": imports}
+    emit(args, obj, f"created study at {study.root} with models {', '.join(study.model_names)}\n"
+                    f"{import_report(imports)}")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -223,16 +227,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", default=DEFAULT_STUDY)
     sp.add_argument("--seed", type=seed_int, default=0)
 
-    st = sub.add_parser("study", help="create studies").add_subparsers(dest="sub", required=True,
-                                                                       parser_class=Parser)
+    st = sub.add_parser("study", help="create studies, add models to them").add_subparsers(
+        dest="sub", required=True, parser_class=Parser)
     sp = verb(st, "create", cmd_study_create, "create a study from local checkpoints and sample files")
     sp.add_argument("--out", required=True)
     sp.add_argument("--original", required=True, help="model directory before unlearning")
     sp.add_argument("--unlearned", action="append", metavar="NAME=PATH", help="an unlearned model (repeatable)")
-    sp.add_argument("--forget", required=True, help="forget samples (JSONL)")
-    sp.add_argument("--retain", required=True, help="retain samples (JSONL)")
-    sp.add_argument("--utility", default=None, help="general-ability samples (JSONL)")
+    sp.add_argument("--forget", required=True, help="forget samples (a file in one of the --format formats)")
+    sp.add_argument("--retain", required=True, help="retain samples (a file in one of the --format formats)")
+    sp.add_argument("--utility", default=None, help="general-ability samples (a file in one of the --format formats)")
     sp.add_argument("--retrain", default=None, help="NAME of the unlearned model that is a retrain control")
+    add_sample_format_arguments(sp)
+    importlib.import_module("analysis.unlearn.cli").add_study_parser(st, verb)  # `erasure study add`
 
     sp = verb(sub, "eval", cmd_eval, "output-level metrics of every model of a study")
     sp.add_argument("study")

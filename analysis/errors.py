@@ -19,3 +19,7 @@ class StudyError(WorkbenchError):
 
 class AnalysisInputError(WorkbenchError):
     """Bad options or inputs to an analysis (unknown sample id, out-of-range layer, ...)."""
+
+
+class ModelExportError(WorkbenchError):
+    """A hooked model could not be written back as the checkpoint's own Hugging Face weights."""

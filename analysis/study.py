@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from analysis.data.schema import Sample, json_kind, read_jsonl, read_jsonl_lines, write_jsonl
+from analysis.data.formats import ImportOptions, read_sample_file
+from analysis.data.schema import Sample, json_kind, read_jsonl, write_jsonl
 from analysis.errors import ModelLoadError, SampleError, StudyError
 from analysis.models import ModelHandle, load_model
 from analysis.models.handle import (
@@ -269,12 +270,18 @@ class Study:
     def create(cls, out: str | os.PathLike[str], original: str | os.PathLike[str],
                unlearned: dict[str, str | os.PathLike[str]], forget: str | os.PathLike[str],
                retain: str | os.PathLike[str], utility: str | os.PathLike[str] | None = None,
-               retrain: str | None = None, name: str | None = None) -> Study:
+               retrain: str | None = None, name: str | None = None,
+               sample_format: ImportOptions | None = None) -> Study:
         """A study over users' own local checkpoints. Models stay where they are (absolute paths);
         samples are validated and copied in. ``retrain`` names one of ``unlearned`` as the
         true-deletion reference for forget quality. Model names must be safe names
         (``analysis.names.NAME_RULE``), and every sample must fit the context window of every model (prompt
-        + answer, and each paraphrase + answer, in the original's tokens)."""
+        + answer, and each paraphrase + answer, in the original's tokens).
+
+        Sample files are read by analysis.data.formats.read_sample_file with ``sample_format`` (default: the
+        format detected per file: our JSONL, TOFU / open-unlearning QA, CounterFact, ROME known facts, CSV); how
+        each split was read, how its samples got their subjects and which have none is kept in
+        ``manifest.extra["sample_import"]``."""
         root = Path(out).expanduser()
         for parent in (root, *root.parents):  # the first part of --out that exists must be a directory
             if parent.exists():
@@ -294,12 +301,13 @@ class Study:
         if retrain is not None and retrain not in unlearned:
             raise StudyError(f"retrain model {retrain!r} is not among the unlearned models {sorted(unlearned)}")
         files = {"forget": forget, "retain": retain, **({"utility": utility} if utility else {})}
-        located = {split: read_jsonl_lines(f, split=split) for split, f in files.items()}
+        imported = {split: read_sample_file(f, split=split, options=sample_format) for split, f in files.items()}
+        located = {split: imp.samples for split, imp in imported.items()}
         first: dict[str, str] = {}
         for split, rows in located.items():
-            for line, s in rows:
+            for where, s in rows:
                 if s.id in first:
-                    raise SampleError(f"{files[split]}:{line}: field 'id': duplicate sample id {s.id!r} (also in "
+                    raise SampleError(f"{where}: field 'id': duplicate sample id {s.id!r} (also in "
                                       f"{first[s.id]}; expected ids unique across the study's splits)")
                 first[s.id] = f"{files[split]}"
         samples = {split: [s for _, s in rows] for split, rows in located.items()}
@@ -316,7 +324,7 @@ class Study:
             if tokenizer_signature(tok) != ref:
                 raise StudyError(f"model {mname!r} has a different tokenizer from 'original'; "
                                  "all models of a study must share one")
-        _check_context({m: Path(e.path) for m, e in entries.items()}, tokenizers["original"], located, files)
+        _check_context({m: Path(e.path) for m, e in entries.items()}, tokenizers["original"], located)
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -324,7 +332,8 @@ class Study:
         for split, ss in samples.items():
             write_jsonl(ss, root / "samples" / f"{split}.jsonl")
         manifest = Manifest(name=name or root.name, models=entries,
-                            samples={s: f"samples/{s}.jsonl" for s in samples}, retrain=retrain)
+                            samples={s: f"samples/{s}.jsonl" for s in samples}, retrain=retrain,
+                            extra={"sample_import": {split: imp.summary() for split, imp in imported.items()}})
         study = cls(root, manifest)
         for mname in entries:
             study.fingerprint(mname)  # hashed once here, with its files' stats recorded
@@ -599,9 +608,9 @@ def model_context(path: Path, tokenizer: PreTrainedTokenizerBase) -> tuple[int, 
             tokenizer.bos_token_id is not None
     from transformers import AutoConfig
 
-    from analysis.models.hf import default_prepend_bos, hf_config_to_tl, read_architecture
+    from analysis.models.hf import hf_config_to_tl, read_architecture, tokenizer_adds_bos
 
-    arch_name, _, _ = read_architecture(path)
+    read_architecture(path)  # one line naming the supported architectures for any other
     try:
         n_ctx = int(hf_config_to_tl(AutoConfig.from_pretrained(str(path), local_files_only=True,
                                                                trust_remote_code=False))["n_ctx"])
@@ -609,13 +618,13 @@ def model_context(path: Path, tokenizer: PreTrainedTokenizerBase) -> tuple[int, 
         raise
     except Exception as e:  # noqa: BLE001 - config classes raise many types
         raise ModelLoadError(f"{path / 'config.json'} is malformed: {e}") from None
-    return n_ctx, default_prepend_bos(arch_name, tokenizer) and tokenizer.bos_token_id is not None
+    return n_ctx, tokenizer_adds_bos(tokenizer)
 
 
 def _check_context(models: dict[str, Path], tokenizer: PreTrainedTokenizerBase,
-                   located: dict[str, list[tuple[int, Sample]]], files: dict[str, Any]) -> None:
+                   located: dict[str, list[tuple[str, Sample]]]) -> None:
     """Refuse a sample whose prompt (or a paraphrase) + answer is longer than a model's context window,
-    naming the sample, its split, file and line, and the model."""
+    naming the sample, its split, where it was read (``file:line`` / ``file[index]``), and the model."""
     from analysis.scoring import encode_pair
 
     try:
@@ -625,12 +634,12 @@ def _check_context(models: dict[str, Path], tokenizer: PreTrainedTokenizerBase,
     model, (n_ctx, _) = min(contexts.items(), key=lambda kv: kv[1][0])
     bos = any(b for _, b in contexts.values())
     for split, rows in located.items():
-        for line, s in rows:
+        for where, s in rows:
             for what, prompt in (("prompt", s.prompt), *((f"paraphrases[{i}]", p) for i, p in
                                                           enumerate(s.paraphrases))):
                 p_ids, a_ids = encode_pair(tokenizer, prompt, s.answer, prepend_bos=bos)
                 n = len(p_ids) + len(a_ids)
                 if n > n_ctx:
-                    raise StudyError(f"{files[split]}:{line}: {split} sample {s.id!r}, field {what!r}: "
+                    raise StudyError(f"{where}: {split} sample {s.id!r}, field {what!r}: "
                                      f"{what} + answer is {n} tokens, longer than the context window of model "
                                      f"{model!r} ({n_ctx} tokens); expected a shorter sample")

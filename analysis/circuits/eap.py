@@ -32,6 +32,12 @@ the quadrature error of the midpoint rule. With LayerNorm and the zero baseline 
 happens at very small ``alpha`` (LayerNorm undoes the scale), so a few steps approximate that integral
 poorly; the CUD paper uses it anyway (5 steps, zero baseline), and so do the defaults here.
 
+Grouped-query attention: while attributing, :func:`graph_mode` ungroups the key/value heads, so every query
+head has its own key and value input (what a k / v edge into a query head means, and how the scores relate to
+the shared key/value input: analysis.circuits.graph, "Grouped-query attention"). The forward is unchanged.
+Blocks with a post-attention norm (Gemma 2/3, OLMo 2): a head's output is its share of the normalised
+attention output (:func:`head_outputs`), and IG over a head's activations sets that share.
+
 Positions are summed within a sample only; the metric of a row depends only on that row (causal
 attention, right padding), so the scores of a batch equal the scores of the samples one at a time.
 
@@ -53,7 +59,7 @@ import numpy as np
 import torch
 
 from analysis import hooks
-from analysis.circuits.graph import QKV, Graph
+from analysis.circuits.graph import POST_NORM_ARCHITECTURES, QKV, Graph
 from analysis.circuits.options import BASELINE_LABELS, METRIC_LABELS, EAPOptions
 from analysis.circuits.result import Faithfulness
 from analysis.errors import AnalysisInputError
@@ -94,13 +100,18 @@ def metric_values(logits: torch.Tensor, batch: PairBatch, metric: str) -> torch.
 
 @contextmanager
 def graph_mode(model: Any) -> Iterator[None]:
-    """Per-head results, split q/k/v inputs and the MLP-input hook on, restored afterwards."""
+    """Per-head results, split q/k/v inputs and the MLP-input hook on, and grouped key/value heads ungrouped
+    (one key and one value input per query head: analysis.circuits.graph, "Grouped-query attention");
+    every flag restored afterwards, also when the body raises (the model object may be shared)."""
     cfg = model.cfg
-    old = (cfg.use_attn_result, cfg.use_split_qkv_input, cfg.use_hook_mlp_in)
+    old = (cfg.use_attn_result, cfg.use_split_qkv_input, cfg.use_hook_mlp_in,
+           getattr(cfg, "ungroup_grouped_query_attention", False))
     model.set_use_attn_result(True)
     model.set_use_split_qkv_input(True)
     if not cfg.attn_only:
         model.set_use_hook_mlp_in(True)
+    if getattr(cfg, "n_key_value_heads", None) is not None:
+        cfg.ungroup_grouped_query_attention = True  # TL's set_ungroup_grouped_query_attention sets only this
     try:
         yield
     finally:
@@ -108,12 +119,39 @@ def graph_mode(model: Any) -> Iterator[None]:
         model.set_use_split_qkv_input(old[1])
         if not cfg.attn_only:
             model.set_use_hook_mlp_in(old[2])
+        if getattr(cfg, "n_key_value_heads", None) is not None:
+            cfg.ungroup_grouped_query_attention = old[3]
 
 
 def _down_starts(g: Graph) -> list[int]:
     """Per layer: the downstream index of its first q input."""
     per = 3 * g.n_heads + int(g.has_mlp)
     return [layer * per for layer in range(g.n_layers)]
+
+
+def post_norm(model: Any, layer: int) -> Any | None:
+    """The RMS norm a block applies to its attention output before adding it to the residual stream (Gemma
+    2/3's ``ln1_post``, OLMo 2's post-norm ``ln1``), or None (the usual pre-norm block)."""
+    cfg, block = model.cfg, model.blocks[layer]
+    if getattr(cfg, "use_normalization_before_and_after", False):
+        return block.ln1_post
+    if getattr(cfg, "original_architecture", None) in POST_NORM_ARCHITECTURES:
+        return block.ln1
+    return None
+
+
+def head_outputs(model: Any, layer: int, result: torch.Tensor) -> torch.Tensor:
+    """[B, T, heads, d] what each head of ``layer`` adds to the residual stream, from its ``hook_result``
+    ``result``: that itself, or in a block with a post-attention RMS norm (:func:`post_norm`) the head's share
+    of the normalised output, ``result_h * w / rms(sum_h result_h + b_O)`` with this run's rms (the shares
+    and the bias's share ``b_O * w / rms``, zero in Gemma 2/3 and OLMo 2, add up to the attention output)."""
+    norm = post_norm(model, layer)
+    if norm is None:
+        return result
+    x = result.float().sum(2) + model.blocks[layer].attn.b_O.float()
+    out = result.float() / (x.pow(2).mean(-1, keepdim=True) + norm.eps).sqrt()[:, :, None]
+    w = getattr(norm, "w", None)  # RMSNormPre (weights folded) has none
+    return (out if w is None else out * w.float()).to(result.dtype)
 
 
 @torch.no_grad()
@@ -142,7 +180,7 @@ def node_outputs(model: Any, g: Graph, tokens: torch.Tensor, embed: torch.Tensor
         model.run_with_hooks(tokens, fwd_hooks=fwd, return_type=None)
     parts = [cache[first][:, :, None]]
     for layer in range(g.n_layers):
-        parts.append(cache[hooks.attn_result(layer)])
+        parts.append(head_outputs(model, layer, cache[hooks.attn_result(layer)]))
         if g.has_mlp:
             parts.append(cache[hooks.mlp_out(layer)][:, :, None])
     return torch.cat(parts, dim=2).float()
@@ -221,6 +259,8 @@ def ig_gradients(model: Any, g: Graph, batch: PairBatch, base_out: torch.Tensor,
     big = batch.repeat(k) if k > 1 else batch
     stored: dict[str, torch.Tensor] = {}
     site, head = node_site(g, node)
+    node_layer = g.node_layer(g.upstream[node])  # -1 for the input
+    normed = head is not None and post_norm(model, node_layer) is not None
 
     def set_node(t: torch.Tensor, hook: Any) -> torch.Tensor:
         x = interp.to(t.dtype).detach().requires_grad_(True)
@@ -230,11 +270,19 @@ def ig_gradients(model: Any, g: Graph, batch: PairBatch, base_out: torch.Tensor,
         out[:, :, head] = x
         return out
 
+    def keep_result(t: torch.Tensor, hook: Any) -> None:
+        stored["result"] = t
+
+    def set_share(t: torch.Tensor, hook: Any) -> torch.Tensor:
+        """After a post-attention norm: the attention output with the head's share replaced."""
+        share = head_outputs(model, node_layer, stored["result"])[:, :, head]
+        return t - share.to(t.dtype) + interp.to(t.dtype)
+
     def keep(t: torch.Tensor, hook: Any) -> None:
         stored[hook.name] = t
 
-    fwd: list[tuple[str, Callable[..., Any]]] = [(site, set_node)]
-    node_layer = g.node_layer(g.upstream[node])  # -1 for the input
+    fwd: list[tuple[str, Callable[..., Any]]] = (
+        [(site, keep_result), (hooks.attn_out(node_layer), set_share)] if normed else [(site, set_node)])
     order: list[str] = []
     wanted: list[str] = []  # the downstream inputs after the node (the only ones it feeds)
     for layer in range(g.n_layers):
@@ -242,7 +290,8 @@ def ig_gradients(model: Any, g: Graph, batch: PairBatch, base_out: torch.Tensor,
         mlp = [hooks.mlp_in(layer)] if g.has_mlp else []
         fwd += [(n, keep) for n in qkv + mlp]
         order += qkv + mlp
-        mlp_after = layer > node_layer or (head is not None and layer == node_layer)  # a head feeds its MLP
+        # a head feeds its layer's MLP, unless the two run in parallel
+        mlp_after = layer > node_layer or (head is not None and layer == node_layer and not g.parallel)
         wanted += (qkv if layer > node_layer else []) + (mlp if mlp_after else [])
     last = hooks.resid_post(g.n_layers - 1)
     fwd.append((last, keep))
@@ -334,8 +383,10 @@ def run_with_edges(model: Any, batch: PairBatch, keep: np.ndarray | torch.Tensor
     def rec_input(t: torch.Tensor, hook: Any) -> None:
         outs.append(t[:, :, None])
 
-    def rec_heads(t: torch.Tensor, hook: Any) -> None:
-        outs.append(t)
+    def rec_heads(layer: int) -> Callable[[torch.Tensor, Any], None]:
+        def fn(t: torch.Tensor, hook: Any) -> None:
+            outs.append(head_outputs(model, layer, t))
+        return fn
 
     def rec_mlp(t: torch.Tensor, hook: Any) -> None:
         outs.append(t[:, :, None])
@@ -360,7 +411,7 @@ def run_with_edges(model: Any, batch: PairBatch, keep: np.ndarray | torch.Tensor
     for layer in range(g.n_layers):
         for x, name in enumerate(QKV):
             fwd.append((hooks.attn_input(layer, name), patch_qkv(layer, x)))
-        fwd.append((hooks.attn_result(layer), rec_heads))
+        fwd.append((hooks.attn_result(layer), rec_heads(layer)))
         if g.has_mlp:
             fwd.append((hooks.mlp_in(layer), patch_single(g.down_index[f"m{layer}"], f"m{layer}")))
             fwd.append((hooks.mlp_out(layer), rec_mlp))

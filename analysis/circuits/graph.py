@@ -4,7 +4,8 @@ Nodes (upstream = something that *writes* to the residual stream):
 
 * ``input``: the embeddings, ``hook_embed + hook_pos_embed`` (read at ``blocks.0.hook_resid_pre``);
 * ``a{l}.h{h}``: attention head ``h`` of layer ``l``, its output ``z_h W_O`` (``blocks.{l}.attn.hook_result``,
-  without the bias ``b_O``, which is a constant shared by clean and baseline runs);
+  without the bias ``b_O``, which is a constant shared by clean and baseline runs; after a post-attention
+  norm, its share of the normalised output: below);
 * ``m{l}``: the MLP of layer ``l`` (``blocks.{l}.hook_mlp_out``, bias included);
 * ``logits``: the final residual stream (``blocks.{L-1}.hook_resid_post``), read by ``ln_final`` + unembed.
 
@@ -12,7 +13,8 @@ Downstream *inputs* (what reads the residual stream): each head's query, key and
 (``blocks.{l}.hook_q_input`` / ``hook_k_input`` / ``hook_v_input``, head index ``h``), each MLP input
 (``blocks.{l}.hook_mlp_in``) and the logits. An edge joins every upstream node to every downstream input
 that comes after it: the input and every component of an earlier layer feed a layer's heads; the input,
-earlier layers and the same layer's heads feed its MLP; everything feeds the logits.
+earlier layers and the same layer's heads feed its MLP (not in a parallel block: below); everything feeds
+the logits.
 
 Edges are numbered in a fixed order (downstream inputs in forward order, their upstream nodes in forward
 order), so an edge-score vector of one model lines up with that of any model of the same architecture.
@@ -40,16 +42,25 @@ are those of the grouped model; what the copies add is a gradient per query head
   head's: an intervention finer than one grouped input allows, which the ungrouped forward computes
   exactly.
 
-Departure: the alternative, one k and one v input per key/value head (edges ``u -> a{l}.kv{j}.k``), would
+Why per query head: the alternative, one k and one v input per key/value head (edges ``u -> a{l}.kv{j}.k``), would
 give fewer, coarser edges and a graph whose shape differs from that of a multi-head model with the same
 query heads. Per query head keeps the node/edge numbering of a multi-head model of ``n_heads`` heads
 (stored multi-head scores keep their meaning and key), and the grouped score is a sum away.
 
 Parallel attention and MLP (GPT-J, GPT-NeoX / Pythia, Phi-1.5: ``parallel_attn_mlp``): a layer's MLP reads
 the residual stream *before* its layer, as its heads do, so the layer's heads do not feed its MLP; both write
-to the stream after the layer. The graph drops those edges. Blocks that normalise the attention output
-before adding it to the stream (Gemma 2/3's post-attention norm, OLMo 2's post-norm) are refused: a head's
-``hook_result`` is then not what it adds to the residual stream, so node outputs would not add up.
+to the stream after the layer. The graph drops those edges.
+
+Post-attention norms (Gemma 2/3's ``ln1_post``, OLMo 2's post-norm ``ln1``): the block adds
+``RMSNorm(sum_h result_h + b_O)`` to the stream, so a head's ``hook_result`` is not what it adds there. A
+head's output is then its *share* of the normalised output, ``result_h * w / rms`` with the rms of that very
+run (analysis.circuits.eap.head_outputs); the shares add up to what the block adds (with ``b_O``'s share,
+zero in those models; a nonzero one would be left to no node, as ``b_O`` is in other blocks, but would
+then differ between runs). This decomposition is our choice (EAP-IG was defined on pre-norm blocks, where a
+head's output is what it adds). The rms is shared by the heads of the layer, so a head's share also moves when
+another head of its layer changes (the norm couples them); edge scores, ablations and IG over a head's
+activations (its share set, the other heads' shares kept) all use the shares. The MLP's ``hook_mlp_out``
+already comes after its post-norm. A LayerNorm after the attention is refused.
 """
 
 from __future__ import annotations
@@ -65,6 +76,9 @@ from analysis.errors import AnalysisInputError
 # transformer_lens.utilities.architectures.POST_NORM_ARCHITECTURES; kept here so that the graph imports no
 # TransformerLens).
 POST_NORM_ARCHITECTURES = frozenset({"Olmo2ForCausalLM", "Olmo3ForCausalLM"})
+# Architectures whose key norm runs over the projections of all key/value heads at once (TransformerLens'
+# AbstractAttention.forward, the OLMo family).
+KV_NORM_ACROSS_HEADS = frozenset({"OlmoeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM"})
 
 QKV = ("q", "k", "v")
 
@@ -103,11 +117,14 @@ class Graph:
         if cfg is None:
             raise AnalysisInputError("edge attribution needs a HookedTransformer")
         arch = getattr(cfg, "original_architecture", None)
-        if getattr(cfg, "use_normalization_before_and_after", False) or arch in POST_NORM_ARCHITECTURES:
-            raise AnalysisInputError(f"the circuit graph does not support {arch or 'this model'}: it normalises the "
-                                     "attention output before adding it to the residual stream, so a head's output "
-                                     "is not what it adds there")
+        post_norm = getattr(cfg, "use_normalization_before_and_after", False) or arch in POST_NORM_ARCHITECTURES
+        if post_norm and getattr(cfg, "normalization_type", None) not in ("RMS", "RMSPre"):
+            raise AnalysisInputError(f"the circuit graph does not support {arch or 'this model'}: a LayerNorm after "
+                                     "the attention (only an RMS norm's output splits into the heads' shares)")
         n_kv = getattr(cfg, "n_key_value_heads", None)
+        if arch in KV_NORM_ACROSS_HEADS and n_kv is not None and int(n_kv) != int(cfg.n_heads):
+            raise AnalysisInputError(f"the circuit graph does not support {arch} with grouped-query attention: its key "
+                                     "norm spans all key/value heads, so the keys cannot be ungrouped per query head")
         return cls(int(cfg.n_layers), int(cfg.n_heads), not bool(cfg.attn_only),
                    None if n_kv is None or int(n_kv) == int(cfg.n_heads) else int(n_kv),
                    bool(getattr(cfg, "parallel_attn_mlp", False)) and not bool(cfg.attn_only))

@@ -1,18 +1,17 @@
 """Load a local Hugging Face causal-LM checkpoint directory, offline, into a TransformerLens HookedTransformer.
 
-Why we don't use TL's own loading path: ``HookedTransformer.from_pretrained`` only accepts official hub
-names (a local path raises "not found"), and TL's ``convert_hf_model_config`` decides the architecture
-from the *name*, not the checkpoint: a path containing "llama" or "gemma" is routed without reading
-config.json (and then crashes), and Gemma sizes are hard-coded per hub model name, so a fine-tuned or
-unlearned checkpoint in ``/models/my-llama-unlearned`` would be mis-described. We therefore map the HF
-config to HookedTransformerConfig ourselves (``hf_config_to_tl``, modelled on TL's per-architecture
-branches in loading_from_pretrained.py) and reuse only TL's weight converters, which take the HF model
-object and the config and never look at names.
+``HookedTransformer.from_pretrained`` only takes hub names and routes by name; here the checkpoint's own
+config.json decides (``analysis.models.hf_arch``: the supported architectures, the HookedTransformerConfig, and
+which of TransformerLens's per-architecture weight converters runs).
 
 Weights are loaded without any TL weight processing (no LayerNorm folding, centering or bias folding), so
 every hook value equals the corresponding HF activation and logits match HF to float precision. Parameter
 values are HF's except where the converter bakes in what Gemma computes at run time: W_E is HF's
-embedding times sqrt(d_model) and RMSNorm gains are stored as 1 + w.
+embedding times sqrt(d_model) and RMSNorm gains are stored as 1 + w. The unembedding ``W_U`` is always its own
+parameter, also for a checkpoint with tied input/output embeddings (``meta["tied_embeddings"]`` says so, and
+``analysis.models.export`` unties explicitly when they no longer agree).
+
+A BOS token is prepended exactly when the checkpoint's tokenizer adds one (``tokenizer_adds_bos``).
 
 Security: only safetensors files or ``torch.load(weights_only=True)`` (what transformers does for .bin).
 """
@@ -22,187 +21,51 @@ from __future__ import annotations
 import copy
 import gc
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from analysis.errors import ModelLoadError
+from analysis.models.hf_arch import SUPPORTED_ARCHITECTURES, converter, hf_config_to_tl, read_architecture
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-SUPPORTED_ARCHITECTURES: tuple[str, ...] = (
-    "GPT2LMHeadModel", "GPTNeoXForCausalLM", "LlamaForCausalLM", "Qwen2ForCausalLM", "GemmaForCausalLM",
-)
-# For configs without an "architectures" list (hand-written or very old ones).
-_MODEL_TYPE_TO_ARCH: dict[str, str] = {
-    "gpt2": "GPT2LMHeadModel", "gpt_neox": "GPTNeoXForCausalLM", "llama": "LlamaForCausalLM",
-    "qwen2": "Qwen2ForCausalLM", "gemma": "GemmaForCausalLM",
-}
-# HF ACT2FN name -> TransformerLens act_fn. Same formulas on both sides ("gelu" is the exact erf GELU).
-_ACT_FNS: dict[str, str] = {
-    "gelu": "gelu", "gelu_new": "gelu_new", "gelu_fast": "gelu_fast", "gelu_pytorch_tanh": "gelu_pytorch_tanh",
-    "silu": "silu", "swish": "silu", "relu": "relu",
-}
 TOKENIZER_FILES: tuple[str, ...] = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt")
 SAFETENSORS_FILE = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 BIN_FILE = "pytorch_model.bin"
 BIN_INDEX = "pytorch_model.bin.index.json"
+__all__ = ["SUPPORTED_ARCHITECTURES", "hf_config_to_tl", "load_hf_dir", "load_hf_config", "load_tokenizer",
+           "read_architecture", "tokenizer_adds_bos"]
 
 
-# --------------------------------------------------------------------------------------------- config
+def tokenizer_adds_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether text is scored with a BOS token in front: exactly when the checkpoint's own tokenizer puts one
+    there by default (``tokenizer("x")`` starts with ``bos_token_id`` and the plain tokens follow it).
 
-
-def read_architecture(path: Path) -> tuple[str, str, dict[str, Any]]:
-    """(architecture, model_type, raw config dict) from ``path/config.json``; raises ModelLoadError."""
-    cfg_path = path / "config.json"
-    try:
-        raw = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ModelLoadError(f"{cfg_path} is not valid JSON ({e.msg} at line {e.lineno})") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ModelLoadError(f"{cfg_path} could not be read ({e})") from None
-    if not isinstance(raw, dict):
-        raise ModelLoadError(f"{cfg_path} is malformed (expected a JSON object)")
-    model_type = str(raw.get("model_type") or "")
-    archs = raw.get("architectures")
-    if archs is not None and (not isinstance(archs, list) or not archs or not isinstance(archs[0], str)):
-        raise ModelLoadError(f"{cfg_path} is malformed (\"architectures\" must be a non-empty list of names)")
-    arch = archs[0] if archs else _MODEL_TYPE_TO_ARCH.get(model_type, "")
-    if arch not in SUPPORTED_ARCHITECTURES:
-        if arch:
-            what = arch
-        elif model_type:
-            what = f"(model_type {model_type!r})"
-        else:
-            what = "(none named)"
-        raise ModelLoadError(f"unsupported architecture {what} in {cfg_path} "
-                             f"(supported: {', '.join(SUPPORTED_ARCHITECTURES)})")
-    return arch, model_type, raw
-
-
-def _rope_parameters(hf_config: Any) -> dict[str, Any]:
-    """RoPE settings as a flat dict: transformers >= 5 keeps them in ``rope_parameters``, 4.x in
-    ``rope_theta`` / ``rope_scaling`` / ``rotary_pct``."""
-    rope = getattr(hf_config, "rope_parameters", None)
-    out: dict[str, Any] = dict(rope) if isinstance(rope, dict) else {}
-    if "rope_theta" not in out and getattr(hf_config, "rope_theta", None) is not None:
-        out["rope_theta"] = hf_config.rope_theta
-    if "partial_rotary_factor" not in out and getattr(hf_config, "rotary_pct", None) is not None:
-        out["partial_rotary_factor"] = hf_config.rotary_pct
-    legacy = getattr(hf_config, "rope_scaling", None)
-    if isinstance(legacy, dict) and "rope_type" not in out:
-        out.update(legacy)
-        out.setdefault("rope_type", legacy.get("type", "default"))
-    out.setdefault("rope_type", "default")
-    return out
-
-
-def _act_fn(name: Any, arch: str) -> str:
-    if name not in _ACT_FNS:
-        raise ModelLoadError(f"{arch} with activation {name!r} is not supported "
-                             f"(supported: {', '.join(sorted(_ACT_FNS))})")
-    return _ACT_FNS[name]
-
-
-def _head_dim(hf_config: Any) -> int:
-    hd = getattr(hf_config, "head_dim", None)
-    return int(hd) if hd else hf_config.hidden_size // hf_config.num_attention_heads
-
-
-def _require(cond: bool, arch: str, what: str) -> None:
-    if not cond:
-        raise ModelLoadError(f"{arch} checkpoints with {what} are not supported by the TransformerLens conversion")
-
-
-def _rotary(arch: str, hf_config: Any, d_head: int, allow_llama3: bool = False) -> dict[str, Any]:
-    rope = _rope_parameters(hf_config)
-    rope_type = str(rope.get("rope_type") or "default")
-    out: dict[str, Any] = {"positional_embedding_type": "rotary", "rotary_adjacent_pairs": False,
-                           "rotary_base": float(rope.get("rope_theta", 10000.0)),
-                           # HF: int(head_dim * partial_rotary_factor) (not round, as TL's NeoX branch does).
-                           "rotary_dim": int(d_head * float(rope.get("partial_rotary_factor", 1.0)))}
-    if rope_type == "llama3" and allow_llama3:
-        out.update(use_NTK_by_parts_rope=True,
-                   NTK_original_ctx_len=int(rope.get("original_max_position_embeddings",
-                                                     hf_config.max_position_embeddings)),
-                   NTK_by_parts_low_freq_factor=float(rope.get("low_freq_factor", 1.0)),
-                   NTK_by_parts_high_freq_factor=float(rope.get("high_freq_factor", 4.0)),
-                   NTK_by_parts_factor=float(rope.get("factor", 1.0)))
-    else:
-        _require(rope_type == "default", arch, f"rope_type {rope_type!r}")
-    return out
-
-
-def hf_config_to_tl(hf_config: PretrainedConfig) -> dict[str, Any]:
-    """HookedTransformerConfig kwargs (architecture fields only) for a supported HF config.
-
-    Modelled on TL's branches in ``convert_hf_model_config`` but driven only by the config object. Settings
-    that TL's converters would silently drop (extra biases, rope variants, sliding windows) raise.
+    Decided by the tokenizer, not the architecture: SmolLM2 is a Llama whose tokenizer adds no BOS, and a model
+    scored on inputs it never saw in training loses facts it knows. TransformerLens's default (prepend a BOS
+    whenever the tokenizer has one) is not used.
     """
-    archs = getattr(hf_config, "architectures", None) or []
-    arch = archs[0] if archs else _MODEL_TYPE_TO_ARCH.get(getattr(hf_config, "model_type", ""), "")
-    c = hf_config
-    if arch == "GPT2LMHeadModel":
-        d: dict[str, Any] = {
-            "d_model": c.n_embd, "d_head": c.n_embd // c.n_head, "n_heads": c.n_head,
-            "d_mlp": c.n_inner or 4 * c.n_embd, "n_layers": c.n_layer, "n_ctx": c.n_positions,
-            "eps": c.layer_norm_epsilon, "d_vocab": c.vocab_size,
-            "act_fn": _act_fn(c.activation_function, arch),
-            "use_attn_scale": bool(getattr(c, "scale_attn_weights", True)),
-            "scale_attn_by_inverse_layer_idx": bool(getattr(c, "scale_attn_by_inverse_layer_idx", False)),
-            "normalization_type": "LN", "positional_embedding_type": "standard",
-        }
-    elif arch == "GPTNeoXForCausalLM":
-        _require(bool(getattr(c, "attention_bias", True)), arch, "attention_bias=false")
-        d_head = c.hidden_size // c.num_attention_heads
-        d = {
-            "d_model": c.hidden_size, "d_head": d_head, "n_heads": c.num_attention_heads,
-            "d_mlp": c.intermediate_size, "n_layers": c.num_hidden_layers, "n_ctx": c.max_position_embeddings,
-            "eps": c.layer_norm_eps, "d_vocab": c.vocab_size, "act_fn": _act_fn(c.hidden_act, arch),
-            "parallel_attn_mlp": bool(getattr(c, "use_parallel_residual", True)),
-            "normalization_type": "LN", **_rotary(arch, c, d_head),
-        }
-    elif arch in ("LlamaForCausalLM", "Qwen2ForCausalLM", "GemmaForCausalLM"):
-        if arch != "Qwen2ForCausalLM":
-            _require(not getattr(c, "attention_bias", False), arch, "attention_bias=true")
-        _require(not getattr(c, "mlp_bias", False), arch, "mlp_bias=true")
-        if arch == "Qwen2ForCausalLM":
-            _require(not getattr(c, "use_sliding_window", False), arch, "use_sliding_window=true")
-        d_head = _head_dim(c)
-        n_kv = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
-        d = {
-            "d_model": c.hidden_size, "d_head": d_head, "n_heads": c.num_attention_heads,
-            # convert_llama_weights writes W_K (plain attention) when this is None and _W_K (grouped-query)
-            # otherwise; the Qwen2 and Gemma converters always write _W_K, so they always get a number.
-            "n_key_value_heads": (None if arch == "LlamaForCausalLM" and n_kv == c.num_attention_heads
-                                  else n_kv),
-            "d_mlp": c.intermediate_size, "n_layers": c.num_hidden_layers, "n_ctx": c.max_position_embeddings,
-            "eps": c.rms_norm_eps, "d_vocab": c.vocab_size, "act_fn": _act_fn(c.hidden_act, arch),
-            "normalization_type": "RMS", "final_rms": True, "gated_mlp": True,
-            **_rotary(arch, c, d_head, allow_llama3=arch == "LlamaForCausalLM"),
-        }
-    else:
-        raise ModelLoadError(f"unsupported architecture {arch or '(none)'} "
-                             f"(supported: {', '.join(SUPPORTED_ARCHITECTURES)})")
-    d["original_architecture"] = arch
-    return d
-
-
-def default_prepend_bos(arch: str, tokenizer: PreTrainedTokenizerBase) -> bool:
-    """Whether text is scored with a BOS token in front.
-
-    TL's per-architecture defaults where it states one (GPT-NeoX/Pythia and Qwen2 were trained without a
-    leading BOS: False); otherwise True when the tokenizer has a BOS token (Llama, Gemma; GPT-2 uses
-    <|endoftext|> as BOS, as TL does).
-    """
-    if arch in ("GPTNeoXForCausalLM", "Qwen2ForCausalLM"):
+    bos = tokenizer.bos_token_id
+    if bos is None:
         return False
-    return tokenizer.bos_token is not None
+    with_special = list(tokenizer("x")["input_ids"])
+    plain = list(tokenizer("x", add_special_tokens=False)["input_ids"])
+    return len(with_special) > len(plain) and with_special[0] == bos and with_special[1: 1 + len(plain)] == plain
+
+
+def load_hf_config(path: Path) -> PretrainedConfig:
+    """The checkpoint's transformers config (offline, no remote code); raises ModelLoadError."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+    except Exception as e:  # noqa: BLE001 - config classes raise many types
+        raise ModelLoadError(f"{Path(path) / 'config.json'} is malformed: {_one_line(e)}") from None
 
 
 # -------------------------------------------------------------------------------------------- weights
@@ -271,22 +134,6 @@ def _load_hf_model(path: Path, hf_config: PretrainedConfig, use_safetensors: boo
     return model
 
 
-def _converter(arch: str) -> Callable[[Any, Any], dict[str, torch.Tensor]]:
-    from transformer_lens.pretrained.weight_conversions import (
-        convert_gemma_weights,
-        convert_gpt2_weights,
-        convert_llama_weights,
-        convert_neox_weights,
-        convert_qwen2_weights,
-    )
-
-    return {
-        "GPT2LMHeadModel": convert_gpt2_weights, "GPTNeoXForCausalLM": convert_neox_weights,
-        "LlamaForCausalLM": convert_llama_weights, "Qwen2ForCausalLM": convert_qwen2_weights,
-        "GemmaForCausalLM": convert_gemma_weights,
-    }[arch]
-
-
 # -------------------------------------------------------------------------------------------- tokenizer
 
 
@@ -314,14 +161,10 @@ def load_hf_dir(path: Path, device: torch.device, dtype: torch.dtype, n_devices:
     """Load a local HF causal-LM checkpoint directory into an unprocessed HookedTransformer on ``device``
     (split over ``n_devices`` GPUs from ``device`` on when > 1)."""
     from transformer_lens import HookedTransformer, HookedTransformerConfig
-    from transformers import AutoConfig
 
     path = Path(path)
     arch, model_type, _ = read_architecture(path)
-    try:
-        hf_config = AutoConfig.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
-    except Exception as e:  # noqa: BLE001 - config classes raise many types
-        raise ModelLoadError(f"{path / 'config.json'} is malformed: {_one_line(e)}") from None
+    hf_config = load_hf_config(path)
     try:
         arch_cfg = hf_config_to_tl(hf_config)
     except (AttributeError, TypeError, ValueError, ZeroDivisionError) as e:
@@ -334,11 +177,11 @@ def load_hf_dir(path: Path, device: torch.device, dtype: torch.dtype, n_devices:
     if len(tokenizer) > arch_cfg["d_vocab"]:
         raise ModelLoadError(f"tokenizer in {path} has {len(tokenizer)} tokens but the model's vocabulary is "
                              f"{arch_cfg['d_vocab']}")
-
+    adds_bos = tokenizer_adds_bos(tokenizer)
     try:
         cfg = HookedTransformerConfig(
             **arch_cfg, model_name=path.name, tokenizer_name=str(path), device=str(device), dtype=dtype,
-            n_devices=n_devices, init_weights=False, default_prepend_bos=default_prepend_bos(arch, tokenizer))
+            n_devices=n_devices, init_weights=False, default_prepend_bos=adds_bos, tokenizer_prepends_bos=adds_bos)
     except (AssertionError, TypeError, ValueError) as e:
         raise ModelLoadError(f"{path / 'config.json'} gives an invalid TransformerLens config: {_one_line(e)}"
                              ) from None
@@ -349,7 +192,7 @@ def load_hf_dir(path: Path, device: torch.device, dtype: torch.dtype, n_devices:
         convert_cfg = copy.copy(cfg)
         convert_cfg.device, convert_cfg.dtype = "cpu", torch.float32
         with torch.no_grad():
-            state_dict = _converter(arch)(hf_model, convert_cfg)
+            state_dict = converter(arch)(hf_model, convert_cfg)
         # HookedTransformer may replace the tokenizer it is given (and fill in missing bos/pad tokens on it):
         # give it a copy so the returned tokenizer is exactly the checkpoint's.
         model = HookedTransformer(cfg, tokenizer=_copy_tokenizer(tokenizer), move_to_device=True)
@@ -367,8 +210,18 @@ def load_hf_dir(path: Path, device: torch.device, dtype: torch.dtype, n_devices:
     _zero_unset(model, missing)
     model.eval()
     meta = {"hf_architecture": arch, "hf_model_type": model_type or getattr(hf_config, "model_type", ""),
-            "weights": [f.name for f in files]}
+            "weights": [f.name for f in files], "prepends_bos": adds_bos,
+            "tied_embeddings": bool(getattr(hf_config, "tie_word_embeddings", False)),
+            "n_ctx_checkpoint": _declared_context(hf_config, arch_cfg["n_ctx"])}
     return model, tokenizer, meta
+
+
+def _declared_context(hf_config: PretrainedConfig, default: int) -> int:
+    for key in ("max_position_embeddings", "n_positions"):
+        value = getattr(hf_config, key, None)
+        if isinstance(value, int):
+            return value
+    return default
 
 
 def _zero_unset(model: HookedTransformer, keys: set[str]) -> None:

@@ -49,9 +49,9 @@ import copy
 import dataclasses
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -74,6 +74,10 @@ FALLBACKS: dict[str, Any] = {"retain_weight": 1.0}  # for None fields a method h
 @dataclass
 class UnlearnConfig:
     """Settings shared by every method, plus method-specific fields (ignored by the other methods).
+
+    The defaults (steps / lr / retain_weight from each method's ``defaults``) are tuned on the built-in organism;
+    for a pretrained checkpoint use :func:`pretrained_config` (``PRETRAINED_PRESET``: open-unlearning's TOFU
+    settings, lr 1e-5 and 10 epochs; the organism's NPO rate, 3e-4, is reported to wreck a pretrained model).
 
     Shared:
       steps: optimisation steps (None = the method's default, ``UnlearnMethod.defaults``; the ``retrain``
@@ -138,6 +142,96 @@ class UnlearnConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Presets: the organism's defaults (each method's ``defaults``) and the one for pretrained models
+
+PRESETS: tuple[str, ...] = ("pretrained", "organism")
+PRETRAINED_EPOCHS = 10  # passes over the forget set (open-unlearning's TOFU unlearning: num_train_epochs 10)
+RETRAIN_EPOCHS = 5  # passes over the retain set of the retrain-from-a-base control (TOFU's fine-tuning: 5)
+
+# Settings for a pretrained checkpoint (``erasure unlearn``), per method: the UnlearnConfig fields that differ
+# from the organism's, and the epochs that decide the steps (``pretrained_config``). The values follow
+# open-unlearning (locuslab/open-unlearning, configs/trainer/*.yaml on configs/trainer/finetune.yaml, with
+# configs/experiment/unlearn/tofu/default.yaml: learning_rate 1e-5, num_train_epochs 10, effective batch 32 in
+# scripts/tofu_unlearn.sh), the settings of its TOFU results on Llama-3.2-1B / Llama-3.1-8B:
+#
+# - grad_ascent: lr 1e-5 (GradAscent.yaml).
+# - grad_diff: lr 1e-5, retain_weight 1.0 (GradDiff.yaml: gamma 1.0 on the forget term, alpha 1.0 on the retain
+#   NLL).
+# - npo: lr 1e-5, npo_beta 0.1, retain_weight 1.0 (NPO.yaml: beta 0.1, alpha 1.0, gamma 1.0). The organism's lr
+#   3e-4 is 30 times this (issue 16 reports that it wrecks a pretrained model).
+# - simnpo: lr 1e-5, simnpo_beta 4.5, simnpo_gamma 0.0, retain_weight 8.0 (SimNPO.yaml: beta 4.5, delta 0.0 =
+#   our reward margin gamma, forget weight gamma 0.125, alpha 1.0; 0.125 F + 1.0 R is 0.125 x (F + 8 R), and
+#   Adam's step does not change when the loss is scaled, up to its epsilon and the gradient clip).
+# - rmu: lr 1e-5, rmu_coeff 2.0, rmu_alpha 1.0, retain_weight 1.0 (RMU.yaml: steering_coeff 2, alpha 1; the file
+#   itself warns that these depend on the model and data; WMDP's reference used 6.5 for Zephyr-7B). Layer: the
+#   middle one (open-unlearning steers model.layers.7 of Llama-3.2-1B's 16), MLPs of layers l-2..l trained as
+#   in WMDP's reference (open-unlearning trains every parameter).
+# - readout_suppression (control): lr 1e-4, readout_beta 0.1, retain_weight 1.0. No published setting: only
+#   the unembedding trains, so 10 x NPO's rate (on the organism the readout control's rate is 17 x NPO's).
+# - depth_suppression (zoo control, ``analysis.zoo.suppression``): NPO's settings, on blocks >= L and the
+#   readout only.
+# - retrain (control, from a base checkpoint): lr 1e-5, 5 epochs over the RETAIN set (open-unlearning's
+#   configs/experiment/finetune/tofu/default.yaml: how TOFU's retain models are fine-tuned from the base).
+#
+# Departures from open-unlearning, kept from the organism's loop: Adam with a constant rate and no weight decay
+# (open-unlearning: paged AdamW 32-bit, weight_decay 0.01, one warm-up epoch then linear decay), the forget
+# term's NLL length-normalised per sample (theirs: per token over the batch), and steps = epochs x
+# floor(n / batch) (our sampler drops an epoch's incomplete last batch).
+#
+# Measured here on a tiny Llama only (benchmarks/unlearn_presets.py: 2 layers, hidden 64, fine-tuned to give 4
+# forget and 8 retain facts top-1; mean length-normalised answer log-prob, original -0.003 on both sets). With
+# 4 forget samples the preset's 10 epochs are 10 steps, and at lr 1e-5 nothing moves (every change < 0.001);
+# at TOFU forget10's 130 steps (10 epochs of 400 samples) and the preset's rates:
+#
+#   method               forget log-prob  forget acc  retain log-prob  retain acc
+#   grad_ascent          -0.61            0.75        -0.021           1.00
+#   grad_diff            -0.61            0.75        -0.006           1.00
+#   npo                  -0.62            0.50        -0.011           1.00
+#   simnpo               -0.54            0.50        -0.003           1.00
+#   readout_suppression  -0.010           1.00        -0.005           1.00
+#   depth_suppression    -0.005           1.00        -0.003           1.00
+#   rmu                  -0.003           1.00        -0.003           1.00
+#
+# So the direction holds (forget falls, retain holds) and the sizes say nothing about a 1B model: RMU's c = 2 is
+# far below this model's residual norm (~30 at the steered layer), and the controls train few weights. Pass
+# --lr / --steps for small models.
+PRETRAINED_PRESET: dict[str, dict[str, Any]] = {
+    "grad_ascent": {"lr": 1e-5},
+    "grad_diff": {"lr": 1e-5, "retain_weight": 1.0},
+    "npo": {"lr": 1e-5, "npo_beta": 0.1, "retain_weight": 1.0},
+    "simnpo": {"lr": 1e-5, "simnpo_beta": 4.5, "simnpo_gamma": 0.0, "retain_weight": 8.0},
+    "rmu": {"lr": 1e-5, "rmu_coeff": 2.0, "rmu_alpha": 1.0, "retain_weight": 1.0},
+    "readout_suppression": {"lr": 1e-4, "readout_beta": 0.1, "retain_weight": 1.0},
+    "depth_suppression": {"lr": 1e-5, "npo_beta": 0.1, "retain_weight": 1.0},
+    "retrain": {"lr": 1e-5},
+}
+PRESET_EPOCHS: dict[str, tuple[int, str]] = {  # method -> (epochs, the set they pass over)
+    **{m: (PRETRAINED_EPOCHS, "forget") for m in PRETRAINED_PRESET}, "retrain": (RETRAIN_EPOCHS, "retain")}
+
+
+def epoch_steps(epochs: int, n: int, batch_size: int) -> int:
+    """Steps of ``epochs`` passes over ``n`` rows in batches of ``batch_size`` (RowSampler's batches: at most n
+    rows each, an epoch's incomplete last batch dropped)."""
+    return max(1, epochs * (n // max(1, min(batch_size, n))))
+
+
+def pretrained_config(method: str, n_forget: int, n_retain: int, **overrides: Any) -> UnlearnConfig:
+    """The pretrained preset of ``method`` (``PRETRAINED_PRESET``) with ``overrides`` (fields given explicitly;
+    None values are ignored); ``steps``, unless given, is the preset's epochs over the forget set (the retain
+    set for ``retrain``)."""
+    if method not in PRETRAINED_PRESET:
+        raise AnalysisInputError(f"no pretrained preset for method {method!r} (expected one of "
+                                 f"{', '.join(PRETRAINED_PRESET)})")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    cfg = dataclasses.replace(UnlearnConfig(), **{**PRETRAINED_PRESET[method], **given})
+    if cfg.steps is None:
+        epochs, over = PRESET_EPOCHS[method]
+        cfg = dataclasses.replace(cfg, steps=epoch_steps(epochs, n_retain if over == "retain" else n_forget,
+                                                         cfg.batch_size))
+    return cfg
 
 
 @dataclass
@@ -274,6 +368,32 @@ class RowSampler:
 
 
 @dataclass
+class LoopState:
+    """What the shared loop holds between steps, for a :class:`LoopCheckpoint` to save and restore: the
+    context (model, generator, trajectory, losses), the optimiser, the trained parameters by name, the batch
+    samplers (``"forget"``, and ``"retain"`` for methods with a retain term) and the steps done."""
+
+    ctx: UnlearnContext
+    optimizer: torch.optim.Optimizer
+    params: dict[str, torch.nn.Parameter]
+    samplers: dict[str, RowSampler]
+    step: int = 0
+
+
+class LoopCheckpoint(Protocol):
+    """Makes the shared loop resumable (``analysis.unlearn.checkpoint.Checkpointer``).
+
+    ``restore(state)`` runs once after the optimiser and samplers are built and before the first step: it
+    loads a saved state into ``state`` (parameters, optimiser, samplers, generators, trajectory rows, losses)
+    and returns the steps already done (0 = start afresh). ``after_step(state)`` runs after every step, with
+    ``state.step`` the steps done; it saves when it chooses to (every N steps, and after the last)."""
+
+    def restore(self, state: LoopState) -> int: ...
+
+    def after_step(self, state: LoopState) -> None: ...
+
+
+@dataclass
 class UnlearnContext:
     """Everything a method needs. ``model`` is the copy being trained (methods may replace it)."""
 
@@ -291,6 +411,11 @@ class UnlearnContext:
     correct: list[np.ndarray] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    # Parameters (by name) the shared loop never trains, whatever the method asks for: those with no source
+    # in the checkpoint the model will be saved back to (e.g. the zero biases TransformerLens adds to a Llama).
+    frozen: frozenset[str] = frozenset()
+    # Saves and restores the loop's state (resumable runs, analysis.unlearn.checkpoint); None = not resumable.
+    checkpoint: LoopCheckpoint | None = None
 
     @property
     def device(self) -> torch.device:
@@ -339,12 +464,26 @@ class GradientMethod(UnlearnMethod):
     def loss(self, ctx: UnlearnContext, step: StepBatch) -> torch.Tensor:
         raise NotImplementedError
 
+    def trained_parameters(self, ctx: UnlearnContext) -> dict[str, torch.nn.Parameter]:
+        """:meth:`trainable` by name, less ``ctx.frozen`` (recorded in ``ctx.extra["frozen_parameters"]``)."""
+        names = {id(p): n for n, p in ctx.model.named_parameters()}
+        wanted = {names[id(p)]: p for p in self.trainable(ctx)}
+        held = sorted(n for n in wanted if n in ctx.frozen)
+        if held:
+            ctx.extra["frozen_parameters"] = held
+        params = {n: p for n, p in wanted.items() if n not in ctx.frozen}
+        if not params:
+            raise AnalysisInputError(f"method {self.name!r} would train no parameter: every one it trains "
+                                     f"({', '.join(sorted(wanted)[:4])} ...) has to stay frozen")
+        return params
+
     def unlearn(self, ctx: UnlearnContext) -> None:
         cfg, model = ctx.cfg, ctx.model
         if cfg.steps is None or cfg.lr is None:
             raise AnalysisInputError(f"method {self.name!r} needs steps and lr (it has no default for them)")
         self.prepare(ctx)
-        params = self.trainable(ctx)
+        named = self.trained_parameters(ctx)
+        params = list(named.values())
         trainable_ids = {id(p) for p in params}
         for p in model.parameters():
             p.requires_grad_(id(p) in trainable_ids)
@@ -356,8 +495,12 @@ class GradientMethod(UnlearnMethod):
             else None
         )
         model.eval()  # HookedTransformer has no dropout; eval keeps any other model deterministic
-        ctx.record()
-        for step in range(cfg.steps):
+        samplers = {"forget": f_sampler, **({"retain": r_sampler} if r_sampler is not None else {})}
+        state = LoopState(ctx=ctx, optimizer=opt, params=named, samplers=samplers)
+        start = ctx.checkpoint.restore(state) if ctx.checkpoint is not None else 0
+        if start == 0:
+            ctx.record()
+        for step in range(start, cfg.steps):
             fi = f_sampler.next()
             ri = r_sampler.next() if r_sampler is not None else None
             fb = take_rows(ctx.forget_batch, fi.to(ctx.forget_batch.tokens.device))
@@ -373,6 +516,9 @@ class GradientMethod(UnlearnMethod):
             opt.step()
             ctx.losses.append(float(loss.detach()))
             ctx.record()
+            if ctx.checkpoint is not None:  # before the report: an interrupt raised there keeps this step
+                state.step = step + 1
+                ctx.checkpoint.after_step(state)
             if step % 10 == 0 or step == cfg.steps - 1:
                 ctx.report(
                     (step + 1) / cfg.steps,
@@ -447,9 +593,16 @@ def run_method(
     cfg: UnlearnConfig | None = None,
     corpus: Corpus | None = None,
     progress: ProgressFn | None = None,
+    *,
+    frozen: Collection[str] = (),
+    checkpoint: LoopCheckpoint | None = None,
 ) -> tuple[ModelHandle, UnlearnResult]:
     """:func:`run_unlearning` with a method instance rather than a registered name: for methods built with
-    their own parameters (the zoo's depth-limited suppressions, ``analysis.zoo.suppression``)."""
+    their own parameters (the zoo's depth-limited suppressions, ``analysis.zoo.suppression``).
+
+    ``frozen`` names parameters the shared loop of :class:`GradientMethod` never trains (those with no source
+    in the checkpoint the result is saved back to); ``checkpoint`` makes that loop resumable (see
+    :class:`LoopCheckpoint`). Both are for gradient methods; the organism's ``retrain`` control ignores them."""
     cfg = (cfg if cfg is not None else UnlearnConfig()).resolved(m.defaults)
     cfg.validate()
     forget, retain = list(forget), list(retain)
@@ -476,6 +629,8 @@ def run_method(
         generator=torch.Generator().manual_seed(cfg.seed),
         forget_batch=forget_batch,
         retain_batch=retain_batch,
+        frozen=frozenset(frozen),
+        checkpoint=checkpoint,
     )
     with torch.random.fork_rng(devices=[]), deterministic():
         torch.manual_seed(cfg.seed)  # for any op that draws from the global RNG
