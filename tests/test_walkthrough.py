@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.app_server import running_app
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, _screenshot, _wait_idle
+from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, IDLE, TIMEOUT_MS, _screenshot, _wait_idle
 
 pytestmark = pytest.mark.browser
 
@@ -200,6 +200,10 @@ def test_walk_every_page(small_study: Any, validated: Any, new_page: Callable[[]
 
         train_sae(small_study, SAEOptions(layer=small_study.load("original").n_layers // 2))
         page.goto(f"{url}/sae")
+        # the page restores every model with the SAE on first view (a background job with a progress bar): on a
+        # loaded 2-core machine that took over 3 minutes once, so this wait is longer than the others
+        page.wait_for_timeout(300)
+        page.wait_for_selector(IDLE, timeout=TIMEOUT_MS * 4)
         _settle(page)
         _click_if_present(page, "Train a TopK SAE")
         _radio(page, "add expert decoder directions")
