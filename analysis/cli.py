@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from analysis.cli_common import (
     Parser,
@@ -26,6 +27,9 @@ from analysis.data.cli_args import add_sample_format_arguments, import_report, s
 from analysis.errors import WorkbenchError
 from analysis.realstudy.options import REAL_MODELS
 from analysis.realstudy.options import preset as real_preset
+
+if TYPE_CHECKING:
+    from analysis.study import Study
 
 DEFAULT_STUDY = "studies/demo"
 MIN_PEOPLE = 10  # analysis.organism.train.MIN_PEOPLE (not imported: that module imports torch)
@@ -178,13 +182,35 @@ def prepare_study(study_dir: str | Path, default: str = DEFAULT_STUDY) -> None:
             print(f"Resuming the interrupted build of the demo study at {path} (built models are kept)",
                   file=sys.stderr, flush=True)
             build_demo(path, **demo_build_args(study), progress=tqdm_progress("demo"))
+        _resume_real_study(study)
         return
     if path != Path(default).expanduser().resolve():
-        raise WorkbenchError(f"no study at {path}: create one with `erasure study create` or "
-                             f"`erasure demo --out {study_dir}`")
+        raise WorkbenchError(f"no study at {path}: create one with `erasure study create`, "
+                             f"`erasure demo --out {study_dir}` or `erasure demo --model smollm2 --out {study_dir}`")
     print(f"First run: building the demo study at {path} (once; the app opens when it is done)",
           file=sys.stderr, flush=True)
     build_demo(path, progress=tqdm_progress("demo"))
+
+
+def _resume_real_study(study: Study) -> None:
+    """A real-model study whose build was interrupted is finished first, with the options (and the base
+    checkpoint, when one was given) it was started with."""
+    import json
+
+    from analysis.realstudy.build import BUILD_RECORD, build_real_study, real_study_complete
+    from analysis.realstudy.options import MANIFEST_KEY, RealStudyOptions
+
+    if not isinstance(study.manifest.extra.get(MANIFEST_KEY), dict) or real_study_complete(study):
+        return
+    try:
+        rec = json.loads((study.root / BUILD_RECORD).read_text())
+    except (OSError, ValueError) as e:
+        raise WorkbenchError(f"{study.root}: the real-model study's build record {BUILD_RECORD} is unreadable "
+                             f"({e}); rebuild it with `erasure demo --model smollm2 --out DIR`") from e
+    print(f"Resuming the interrupted build of the real-model study at {study.root} (built models are kept)",
+          file=sys.stderr, flush=True)
+    build_real_study(study.root, RealStudyOptions.from_dict(rec.get("options") or {}), base=rec.get("base"),
+                     progress=tqdm_progress("demo"))
 
 
 def cmd_app(args: argparse.Namespace) -> None:

@@ -248,6 +248,28 @@ def test_interrupted_build_resumes(tiny_base: Path, tmp_path: Path) -> None:
     assert real_study_complete(res.study) and res.study.model_names == STUDY_MODELS
 
 
+def test_app_start_finishes_an_interrupted_real_study(tiny_base: Path, tmp_path: Path) -> None:
+    """`erasure app --study DIR` on a half-built real study resumes it (with its base) before serving."""
+    from analysis.cli import prepare_study
+    from analysis.study import Study
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_zoo(frac: float, msg: str) -> None:
+        if msg.startswith("zoo:"):
+            raise Stop
+
+    root = tmp_path / "study"
+    with pytest.raises(Stop):
+        build_real_study(root, SMALL, base=tiny_base, progress=stop_at_zoo)
+    assert not real_study_complete(Study.open(root))
+    prepare_study(root, default=str(tmp_path / "default"))
+    study = Study.open(root)
+    assert real_study_complete(study) and study.model_names == STUDY_MODELS
+    assert set(study.ruler_names) == {n for n in ZOO if n.startswith("zoo_")}
+
+
 def test_a_study_that_is_not_a_real_study_is_refused(tmp_path: Path, tiny_base: Path) -> None:
     (tmp_path / "study.json").write_text("{}")
     with pytest.raises(AnalysisInputError, match="not a real-model study"):
@@ -312,3 +334,54 @@ def test_curated_facts_kept_are_smollm2_top1(smollm2_dir: Path) -> None:
         assert (pred == full[len(p):]) == flags[s.id], s.id
     by_id = {s.id: s for s in facts}
     assert flags["k-capital-france"] and by_id["k-capital-france"].answer == "Paris"
+
+
+# ---- the --small pipeline on the real SmolLM2 (a few facts, a few steps) -------------------------------------
+
+# SMALL with one method and one zoo member: every stage runs on the 135M model (5 checkpoints of 0.65 GB).
+SMOLLM2_SMALL = replace(SMALL, methods=("npo",), zoo_retrain_seeds=(), zoo_unlearned=(), zoo_depth_layers=(15,))
+
+
+@pytest.fixture(scope="module")
+def smollm2_build(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    return build_real_study(tmp_path_factory.mktemp("real") / "smollm2", SMOLLM2_SMALL, base=smollm2_dir)
+
+
+def test_small_build_on_smollm2(smollm2_build, smollm2_dir: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from analysis.zoo.result import recorded_members
+
+    study = smollm2_build.study
+    assert real_study_complete(study)
+    assert study.model_names == ["original", "retrain", "npo", "readout_suppression"]
+    run = {n: json.loads((study.model_path(n) / "unlearn_run.json").read_text()) for n in ("original", "retrain")}
+    # two fine-tune steps raise the trained facts' log probability; the retrain never saw the forget facts, so
+    # it gives them less than the original does
+    assert run["original"]["after"]["retain"]["logprob"] > run["original"]["before"]["retain"]["logprob"]
+    assert run["retrain"]["after"]["forget"]["logprob"] < run["original"]["after"]["forget"]["logprob"]
+    # the utility split: curated real facts the original gets top-1 right, read again by transformers itself
+    utility = study.samples("utility")
+    samples_rec = json.loads((study.root / "build" / "samples.json").read_text())
+    kept_base = {r["id"] for r in samples_rec["known_facts_base"] if r["kept"]}
+    assert len(utility) >= 40 and {s.id for s in utility} <= kept_base
+    tok = AutoTokenizer.from_pretrained(str(study.model_path("original")))
+    hf = AutoModelForCausalLM.from_pretrained(str(study.model_path("original")), dtype=torch.float32).eval()
+    for s in utility[:8]:
+        p = tok(s.prompt)["input_ids"]
+        full = tok(s.prompt + " " + s.answer)["input_ids"]
+        with torch.no_grad():
+            pred = hf(torch.tensor([full])).logits[0, len(p) - 1:len(full) - 1].argmax(-1).tolist()
+        assert pred == full[len(p):], s.id
+    # the depth-limited member: read from the saved files, blocks 0..14 and the embeddings are the original's
+    orig = load_file(str(study.model_path("original") / "model.safetensors"))
+    depth = load_file(str(study.model_path("zoo_depth15") / "model.safetensors"))
+    below = [k for k in orig if k.startswith("model.embed") or any(k.startswith(f"model.layers.{i}.")
+                                                                  for i in range(15))]
+    above = [k for k in orig if any(k.startswith(f"model.layers.{i}.") for i in range(15, 30))]
+    assert below and all(torch.equal(orig[k], depth[k]) for k in below)
+    assert any(not torch.equal(orig[k], depth[k]) for k in above)
+    assert recorded_members(study)["zoo_depth15"].checks["frozen_identical"]
+    assert set(recorded_members(study)) == {"readout_suppression", "zoo_depth15"}

@@ -46,7 +46,6 @@ from analysis.realstudy.options import (
     SAMPLES_RECORD,
     STAGE_WEIGHTS,
     STAGES,
-    UNLEARN_METHODS,
     RealStudyOptions,
 )
 from analysis.realstudy.samples import KNOWN_FACTS_FILE, keep_known, known_facts, render_corpus, training_rows
@@ -193,6 +192,8 @@ def _check_record(root: Path, opts: RealStudyOptions, base: str | None) -> dict[
     want = {"options": opts.to_dict(), "base": str(Path(base).expanduser().resolve()) if base else None}
     path = root / BUILD_RECORD
     rec = _read_json(path)
+    if rec is not None:  # an option added since the build started reads as its default
+        rec = {**rec, "options": {**RealStudyOptions().to_dict(), **(rec.get("options") or {})}}
     if rec is not None and {k: rec.get(k) for k in want} != want:
         diff = [k for k, v in want["options"].items() if (rec.get("options") or {}).get(k) != v]
         raise AnalysisInputError(f"{root} holds a real study built with other settings ({', '.join(diff) or 'base'}"
@@ -247,7 +248,7 @@ def build_real_study(out: str | os.PathLike[str] = "studies/smollm2", options: R
         b.register(study, RETRAIN_NAME, reference=True)
 
     with b.stage("methods") as flag:
-        names = [*UNLEARN_METHODS, *CONTROLS]
+        names = [*opts.methods, *CONTROLS]
         for i, method in enumerate(names):
             from analysis.realstudy.zoo import zoo_progress
 

@@ -61,6 +61,7 @@ class RealStudyOptions:
     # be the whole 16-fact forget set: 1 step an epoch) gives 20 steps.
     method_steps: int | None = None
     method_batch: int | None = 8
+    methods: tuple[str, ...] = UNLEARN_METHODS  # the unlearning methods run from the original (all five by default)
     zoo_retrain_seeds: tuple[int, ...] = (101,)  # seed offsets of the zoo's retrains (N)
     zoo_unlearned: tuple[str, ...] = ("npo",)  # methods applied to the first zoo retrains (N: never knew)
     zoo_depth_layers: tuple[int, ...] | None = None  # None: a middle and a late layer
@@ -79,6 +80,10 @@ class RealStudyOptions:
         check_int("finetune_steps", self.finetune_steps, 1)
         check_float("finetune_lr", self.finetune_lr, 0, min_open=True)
         check_int("finetune_batch", self.finetune_batch, 1)
+        if not self.methods or len(set(self.methods)) != len(self.methods) or \
+                any(m not in UNLEARN_METHODS for m in self.methods):
+            raise AnalysisInputError(f"methods: expected distinct names among {', '.join(UNLEARN_METHODS)}, "
+                                     f"got {list(self.methods)}")
         if self.method_steps is not None:
             check_int("method_steps", self.method_steps, 1)
         if self.method_batch is not None:
