@@ -26,8 +26,8 @@ from tests.hf_fixtures import make_tiny_checkpoint
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 STUDY_MODELS = ["original", "retrain", *UNLEARN_METHODS, "readout_suppression"]
-ZOO = {"zoo_retrain_1": "retrain", "zoo_retrain_1_npo": "retrain_unlearned", "readout_suppression": "readout",
-       "zoo_depth1": "depth"}
+ZOO = {"zoo_retrain_1": "retrain", "zoo_retrain_1_npo": "retrain_unlearned", "zoo_readout": "readout",
+       "zoo_readout_2": "readout", "zoo_depth1": "depth"}
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,7 @@ def test_tensor_groups_and_depth_layers() -> None:
     assert tensor_group("transformer.h.3.attn.c_attn.weight") == 3
     assert {tensor_group(k) for k in ("model.embed_tokens.weight", "transformer.wte.weight")} == {"embed"}
     assert {tensor_group(k) for k in ("lm_head.weight", "model.norm.weight", "transformer.ln_f.bias")} == {"readout"}
-    assert depth_layers(30) == (15, 22) and depth_layers(2) == (1,)
+    assert depth_layers(30) == (22, 28) and depth_layers(2) == (1,) and depth_layers(4) == (2, 3)
 
 
 def test_frozen_below_catches_a_changed_lower_weight(tmp_path: Path) -> None:
@@ -196,9 +196,10 @@ def test_small_build_zoo(small_build) -> None:
     assert depth.checks["frozen_identical"] and depth.checks["n_frozen_tensors"] > 0
     assert all(not k.startswith("model.layers.0.") for k in depth.checks["changed_tensors"])
     assert depth.checks["probe_hook"] == "blocks.0.hook_resid_post"
-    for name in ("zoo_depth1", "readout_suppression"):  # P only when the probe passes and the answers are hidden
+    for name in ("zoo_depth1", "zoo_readout", "zoo_readout_2"):  # P only when decodable below L and hidden
         c = recorded[name].checks
-        hidden = c["probe_passes"] and c["forget_acc"] <= 0.25 and c["retain_acc"] >= 0.9 * c["original_retain_acc"]
+        assert c["decodable"] == (c["probe_acc"] >= 0.8 or c["lens_acc"] >= 0.8)
+        hidden = c["decodable"] and c["forget_acc"] <= 0.25 and c["retain_acc"] >= 0.9 * c["original_retain_acc"]
         assert (recorded[name].status == "present") == hidden
         assert recorded[name].status in ("present", "excluded") and (hidden or recorded[name].reason)
     assert set(zoo_members(study)) == {n for n, m in recorded.items() if m.status != "excluded"}
@@ -242,8 +243,7 @@ def test_interrupted_build_resumes(tiny_base: Path, tmp_path: Path) -> None:
     kept = mtimes(root)
     res = build_real_study(root, SMALL, base=tiny_base)
     assert [s for s in STAGES if not res.reused[s]] == ["methods", "zoo", "evaluate"]
-    assert [n for n, r in res.runs.items() if not r["reused"]] == ["rmu", "readout_suppression",
-                                                                   *[n for n in ZOO if n.startswith("zoo_")]]
+    assert [n for n, r in res.runs.items() if not r["reused"]] == ["rmu", "readout_suppression", *ZOO]
     assert {k: v for k, v in mtimes(root).items() if k in kept} == kept  # what was built stays as it was
     assert real_study_complete(res.study) and res.study.model_names == STUDY_MODELS
 
@@ -384,4 +384,19 @@ def test_small_build_on_smollm2(smollm2_build, smollm2_dir: Path) -> None:
     assert below and all(torch.equal(orig[k], depth[k]) for k in below)
     assert any(not torch.equal(orig[k], depth[k]) for k in above)
     assert recorded_members(study)["zoo_depth15"].checks["frozen_identical"]
-    assert set(recorded_members(study)) == {"readout_suppression", "zoo_depth15"}
+    assert set(recorded_members(study)) == {"zoo_readout", "zoo_readout_2", "zoo_depth15"}
+
+
+def test_a_run_made_with_other_settings_is_not_reused(small_build) -> None:
+    """The build reuses a model only when its run record names the same method, seed and given settings."""
+    from analysis.realstudy.build import _same_run
+    from analysis.unlearn.options import UnlearnRunOptions
+
+    study = small_build[0].study
+    rec = json.loads((study.model_path("zoo_readout_2") / "unlearn_run.json").read_text())
+    same = UnlearnRunOptions(method="readout_suppression", seed=1, lr=SMALL.zoo_readout_lr, steps=1, batch_size=4)
+    assert _same_run(rec, same)
+    assert not _same_run(rec, replace(same, lr=SMALL.zoo_readout_lr * 10))
+    assert not _same_run(rec, replace(same, seed=0))
+    assert not _same_run(rec, replace(same, method="npo"))
+    assert _same_run(rec, replace(same, lr=None, steps=None))  # the preset's value: not compared

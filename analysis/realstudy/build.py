@@ -107,6 +107,17 @@ def _run_summary(rec: dict[str, Any], reused: bool) -> dict[str, Any]:
                for when, d in (("before", before), ("after", after)) for split in ("forget", "retain")}}
 
 
+def _same_run(rec: dict[str, Any], options: UnlearnRunOptions) -> bool:
+    """Whether a completed run's record was made with ``options``' method, seed and every setting it gives
+    (``None`` settings take the preset's value, which the record holds: not compared)."""
+    key = rec.get("key") or {}
+    cfg = key.get("config") or {}
+    given = {k: getattr(options, k) for k in ("steps", "lr", "batch_size", "retain_weight")
+             if getattr(options, k) is not None}
+    return key.get("method") == options.method and cfg.get("seed") == options.seed and \
+        all(cfg.get(k) == v for k, v in given.items()) and key.get("layer") == options.layer
+
+
 class _Builder:
     """The build's shared state: the study root, options, base checkpoint, the progress bar and the records."""
 
@@ -152,11 +163,16 @@ class _Builder:
 
         out = self.root / "models" / name
         rec = completed_run(out)
-        if rec is not None and (rec.get("key") or {}).get("source") == source_fp and \
+        if rec is not None and (rec.get("key") or {}).get("source") == source_fp and _same_run(rec, options) and \
                 (options.base is None or (rec.get("key") or {}).get("base") == self.base_fp):
             progress(1.0, "already built")
             self.runs.setdefault(name, _run_summary(rec, True))
             return rec, False
+        if rec is not None:  # a complete run of this build made with other settings: replaced
+            import shutil
+
+            progress(0.0, "settings changed: building it again")
+            shutil.rmtree(out)
         res = unlearn_checkpoint(source, forget, retain, out, options, progress=progress)
         rec = completed_run(out) or res.to_dict()
         self.runs.setdefault(name, _run_summary(rec, res.reused))

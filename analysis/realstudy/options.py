@@ -64,7 +64,13 @@ class RealStudyOptions:
     methods: tuple[str, ...] = UNLEARN_METHODS  # the unlearning methods run from the original (all five by default)
     zoo_retrain_seeds: tuple[int, ...] = (101,)  # seed offsets of the zoo's retrains (N)
     zoo_unlearned: tuple[str, ...] = ("npo",)  # methods applied to the first zoo retrains (N: never knew)
-    zoo_depth_layers: tuple[int, ...] | None = None  # None: a middle and a late layer
+    # The readout member (the final norm and the unembedding trained, every other weight the original's): the
+    # study's readout control uses the preset's 1e-4, which on SmolLM2 hides none of the forget answers in 20 steps
+    # (forget accuracy 1.0 after); 1e-3 hides them (0.06) but takes retain accuracy to 0.77 (< 0.9 x 0.96): 3e-4.
+    zoo_readout_lr: float = 3e-4
+    zoo_readout_steps: int | None = None  # None: as the methods
+    zoo_readout_seeds: tuple[int, ...] = (0, 1)  # seed offsets of the readout members (zoo_readout, zoo_readout_2)
+    zoo_depth_layers: tuple[int, ...] | None = None  # None: 3n/4 and n-2 (zoo.depth_layers)
     zoo_depth_lr: float = 1e-4  # 10x the preset's: a P member must hide the answers (forget accuracy <= 0.25)
     zoo_depth_steps: int | None = None  # None: as the methods
     evaluate: bool = True
@@ -101,6 +107,11 @@ class RealStudyOptions:
         for layer in self.zoo_depth_layers or ():
             check_int("zoo_depth_layers", layer, 1)
         check_float("zoo_depth_lr", self.zoo_depth_lr, 0, min_open=True)
+        check_float("zoo_readout_lr", self.zoo_readout_lr, 0, min_open=True)
+        if not self.zoo_readout_seeds or len(set(self.zoo_readout_seeds)) != len(self.zoo_readout_seeds):
+            raise AnalysisInputError(f"zoo_readout_seeds: expected distinct offsets, got {list(self.zoo_readout_seeds)}")
+        if self.zoo_readout_steps is not None:
+            check_int("zoo_readout_steps", self.zoo_readout_steps, 1)
         if self.zoo_depth_steps is not None:
             check_int("zoo_depth_steps", self.zoo_depth_steps, 1)
         return self
@@ -119,7 +130,7 @@ DEFAULT = RealStudyOptions()
 # The pipeline at toy scale: 10 people (one forgotten: 4 forget facts, 36 retain), 2 fine-tune steps, 1 step per
 # method and zoo member, one depth layer. It does not learn the facts; it exercises every stage.
 SMALL = replace(DEFAULT, n_people=10, finetune_steps=2, finetune_batch=8, method_steps=1, method_batch=4,
-                zoo_depth_steps=1, evaluate=True)
+                zoo_depth_steps=1, zoo_readout_steps=1, evaluate=True)
 
 
 def preset(small: bool) -> RealStudyOptions:

@@ -12,13 +12,21 @@ zoo_retrain_<i>     absent    the base fine-tuned on the retain facts only (the 
                               accuracy (else excluded: undertrained).
 zoo_retrain_<i>_<m> absent    "never knew, then unlearned": zoo_retrain_<i> put through method m (pretrained
                               preset). Check: its source is an N member.
-readout_suppression present   the study's readout control. Checks: only the readout changed (the final norm and
-                              the unembedding), a retain-trained probe decodes the forget answers from the
-                              original at the last layer, it hides them and keeps retain.
+zoo_readout[_<i>]   present   the readout control's method (readout_suppression) at ``zoo_readout_lr`` 3e-4, one
+                              member per seed offset (``zoo_readout_seeds``; the preset's 1e-4 hides nothing on
+                              SmolLM2, 1e-3 hides but costs retain). Checks: only the readout changed (the final
+                              norm and the unembedding), the forget answers are decodable from the original's last
+                              layer (below), it hides them and keeps retain.
 zoo_depth<L>        present   depth-limited suppression: every weight below layer L the original's (embeddings
                               and blocks 0..L-1 bit-identical in the saved files), blocks >= L and the readout
-                              trained (NPO + retain NLL). Checks: the probe at L - 1, hides and keeps.
+                              trained (NPO + retain NLL). Checks: decodable at L - 1, hides and keeps.
 ==================  ========  ===================================================================================
+
+"Decodable at layer l" (a P member's premise: the states it kept hold the answers): a retain-trained linear probe
+(the organism's check, ``analysis.sae.probe``) OR the original's own readout (the logit lens at l,
+``lens_checks``) gets >= ``PROBE_THRESHOLD`` of the forget answers from the original's residual stream after block
+l. The second is a departure from the organism's zoo, made because the probe is too weak on a real model: on
+SmolLM2 it decodes 0.25 at layer 14 and 0.5 at the last layer, where the original's own readout decodes all.
 
 Not built on a real model (``NOT_BUILT`` says why, and the study records it): the decoy and the mimic (their
 recipe, ``analysis.zoo.suppression.DepthDecoy``, trains organisms only and `erasure unlearn` does not expose it)
@@ -51,7 +59,8 @@ NOT_BUILT: dict[str, str] = {
             "residual basis; every original here is fine-tuned from the same pretrained base and would share "
             "its basis",
 }
-READOUT_MODEL = "readout_suppression"
+READOUT_METHOD = "readout_suppression"
+READOUT_MODEL = "zoo_readout"  # its own model: the study's readout control is trained with the preset's rate
 _LAYER = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)\.")
 _EMBED = re.compile(r"embed|wte|wpe|word_embeddings")
 
@@ -144,8 +153,12 @@ def plan_members(opts: Any, n_layers: int, base_recipe: dict[str, Any], base_fp:
                               "retain", {"kind": "retrain_unlearned", **base_recipe, "source": f"zoo_retrain_{i + 1}",
                                          "method": method, "seed": seed, "steps": run.steps,
                                          "batch_size": run.batch_size}))
-    out.append(RealMember(READOUT_MODEL, "readout", "original", method_run(READOUT_MODEL, seed), "retain",
-                          {"kind": "readout", **base_recipe, "model": READOUT_MODEL, "layer": n_layers}))
+    for i, off in enumerate(opts.zoo_readout_seeds):
+        run = UnlearnRunOptions(method=READOUT_METHOD, preset="pretrained", seed=seed + off, lr=opts.zoo_readout_lr,
+                                steps=opts.zoo_readout_steps or opts.method_steps, batch_size=opts.method_batch)
+        out.append(RealMember(READOUT_MODEL + (f"_{i + 1}" if i else ""), "readout", "original", run, "retain",
+                              {"kind": "readout", **base_recipe, "method": READOUT_METHOD, "layer": n_layers,
+                               "seed": seed + off, "steps": run.steps, "lr": run.lr, "batch_size": run.batch_size}))
     layers = opts.zoo_depth_layers or depth_layers(n_layers)
     for layer in layers:
         if not 1 <= layer < n_layers:
@@ -161,8 +174,10 @@ def plan_members(opts: Any, n_layers: int, base_recipe: dict[str, Any], base_fp:
 
 
 def depth_layers(n_layers: int) -> tuple[int, ...]:
-    """A middle and a late layer: n/2 and 3n/4 (15 and 22 of SmolLM2's 30)."""
-    picks = {max(1, n_layers // 2), min(n_layers - 1, max(1, round(n_layers * 3 / 4)))}
+    """A late and the last-but-one layer: 3n/4 and n-2 (22 and 28 of SmolLM2's 30). Not the middle one: on
+    SmolLM2 neither the probe (0.25) nor the original's own readout decodes the forget answers after block 14, so a
+    member frozen below 15 is not known to hold them (it was built once and excluded; docs/REAL_MODEL.md)."""
+    picks = {min(n_layers - 1, max(1, round(n_layers * 3 / 4))), max(1, n_layers - 2)}
     return tuple(sorted(picks))
 
 
@@ -192,6 +207,24 @@ class ProbeCache:
         acc = self.acc([layer])[layer]
         return {"probe_layer": layer, "probe_hook": resid_post(layer), "probe_acc": acc,
                 "probe_threshold": PROBE_THRESHOLD, "probe_passes": acc >= PROBE_THRESHOLD}
+
+
+def lens_checks(study: Study, layer: int) -> dict[str, Any]:
+    """The original's OWN readout (final norm and unembedding, i.e. the logit lens, ``analysis.logit_lens``) on its
+    residual stream after block ``layer``: the share of forget answers whose every token it ranks first. At the
+    last layer that is the original's forget accuracy; below it, a decoder the original already has. Used beside
+    the retain-trained probe (the organism's check): on SmolLM2 a linear probe fitted on 144 retain facts over
+    hundreds of answer classes decodes only 0.5 of the forget answers even from the last layer, from which the
+    original's own readout decodes all of them."""
+    import numpy as np
+
+    from analysis.logit_lens.runner import lens_result
+
+    res = lens_result(study, "original")
+    idx = res.layers.index(layer)
+    acc = float(np.mean(res.array("mean_rank")[:, idx] <= 1.0))
+    return {"lens_layer": layer, "lens_hook": resid_post(layer), "lens_acc": acc,
+            "lens_passes": acc >= PROBE_THRESHOLD}
 
 
 def hides_and_keeps(metrics: dict[str, Any], original_retain: float) -> tuple[bool, str]:
@@ -242,11 +275,14 @@ def judge(study: Study, member: RealMember, run: dict[str, Any], probe: ProbeCac
         else:
             checks.update(frozen_below(orig_dir, mdir, layer))
         checks.update(probe.checks(layer - 1))
+        checks.update(lens_checks(study, layer - 1))
+        checks["decodable"] = bool(checks["probe_passes"] or checks["lens_passes"])
         ok, why = hides_and_keeps(metrics, original["retain_acc"])
-        if not checks["probe_passes"]:
-            status, reason = "excluded", (f"a retain-trained probe decodes only {checks['probe_acc']:.2f} of the "
-                                          f"forget answers from the original at {checks['probe_hook']} (< "
-                                          f"{PROBE_THRESHOLD})")
+        if not checks["decodable"]:
+            status, reason = "excluded", (f"neither a retain-trained probe ({checks['probe_acc']:.2f}) nor the "
+                                          f"original's own readout ({checks['lens_acc']:.2f}) decodes >= "
+                                          f"{PROBE_THRESHOLD} of the forget answers from the original at "
+                                          f"{checks['probe_hook']}")
         elif not ok:
             status, reason = "excluded", why
     fp = study.fingerprint(member.name) if member.name in study.manifest.models else ""
