@@ -38,9 +38,11 @@ def _idle(page: Any, timeout_ms: int) -> None:
     page.wait_for_load_state("networkidle", timeout=timeout_ms)
 
 
-def _press_compute(page: Any, timeout_ms: int) -> list[str]:
+def _press_compute(page: Any, timeout_ms: int, skip: tuple[str, ...] = ()) -> list[str]:
     pressed = []
     for name in COMPUTE_BUTTONS:
+        if name in skip:
+            continue
         button = page.get_by_role("button", name=name)
         if button.count():
             button.first.click()
@@ -53,7 +55,8 @@ def _problems(page: Any) -> list[str]:
     return [*page.locator(EXCEPTION).all_inner_texts(), *page.locator(ERROR).all_inner_texts()]
 
 
-def walk(study_dir: Path, out: Path, model: str | None, page_timeout_s: float, log: Path) -> dict[str, Any]:
+def walk(study_dir: Path, out: Path, model: str | None, page_timeout_s: float, log: Path,
+         skip: tuple[str, ...] = (), only: tuple[str, ...] = ()) -> dict[str, Any]:
     """Visit every page (see the module docstring); returns per page: seconds, buttons pressed, problems."""
     from playwright.sync_api import sync_playwright
 
@@ -75,6 +78,8 @@ def walk(study_dir: Path, out: Path, model: str | None, page_timeout_s: float, l
         ("signals", f"signals?model={quote(model)}", None),
         ("validation", "validation", None),
     ]
+    if only:
+        pages = [p for p in pages if p[0] in only]
     out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {}
     with running_app(study.root, log=log, timeout=180) as url, sync_playwright() as p:
@@ -89,7 +94,7 @@ def walk(study_dir: Path, out: Path, model: str | None, page_timeout_s: float, l
             if action is not None:
                 action(page)
                 _idle(page, timeout_ms)
-            pressed = _press_compute(page, timeout_ms)
+            pressed = _press_compute(page, timeout_ms, skip)
             problems = _problems(page)
             _screenshot(page, out / f"{name}.png")
             report[name] = {"seconds": round(time.perf_counter() - t0, 1), "pressed": pressed, "problems": problems}
@@ -115,8 +120,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None, help="the unlearned model the per-model pages show (default npo)")
     ap.add_argument("--page-timeout", type=float, default=1800.0, help="seconds one page may take (default 1800)")
     ap.add_argument("--log", default="/tmp/app_screenshots_streamlit.log")
+    ap.add_argument("--pages", default="", help="only these pages, comma-separated (home, study, tracing, "
+                                                 "tracing_known, circuits, difficulty, attribution, sae, diagnosis, "
+                                                 "signals, validation)")
+    ap.add_argument("--skip", default="", help="compute buttons not to press, comma-separated (e.g. 'Diagnose': "
+                                                "on a 135M model a diagnosis traces every forget sample)")
     args = ap.parse_args(argv)
-    report = walk(Path(args.study), Path(args.out), args.model, args.page_timeout, Path(args.log))
+    skip = tuple(s.strip() for s in args.skip.split(",") if s.strip())
+    unknown = [s for s in skip if s not in COMPUTE_BUTTONS]
+    if unknown:
+        ap.error(f"--skip: unknown button(s) {unknown}; expected some of {', '.join(COMPUTE_BUTTONS)}")
+    only = tuple(s.strip() for s in args.pages.split(",") if s.strip())
+    report = walk(Path(args.study), Path(args.out), args.model, args.page_timeout, Path(args.log), skip, only)
     bad = [k for k, v in report.items() if v["problems"]]
     if bad:
         print(f"pages with problems: {', '.join(bad)}", file=sys.stderr)

@@ -66,9 +66,12 @@ class RealStudyOptions:
     zoo_unlearned: tuple[str, ...] = ("npo",)  # methods applied to the first zoo retrains (N: never knew)
     # The readout member (the final norm and the unembedding trained, every other weight the original's): the
     # study's readout control uses the preset's 1e-4, which on SmolLM2 hides none of the forget answers in 20 steps
-    # (forget accuracy 1.0 after); 1e-3 hides them (0.06) but takes retain accuracy to 0.77 (< 0.9 x 0.96): 3e-4.
-    zoo_readout_lr: float = 3e-4
-    zoo_readout_steps: int | None = None  # None: as the methods
+    # (forget accuracy 1.0 after); 3e-4 hides few (0.81 still answered); 1e-3 hides them (0.06) but takes retain
+    # accuracy to 0.77 (< 0.9 x 0.96) with the retain term at weight 1; at weight 5, 20 steps leave 0.31 answered
+    # (retain 0.94): 1e-3, weight 5, 40 steps.
+    zoo_readout_lr: float = 1e-3
+    zoo_readout_retain_weight: float = 5.0
+    zoo_readout_steps: int | None = 40
     zoo_readout_seeds: tuple[int, ...] = (0, 1)  # seed offsets of the readout members (zoo_readout, zoo_readout_2)
     zoo_depth_layers: tuple[int, ...] | None = None  # None: 3n/4 and n-2 (zoo.depth_layers)
     zoo_depth_lr: float = 1e-4  # 10x the preset's: a P member must hide the answers (forget accuracy <= 0.25)
@@ -108,6 +111,7 @@ class RealStudyOptions:
             check_int("zoo_depth_layers", layer, 1)
         check_float("zoo_depth_lr", self.zoo_depth_lr, 0, min_open=True)
         check_float("zoo_readout_lr", self.zoo_readout_lr, 0, min_open=True)
+        check_float("zoo_readout_retain_weight", self.zoo_readout_retain_weight, 0)
         if not self.zoo_readout_seeds or len(set(self.zoo_readout_seeds)) != len(self.zoo_readout_seeds):
             raise AnalysisInputError(f"zoo_readout_seeds: expected distinct offsets, got {list(self.zoo_readout_seeds)}")
         if self.zoo_readout_steps is not None:

@@ -12,9 +12,9 @@ zoo_retrain_<i>     absent    the base fine-tuned on the retain facts only (the 
                               accuracy (else excluded: undertrained).
 zoo_retrain_<i>_<m> absent    "never knew, then unlearned": zoo_retrain_<i> put through method m (pretrained
                               preset). Check: its source is an N member.
-zoo_readout[_<i>]   present   the readout control's method (readout_suppression) at ``zoo_readout_lr`` 3e-4, one
-                              member per seed offset (``zoo_readout_seeds``; the preset's 1e-4 hides nothing on
-                              SmolLM2, 1e-3 hides but costs retain). Checks: only the readout changed (the final
+zoo_readout[_<i>]   present   the readout control's method (readout_suppression) at ``zoo_readout_lr`` 1e-3 with
+                              the retain term at weight 5, one member per seed offset (``zoo_readout_seeds``; on
+                              SmolLM2 the preset's 1e-4 hides nothing, 3e-4 little, 1e-3 at weight 1 costs retain). Checks: only the readout changed (the final
                               norm and the unembedding), the forget answers are decodable from the original's last
                               layer (below), it hides them and keeps retain.
 zoo_depth<L>        present   depth-limited suppression: every weight below layer L the original's (embeddings
@@ -155,10 +155,12 @@ def plan_members(opts: Any, n_layers: int, base_recipe: dict[str, Any], base_fp:
                                          "batch_size": run.batch_size}))
     for i, off in enumerate(opts.zoo_readout_seeds):
         run = UnlearnRunOptions(method=READOUT_METHOD, preset="pretrained", seed=seed + off, lr=opts.zoo_readout_lr,
-                                steps=opts.zoo_readout_steps or opts.method_steps, batch_size=opts.method_batch)
+                                steps=opts.zoo_readout_steps or opts.method_steps, batch_size=opts.method_batch,
+                                retain_weight=opts.zoo_readout_retain_weight)
         out.append(RealMember(READOUT_MODEL + (f"_{i + 1}" if i else ""), "readout", "original", run, "retain",
                               {"kind": "readout", **base_recipe, "method": READOUT_METHOD, "layer": n_layers,
-                               "seed": seed + off, "steps": run.steps, "lr": run.lr, "batch_size": run.batch_size}))
+                               "seed": seed + off, "steps": run.steps, "lr": run.lr, "batch_size": run.batch_size,
+                               "retain_weight": run.retain_weight}))
     layers = opts.zoo_depth_layers or depth_layers(n_layers)
     for layer in layers:
         if not 1 <= layer < n_layers:
