@@ -69,11 +69,12 @@ def range_text(lo: float, hi: float) -> str:
     return f"{lo:.3g} to {hi:.3g}"
 
 
-def layer_ticks(layers: Sequence[int] | int) -> dict[str, Any]:
-    """Axis settings that tick whole layers: every layer up to 32, beyond that a whole-number step (never 0.5)."""
+def layer_ticks(layers: Sequence[int] | int, max_ticks: int = 32) -> dict[str, Any]:
+    """Axis settings that tick whole layers: every layer up to ``max_ticks``, beyond that a whole-number step (never
+    0.5). Narrow panels (three heatmaps side by side) pass a small ``max_ticks``: 30 labels in 200 px overlap."""
     n = layers if isinstance(layers, int) else len(layers)
-    step = 1 if n <= 32 else next((s for s in (2, 4, 5, 8, 10, 16, 20, 25, 50, 100) if n / s <= 32),
-                                  math.ceil(n / 32))
+    step = 1 if n <= max_ticks else next((s for s in (2, 5, 10, 20, 25, 50, 100) if n / s <= max_ticks),
+                                         math.ceil(n / max_ticks))
     return {"tickmode": "linear", "tick0": 0, "dtick": step}
 
 

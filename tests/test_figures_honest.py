@@ -520,6 +520,7 @@ def test_layer_ticks_whole_numbers_for_deep_models() -> None:
     for n in (33, 48, 80, 126):
         d = layer_ticks(n)["dtick"]
         assert isinstance(d, int) and d >= 2 and n / d <= 32, (n, d)
+    assert layer_ticks(30, max_ticks=8)["dtick"] == 5 and layer_ticks(4, max_ticks=8)["dtick"] == 1  # SmolLM2, organism
 
 
 # ---- meanings: palette colours and text beside them ----------------------------------------------------------

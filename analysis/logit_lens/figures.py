@@ -37,7 +37,7 @@ def lens_lines(results: Mapping[str, LensResult], prob: str = "mean_prob", rank:
     fig.update_yaxes(title_text="rank (1 = top)", type="log", row=1, col=2)
     layers = next(iter(results.values())).layers if results else []
     for c in (1, 2):
-        fig.update_xaxes(title_text="layer (resid_post)", row=1, col=c, **layer_ticks(layers))
+        fig.update_xaxes(title_text="layer (resid_post)", row=1, col=c, **layer_ticks(layers, 12))
     fig.update_layout(title=title or None, height=400, margin={"l": 10, "r": 10, "t": 60, "b": 40},
                       legend={"orientation": "h", "y": -0.25})
     return fig

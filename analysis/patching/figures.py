@@ -57,7 +57,7 @@ def patching_curves(result: PatchingResult, title: str = "") -> go.Figure:
     fig.update_yaxes(title_text="drop (nats)", range=value_range(drops), row=1, col=1)
     fig.update_yaxes(title_text="erasure ratio (fixed 0-1 axis: its whole range)", range=[-0.05, 1.1], row=1, col=2)
     for c in (1, 2):
-        fig.update_xaxes(title_text="layer patched (resid_post)", row=1, col=c, **layer_ticks(result.layers))
+        fig.update_xaxes(title_text="layer patched (resid_post)", row=1, col=c, **layer_ticks(result.layers, 12))
     fig.update_layout(title=title or None, height=400, margin={"l": 10, "r": 10, "t": 60, "b": 40},
                       legend={"orientation": "h", "y": -0.25})
     if result.ratio_by_layer is not None:

@@ -23,6 +23,8 @@ TRACE_KIND_TITLES = {k: f"{text}<br><sub>{kind_hook_template(k).rsplit('.', 1)[-
 ROLE_STYLES = {"first subject token": SKY, "middle subject tokens": PURPLE, "last subject token": VERMILLION,
                "further tokens": GREY, "last token": BLACK}
 
+PANEL_TICKS = 8  # layer ticks on one of three side-by-side panels (analysis.figures.layer_ticks)
+
 
 def trace_value_range(results: Sequence[TraceResult]) -> tuple[float, float]:
     """One colour range over several traces (so original and unlearned heatmaps read on the same scale)."""
@@ -61,7 +63,7 @@ def trace_heatmaps(result: TraceResult, title: str = "", kinds: Sequence[str] | 
         x0, x1 = min(result.layers, default=0) - 0.5, max(result.layers, default=0) + 0.5
         fig.add_shape(type="rect", x0=x0, x1=x1, y0=s0 - 0.5, y1=s1 - 0.5,
                       line={"color": BLACK, "width": 1.5, "dash": "dot"}, row=1, col=c)
-        fig.update_xaxes(title_text="layer", row=1, col=c, **layer_ticks(result.layers))
+        fig.update_xaxes(title_text="layer", row=1, col=c, **layer_ticks(result.layers, PANEL_TICKS))
     fig.update_yaxes(tickmode="array", tickvals=list(range(n_tok)), ticktext=labels, autorange="reversed")
     label = "difference" if diverging else metric
     fig.update_layout(coloraxis={"colorscale": DIVERGING_SCALE if diverging else SEQUENTIAL_SCALE, "cmin": zrange[0],
@@ -95,7 +97,7 @@ def aie_lines(results: Mapping[str, AIEResult], kinds: Sequence[str] | None = No
                                          line={"color": ROLE_STYLES.get(role), "dash": dashes[m % len(dashes)]},
                                          hovertemplate=f"{name}<br>{role}<br>layer %{{x}}: AIE %{{y:.4f}}"
                                                        "<extra></extra>"), row=1, col=c)
-        fig.update_xaxes(title_text="layer", row=1, col=c, **layer_ticks(first.layers if first else []))
+        fig.update_xaxes(title_text="layer", row=1, col=c, **layer_ticks(first.layers if first else [], PANEL_TICKS))
     metric = first.options.get("metric", "metric") if first else "metric"
     fig.update_yaxes(title_text=f"average indirect effect ({metric})", row=1, col=1)
     fig.update_layout(height=420, margin={"l": 10, "r": 10, "t": 50, "b": 40}, legend={"orientation": "h", "y": -0.2})
