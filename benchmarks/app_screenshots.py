@@ -69,7 +69,7 @@ def walk(study_dir: Path, out: Path, model: str | None, page_timeout_s: float, l
         ("home", "", _type_prompt(known.prompt if known else forget.prompt)),
         ("study", "study", None),
         ("tracing", f"tracing?sample={quote(forget.id)}&model={quote(model)}", None),
-        *([("tracing_known", f"tracing?sample={quote(known.id)}&model=original", None)] if known else []),
+        *([("tracing_known", f"tracing?sample={quote(known.id)}&model={quote(model)}", None)] if known else []),
         ("circuits", f"circuits?sample={quote(forget.id)}", None),
         ("difficulty", "difficulty", None),
         ("attribution", f"attribution?sample={quote(forget.id)}&model={quote(model)}", None),
