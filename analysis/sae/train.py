@@ -72,6 +72,10 @@ if TYPE_CHECKING:
 META = "erasure_sae.json"
 LLM_BATCH_TOKENS = 8192  # tokens per forward of the model while SAELens collects activations
 BUFFER_TOKENS = 8192  # SAELens's mixing buffer (at least 4 training batches)
+# Rows the SAE trains on: the study's texts packed into rows of at most this many tokens. Not the model's n_ctx:
+# on a real model (SmolLM2: 8192) every activation batch would be one long row with quadratic attention, over
+# the same few thousand tokens of study text; 300 steps took over 25 minutes on 2 CPU cores without finishing.
+SAE_CONTEXT = 128
 
 
 @dataclass
@@ -179,6 +183,11 @@ def training_texts(study: Study) -> list[str]:
         for p in dict.fromkeys(prompts):
             out.append(f"{p} {s.answer}")
     return out
+
+
+def sae_context(handle: ModelHandle) -> int:
+    """The SAE's training row length: the model's context, at most ``SAE_CONTEXT``."""
+    return min(int(handle.model.cfg.n_ctx), SAE_CONTEXT)
 
 
 def token_rows(handle: ModelHandle, texts: Sequence[str], context: int) -> torch.Tensor:
@@ -307,7 +316,7 @@ def runner_config(handle: ModelHandle, opts: SAEOptions, out: Path, fingerprint:
     """SAELens's runner config for ``opts`` (layer resolved), writing the final SAE to ``out``. (SAELens only
     records ``seed``; ``train_sae`` seeds torch itself.)"""
     assert opts.layer is not None
-    d_model, ctx = int(handle.model.cfg.d_model), int(handle.model.cfg.n_ctx)
+    d_model, ctx = int(handle.model.cfg.d_model), sae_context(handle)
     return LanguageModelSAERunnerConfig(
         sae=TopKTrainingSAEConfig(d_in=d_model, d_sae=opts.expansion * d_model, k=opts.k, dtype="float32",
                                   device="cpu"),
@@ -346,7 +355,7 @@ def train_sae(study: Study, options: SAEOptions | None = None, force: bool = Fal
             progress(1.0, f"SAE at {hook} loaded from the study's cache")
         return trained
 
-    rows = token_rows(handle, training_texts(study), int(handle.model.cfg.n_ctx))
+    rows = token_rows(handle, training_texts(study), sae_context(handle))
     cfg = runner_config(handle, opts, out, fp)
     # enough rows that SAELens never wraps around its dataset (buffer and one LLM batch of slack)
     n_rows = math.ceil((cfg.training_tokens + cfg.n_batches_in_buffer * cfg.context_size) / cfg.context_size) + \
