@@ -56,7 +56,7 @@ def _problems(page: Any) -> list[str]:
 
 
 def walk(study_dir: Path, out: Path, model: str | None, page_timeout_s: float, log: Path,
-         skip: tuple[str, ...] = (), only: tuple[str, ...] = ()) -> dict[str, Any]:
+         skip: tuple[str, ...] = (), only: tuple[str, ...] = (), signals: tuple[str, ...] = ()) -> dict[str, Any]:
     """Visit every page (see the module docstring); returns per page: seconds, buttons pressed, problems."""
     from playwright.sync_api import sync_playwright
 
@@ -76,7 +76,7 @@ def walk(study_dir: Path, out: Path, model: str | None, page_timeout_s: float, l
         ("sae", "sae", None),
         ("diagnosis", f"diagnosis?model={quote(model)}", None),
         ("signals", f"signals?model={quote(model)}", None),
-        ("validation", "validation", None),
+        ("validation", "validation" + (f"?signals={quote(','.join(signals))}" if signals else ""), None),
     ]
     if only:
         pages = [p for p in pages if p[0] in only]
@@ -123,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pages", default="", help="only these pages, comma-separated (home, study, tracing, "
                                                  "tracing_known, circuits, difficulty, attribution, sae, diagnosis, "
                                                  "signals, validation)")
+    ap.add_argument("--signals", default="", help="the Validation page's signals (comma-separated; default the "
+                                                   "page's own): the ones `erasure validate` stored")
     ap.add_argument("--skip", default="", help="compute buttons not to press, comma-separated (e.g. 'Diagnose': "
                                                 "on a 135M model a diagnosis traces every forget sample)")
     args = ap.parse_args(argv)
@@ -131,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"--skip: unknown button(s) {unknown}; expected some of {', '.join(COMPUTE_BUTTONS)}")
     only = tuple(s.strip() for s in args.pages.split(",") if s.strip())
-    report = walk(Path(args.study), Path(args.out), args.model, args.page_timeout, Path(args.log), skip, only)
+    signals = tuple(s.strip() for s in args.signals.split(",") if s.strip())
+    report = walk(Path(args.study), Path(args.out), args.model, args.page_timeout, Path(args.log), skip, only,
+                  signals)
     bad = [k for k, v in report.items() if v["problems"]]
     if bad:
         print(f"pages with problems: {', '.join(bad)}", file=sys.stderr)
