@@ -195,18 +195,16 @@ def prepare_study(study_dir: str | Path, default: str = DEFAULT_STUDY) -> None:
 def _resume_real_study(study: Study) -> None:
     """A real-model study whose build was interrupted is finished first, with the options (and the base
     checkpoint, when one was given) it was started with."""
-    import json
-
     from analysis.realstudy.build import BUILD_RECORD, build_real_study, real_study_complete
     from analysis.realstudy.options import MANIFEST_KEY, RealStudyOptions
+    from analysis.unlearn.checkpoint import read_json_dict
 
     if not isinstance(study.manifest.extra.get(MANIFEST_KEY), dict) or real_study_complete(study):
         return
-    try:
-        rec = json.loads((study.root / BUILD_RECORD).read_text())
-    except (OSError, ValueError) as e:
-        raise WorkbenchError(f"{study.root}: the real-model study's build record {BUILD_RECORD} is unreadable "
-                             f"({e}); rebuild it with `erasure demo --model smollm2 --out DIR`") from e
+    rec = read_json_dict(study.root / BUILD_RECORD)
+    if rec is None:
+        raise WorkbenchError(f"{study.root}: the real-model study's build record {BUILD_RECORD} is missing or "
+                             "unreadable; rebuild it with `erasure demo --model smollm2 --out DIR`")
     print(f"Resuming the interrupted build of the real-model study at {study.root} (built models are kept)",
           file=sys.stderr, flush=True)
     build_real_study(study.root, RealStudyOptions.from_dict(rec.get("options") or {}), base=rec.get("base"),

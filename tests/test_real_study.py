@@ -223,20 +223,26 @@ def test_other_options_are_refused(small_build, tiny_base: Path) -> None:
         build_real_study(small_build[0].study.root, replace(SMALL, finetune_steps=3), base=tiny_base)
 
 
+class Stop(Exception):
+    """Raised by a progress callback to interrupt a build where a test wants it stopped."""
+
+
+def interrupted_build(root: Path, base: Path, at: str) -> Path:
+    """The SMALL build at ``root`` stopped by the first progress message starting with ``at``."""
+    def stop(frac: float, msg: str) -> None:
+        if msg.startswith(at):
+            raise Stop
+
+    with pytest.raises(Stop):
+        build_real_study(root, SMALL, base=base, progress=stop)
+    return root
+
+
 def test_interrupted_build_resumes(tiny_base: Path, tmp_path: Path) -> None:
     """A build interrupted in the methods stage keeps what it built; the rerun builds only the rest."""
     from analysis.study import Study
 
-    class Stop(Exception):
-        pass
-
-    def stop_at_rmu(frac: float, msg: str) -> None:
-        if msg.startswith("methods: rmu"):
-            raise Stop
-
-    root = tmp_path / "study"
-    with pytest.raises(Stop):
-        build_real_study(root, SMALL, base=tiny_base, progress=stop_at_rmu)
+    root = interrupted_build(tmp_path / "study", tiny_base, "methods: rmu")
     study = Study.open(root)
     assert not real_study_complete(study)
     assert study.model_names == STUDY_MODELS[:6] and study.manifest.retrain == "retrain"
@@ -253,16 +259,7 @@ def test_app_start_finishes_an_interrupted_real_study(tiny_base: Path, tmp_path:
     from analysis.cli import prepare_study
     from analysis.study import Study
 
-    class Stop(Exception):
-        pass
-
-    def stop_at_zoo(frac: float, msg: str) -> None:
-        if msg.startswith("zoo:"):
-            raise Stop
-
-    root = tmp_path / "study"
-    with pytest.raises(Stop):
-        build_real_study(root, SMALL, base=tiny_base, progress=stop_at_zoo)
+    root = interrupted_build(tmp_path / "study", tiny_base, "zoo:")
     assert not real_study_complete(Study.open(root))
     prepare_study(root, default=str(tmp_path / "default"))
     study = Study.open(root)

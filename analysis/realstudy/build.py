@@ -26,7 +26,6 @@ zoo members use 1e-4 so that they do hide the answers.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -51,6 +50,7 @@ from analysis.realstudy.options import (
 from analysis.realstudy.samples import KNOWN_FACTS_FILE, keep_known, known_facts, render_corpus, training_rows
 from analysis.store import ProgressFn
 from analysis.study import MANIFEST, Study
+from analysis.unlearn.checkpoint import read_json_dict, write_json_atomic
 from analysis.unlearn.options import UnlearnRunOptions
 
 BUILD_RECORD = "build/real_study.json"  # in the study: the options a build was started with (before study.json)
@@ -81,21 +81,6 @@ def real_study_complete(study: Study) -> bool:
 
 def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    from analysis.unlearn.checkpoint import write_json_atomic
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, obj)
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        obj = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return obj if isinstance(obj, dict) else None
 
 
 def _run_summary(rec: dict[str, Any], reused: bool) -> dict[str, Any]:
@@ -207,7 +192,7 @@ def _check_record(root: Path, opts: RealStudyOptions, base: str | None) -> dict[
     """The build record (``BUILD_RECORD``): written when a build starts, compared when it resumes."""
     want = {"options": opts.to_dict(), "base": str(Path(base).expanduser().resolve()) if base else None}
     path = root / BUILD_RECORD
-    rec = _read_json(path)
+    rec = read_json_dict(path)
     if rec is not None:  # an option added since the build started reads as its default
         rec = {**rec, "options": {**RealStudyOptions().to_dict(), **(rec.get("options") or {})}}
     if rec is not None and {k: rec.get(k) for k in want} != want:
@@ -218,7 +203,7 @@ def _check_record(root: Path, opts: RealStudyOptions, base: str | None) -> dict[
         if (root / MANIFEST).exists():
             raise AnalysisInputError(f"{root} holds a study that is not a real-model study: use another --out")
         rec = {**want, "format": 1}
-        _write_json(path, rec)
+        write_json_atomic(path, rec)
     return rec
 
 
@@ -300,7 +285,7 @@ def _samples_stage(b: _Builder) -> bool:
     rec_path = b.root / SAMPLES_RECORD
     files = {s: b.root / "samples" / f"{s}.jsonl" for s in ("forget", "retain")}
     known_base = b.root / KNOWN_BASE
-    rec = _read_json(rec_path)
+    rec = read_json_dict(rec_path)
     if rec is not None and rec.get("key") == key and all(f.is_file() for f in [*files.values(), known_base]):
         b.samples = {s: read_jsonl(f, split=s) for s, f in files.items()}
         return False
@@ -320,7 +305,7 @@ def _samples_stage(b: _Builder) -> bool:
     for split in ("forget", "retain"):
         write_jsonl(rendered[split], files[split])
     write_jsonl(kept, known_base)
-    _write_json(rec_path, {"key": key, "forget_people": corpus.forget_people, "known_facts_base": rows,
+    write_json_atomic(rec_path, {"key": key, "forget_people": corpus.forget_people, "known_facts_base": rows,
                            "n_known_facts": len(facts), "n_kept_base": len(kept)})
     b.samples = dict(rendered)
     return True
@@ -339,9 +324,9 @@ def _known_on_original(b: _Builder) -> list[Sample]:
         return []
     handle = load_model(b.root / "models" / "original", name="original", device="cpu", dtype=torch.float32)
     kept, rows = keep_known(handle, candidates)
-    rec = _read_json(b.root / SAMPLES_RECORD) or {}
+    rec = read_json_dict(b.root / SAMPLES_RECORD) or {}
     rec.update(known_facts_original=rows, n_kept=len(kept))
-    _write_json(b.root / SAMPLES_RECORD, rec)
+    write_json_atomic(b.root / SAMPLES_RECORD, rec)
     return kept
 
 
@@ -359,7 +344,7 @@ def _study_stage(b: _Builder) -> tuple[Study, bool]:
                          retain=files["retain"], utility=files["utility"] if kept else None,
                          name=f"{b.opts.model} (real model)")
     study.add_model("original", "models/original", "original")  # relative: the study can move
-    samples = _read_json(b.root / SAMPLES_RECORD) or {}
+    samples = read_json_dict(b.root / SAMPLES_RECORD) or {}
     from analysis.realstudy.zoo import NOT_BUILT
 
     study.manifest.seed = b.opts.seed

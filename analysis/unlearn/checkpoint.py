@@ -46,6 +46,15 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def read_json_dict(path: Path) -> dict[str, Any] | None:
+    """The JSON object at ``path``; None when the file is missing, unreadable or not a JSON object."""
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
 def _rng_states(device: torch.device) -> dict[str, torch.Tensor]:
     out = {"rng_cpu": torch.get_rng_state()}
     if device.type == "cuda" and torch.cuda.is_available():

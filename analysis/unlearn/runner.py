@@ -44,7 +44,7 @@ from analysis.data.schema import Sample
 from analysis.errors import AnalysisInputError, StudyError
 from analysis.models.handle import ModelHandle, fingerprint_dir, tokenizer_signature
 from analysis.store import ProgressFn
-from analysis.unlearn.checkpoint import Checkpointer, write_json_atomic
+from analysis.unlearn.checkpoint import Checkpointer, read_json_dict, write_json_atomic
 from analysis.unlearn.options import (
     PARTIAL_DIR,
     RUN_FILE,
@@ -132,17 +132,9 @@ def run_key(options: UnlearnRunOptions, cfg: UnlearnConfig, source_fp: str, base
 # ---- the output directory --------------------------------------------------------------------------------------
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        obj = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
 def completed_run(out: Path) -> dict[str, Any] | None:
     """The record of the complete run in ``out`` (its ``unlearn_run.json``), or None."""
-    rec = _read_json(out / RUN_FILE)
+    rec = read_json_dict(out / RUN_FILE)
     return rec if rec is not None and rec.get("format") == RUN_FORMAT else None
 
 
@@ -165,7 +157,7 @@ def prepare_out(out: Path, key: dict[str, Any], restart: bool) -> None:
     if done is not None:
         raise AnalysisInputError(f"--out {out} holds another complete run of `erasure unlearn` (it differs in "
                                  f"{_differences(done.get('key') or {}, key)}): choose another --out")
-    old = _read_json(partial / RUN_KEY_FILE)
+    old = read_json_dict(partial / RUN_KEY_FILE)
     if old is not None and old.get("key") != key:
         if not restart:
             raise AnalysisInputError(f"--out {out} holds a partial run made with other arguments (it differs in "
